@@ -8,6 +8,8 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod ddp;
 pub mod proto;
 pub mod session;

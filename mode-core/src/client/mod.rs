@@ -1,0 +1,1 @@
+//! The managed device client (feature `client`): one task owns the connection.

@@ -1,0 +1,1 @@
+//! mode-sim: a local MODE cloud.

@@ -90,10 +90,10 @@ impl Backoff {
     /// the next attempt. `random` is a number in `[0, 1)` from the caller's RNG (values outside
     /// are clamped); pass 0.0 for no jitter.
     pub fn on_failure(&mut self, failure: Failure, now: Instant, random: f64) -> Duration {
-        if let Some(since) = self.connected_at.take() {
-            if now.saturating_duration_since(since) >= self.policy.stable_after {
-                self.failures = 0;
-            }
+        if let Some(since) = self.connected_at.take()
+            && now.saturating_duration_since(since) >= self.policy.stable_after
+        {
+            self.failures = 0;
         }
         self.failures = self.failures.saturating_add(1);
         let wait = match failure {
@@ -150,7 +150,9 @@ mod tests {
     fn connection_failures_wait_fibonacci_seconds_up_to_the_cap() {
         let mut backoff = Backoff::new(no_jitter());
         let now = Instant::now();
-        let waits: Vec<_> = (0..12).map(|_| backoff.on_failure(Failure::Connection, now, 0.5)).collect();
+        let waits: Vec<_> = (0..12)
+            .map(|_| backoff.on_failure(Failure::Connection, now, 0.5))
+            .collect();
         assert_eq!(secs(&waits), [1, 2, 3, 5, 8, 13, 21, 34, 55, 60, 60, 60]);
     }
 
@@ -172,7 +174,10 @@ mod tests {
         }
         // The 10th wait is the 60 s cap; jitter 0.2 with the largest random takes off 20 %.
         let wait = backoff.on_failure(Failure::Connection, now, 0.999_999);
-        assert!(wait > Duration::from_secs(48) && wait < Duration::from_secs(60), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(48) && wait < Duration::from_secs(60),
+            "{wait:?}"
+        );
         let wait = backoff.on_failure(Failure::Connection, now, 7.0); // clamped to 1.0
         assert_eq!(wait, Duration::from_secs(48));
     }
@@ -197,7 +202,11 @@ mod tests {
         for i in 0..5 {
             let t = t0 + Duration::from_secs(i);
             backoff.on_connected(t);
-            waits.push(backoff.on_failure(Failure::Connection, t + Duration::from_millis(100), 0.0));
+            waits.push(backoff.on_failure(
+                Failure::Connection,
+                t + Duration::from_millis(100),
+                0.0,
+            ));
         }
         assert_eq!(secs(&waits), [1, 2, 3, 5, 8]);
     }
@@ -206,7 +215,9 @@ mod tests {
     fn authentication_failures_wait_longer_and_double_up_to_their_cap() {
         let mut backoff = Backoff::new(no_jitter());
         let now = Instant::now();
-        let waits: Vec<_> = (0..7).map(|_| backoff.on_failure(Failure::Auth, now, 0.0)).collect();
+        let waits: Vec<_> = (0..7)
+            .map(|_| backoff.on_failure(Failure::Auth, now, 0.0))
+            .collect();
         assert_eq!(secs(&waits), [60, 120, 240, 480, 900, 900, 900]);
     }
 
@@ -217,7 +228,10 @@ mod tests {
         backoff.on_failure(Failure::Auth, now, 0.0);
         backoff.on_failure(Failure::Auth, now, 0.0);
         backoff.on_connected(now);
-        assert_eq!(backoff.on_failure(Failure::Auth, now, 0.0), Duration::from_secs(60));
+        assert_eq!(
+            backoff.on_failure(Failure::Auth, now, 0.0),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -230,7 +244,11 @@ mod tests {
         let mut backoff = Backoff::new(policy);
         let now = Instant::now();
         let waits: Vec<_> = (0..5)
-            .map(|_| backoff.on_failure(Failure::Connection, now, 0.0).as_millis())
+            .map(|_| {
+                backoff
+                    .on_failure(Failure::Connection, now, 0.0)
+                    .as_millis()
+            })
             .collect();
         assert_eq!(waits, [10, 20, 30, 45, 45]);
     }

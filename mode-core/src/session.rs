@@ -106,9 +106,9 @@ impl Session {
         let id = self.device_id;
         let mut topics = vec![Topic::command(id).to_string(), Topic::kv(id).to_string()];
         topics.extend(
-            self.bulk_labels
-                .iter()
-                .map(|label| Topic::new(id, TopicKind::BulkDataResponse(label.clone())).to_string()),
+            self.bulk_labels.iter().map(|label| {
+                Topic::new(id, TopicKind::BulkDataResponse(label.clone())).to_string()
+            }),
         );
         topics
     }
@@ -152,7 +152,9 @@ impl Session {
             TopicKind::Event
             | TopicKind::Data
             | TopicKind::BulkData(_)
-            | TopicKind::BulkDataRequest(_) => unrelated("a device publishes on this topic; it never receives on it".into()),
+            | TopicKind::BulkDataRequest(_) => {
+                unrelated("a device publishes on this topic; it never receives on it".into())
+            }
         }
     }
 
@@ -190,7 +192,9 @@ impl Session {
 
     /// `kv_update` of a delete.
     pub fn kv_delete(&self, key: &str) -> Result<Outgoing, EncodeError> {
-        self.kv_update(&KvUpdate::Delete { key: key.to_owned() })
+        self.kv_update(&KvUpdate::Delete {
+            key: key.to_owned(),
+        })
     }
 
     /// Raw bulk data for the smart module of `label`.
@@ -205,7 +209,12 @@ impl Session {
 
     /// A bulk-data request with a fresh request id; returns the id to match the response by.
     /// Remember to [`watch_bulk_responses`](Self::watch_bulk_responses) for the label.
-    pub fn bulk_request(&mut self, label: &str, payload: Value, qos: Qos) -> Result<(String, Outgoing), EncodeError> {
+    pub fn bulk_request(
+        &mut self,
+        label: &str,
+        payload: Value,
+        qos: Qos,
+    ) -> Result<(String, Outgoing), EncodeError> {
         let topic = Topic::bulk_request(self.device_id, label)?;
         let request_id = format!("{}{}", self.request_prefix, self.next_request);
         self.next_request += 1;

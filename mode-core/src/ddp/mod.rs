@@ -174,13 +174,23 @@ impl Mirror {
         self.changed(rev, key, value, previous)
     }
 
-    fn changed(&mut self, rev: Rev, key: String, value: Option<Value>, previous: Option<Value>) -> Applied {
+    fn changed(
+        &mut self,
+        rev: Rev,
+        key: String,
+        value: Option<Value>,
+        previous: Option<Value>,
+    ) -> Applied {
         let change = match (value, previous) {
             (Some(value), previous) => {
                 if previous.is_none() {
                     self.live += 1;
                 }
-                Some(Change::Set { key, value, previous })
+                Some(Change::Set {
+                    key,
+                    value,
+                    previous,
+                })
             }
             (None, Some(previous)) => {
                 self.live -= 1;
@@ -208,7 +218,10 @@ impl Mirror {
         items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let old = std::mem::take(&mut self.entries);
         let mut changes = Vec::new();
-        let mut old = old.into_iter().filter_map(|(key, entry)| entry.value.map(|v| (key, v))).peekable();
+        let mut old = old
+            .into_iter()
+            .filter_map(|(key, entry)| entry.value.map(|v| (key, v)))
+            .peekable();
         let mut fresh = BTreeMap::new();
         // Both sides are in key order: one merge pass yields the diff in key order.
         for KvItem {
@@ -218,7 +231,10 @@ impl Mirror {
         } in items
         {
             while let Some((gone, previous)) = old.next_if(|(old_key, _)| *old_key < key) {
-                changes.push(Change::Deleted { key: gone, previous });
+                changes.push(Change::Deleted {
+                    key: gone,
+                    previous,
+                });
             }
             let previous = old.next_if(|(old_key, _)| *old_key == key).map(|(_, v)| v);
             if previous.as_ref() != Some(&value) {
@@ -327,7 +343,10 @@ impl Mirror {
 
     /// The live contents as one JSON object, keys in order.
     pub fn snapshot(&self) -> Value {
-        let map: Map<String, Value> = self.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
+        let map: Map<String, Value> = self
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
         Value::Object(map)
     }
 }

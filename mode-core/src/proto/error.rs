@@ -83,7 +83,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     /// An error found by our own checks after the JSON parsed (a protocol rule, not a type).
-    pub(crate) fn shape(kind: MessageKind, path: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub(crate) fn shape(
+        kind: MessageKind,
+        path: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         DecodeError {
             kind,
             fault: DecodeFault::Shape,
@@ -106,6 +110,12 @@ impl DecodeError {
             detail.truncate(cut);
         }
         let line_column = (err.line() > 0).then(|| (err.line(), err.column()));
+        // serde reports a missing field at its parent; the field itself is the place to look.
+        let path = match missing_field(&detail) {
+            Some(field) if path.is_empty() => field.to_owned(),
+            Some(field) => format!("{path}.{field}"),
+            None => path,
+        };
         DecodeError {
             kind,
             fault,
@@ -129,6 +139,11 @@ impl DecodeError {
             None => String::new(),
         }
     }
+}
+
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(detail: &str) -> Option<&str> {
+    detail.strip_prefix("missing field `")?.strip_suffix('`')
 }
 
 /// The caller asked for something the protocol cannot express: an empty key, a bulk-data label

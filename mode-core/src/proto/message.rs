@@ -293,7 +293,9 @@ impl RawKv<'_> {
     fn key(&mut self, kind: MessageKind) -> Result<String, DecodeError> {
         match self.key.take() {
             None => Err(DecodeError::shape(kind, "key", "missing field `key`")),
-            Some(key) if key.is_empty() => Err(DecodeError::shape(kind, "key", "key must not be empty")),
+            Some(key) if key.is_empty() => {
+                Err(DecodeError::shape(kind, "key", "key must not be empty"))
+            }
             Some(key) => Ok(key),
         }
     }
@@ -329,19 +331,23 @@ impl SyncMessage {
             "reload" => {
                 let rev = raw.rev(kind)?;
                 let items = raw.items.take().unwrap_or_default();
-                if let Some(n) = raw.num_items {
-                    if n != items.len() as u64 {
-                        return Err(DecodeError::shape(
-                            kind,
-                            "numItems",
-                            format!("numItems is {n} but items holds {}", items.len()),
-                        ));
-                    }
+                if let Some(n) = raw.num_items
+                    && n != items.len() as u64
+                {
+                    return Err(DecodeError::shape(
+                        kind,
+                        "numItems",
+                        format!("numItems is {n} but items holds {}", items.len()),
+                    ));
                 }
                 let mut seen = HashSet::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     if item.key.is_empty() {
-                        return Err(DecodeError::shape(kind, format!("items[{i}].key"), "key must not be empty"));
+                        return Err(DecodeError::shape(
+                            kind,
+                            format!("items[{i}].key"),
+                            "key must not be empty",
+                        ));
                     }
                     if !seen.insert(item.key.as_str()) {
                         return Err(DecodeError::shape(
@@ -417,7 +423,9 @@ impl KvUpdate {
                 key: raw.key(kind)?,
                 value: raw.value(kind)?,
             }),
-            "delete" => Ok(KvUpdate::Delete { key: raw.key(kind)? }),
+            "delete" => Ok(KvUpdate::Delete {
+                key: raw.key(kind)?,
+            }),
             _ => Err(raw.unknown_action(kind, "\"set\" or \"delete\"")),
         }
     }
@@ -459,7 +467,11 @@ impl KvValue {
         let body: KvValueRaw = decode_json(MessageKind::KvValue, bytes)?;
         match body.value {
             Some(value) => Ok(KvValue { value }),
-            None => Err(DecodeError::shape(MessageKind::KvValue, "value", "missing field `value`")),
+            None => Err(DecodeError::shape(
+                MessageKind::KvValue,
+                "value",
+                "missing field `value`",
+            )),
         }
     }
 

@@ -13,7 +13,11 @@ pub const AUTH_SCHEME: &str = "ModeCloud";
 pub const AUTH_TOKEN_PARAM: &str = "authToken";
 
 /// Everything but RFC 3986's unreserved characters is encoded, so any key survives any router.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The value of the `Authorization` header for `api_key`: `ModeCloud <key>`.
 pub fn authorization_value(api_key: &str) -> String {
@@ -34,7 +38,10 @@ pub fn encode_path_segment(segment: &str) -> String {
 
 /// Decodes one percent-encoded path segment; `None` when the result is not UTF-8.
 pub fn decode_path_segment(segment: &str) -> Option<String> {
-    percent_decode_str(segment).decode_utf8().ok().map(|s| s.into_owned())
+    percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 /// `/devices/{id}`: device info.
@@ -62,7 +69,10 @@ pub fn kv_key_path(device_id: DeviceId, key: &str) -> Result<String, EncodeError
     if key.is_empty() {
         return Err(EncodeError::EmptyKey);
     }
-    Ok(format!("/devices/{device_id}/kv/{}", encode_path_segment(key)))
+    Ok(format!(
+        "/devices/{device_id}/kv/{}",
+        encode_path_segment(key)
+    ))
 }
 
 /// `/devices`: provisioning a device with a token.

@@ -44,7 +44,9 @@ pub enum TopicError {
     #[error("topic {0:?} has no valid device id (expected a decimal number)")]
     BadDeviceId(String),
     /// The part after the device id is not one MODE defines.
-    #[error("topic {0:?} is not one of event, command, kv, data, bulkData/{{label}}[/request|/response]")]
+    #[error(
+        "topic {0:?} is not one of event, command, kv, data, bulkData/{{label}}[/request|/response]"
+    )]
     UnknownKind(String),
 }
 
@@ -65,9 +67,8 @@ fn checked_label(label: &str) -> Result<String, EncodeError> {
 /// Parses a device id as it stands in topics and paths: decimal digits, no sign, no leading
 /// zero, so every id has exactly one spelling and a topic cannot alias another device's.
 pub fn parse_device_id(s: &str) -> Option<DeviceId> {
-    let canonical = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if canonical { s.parse().ok() } else { None }
 }
 
@@ -99,17 +100,26 @@ impl Topic {
 
     /// `/devices/{id}/bulkData/{label}`; fails for a label that cannot be one topic level.
     pub fn bulk_data(device_id: DeviceId, label: &str) -> Result<Self, EncodeError> {
-        Ok(Topic::new(device_id, TopicKind::BulkData(checked_label(label)?)))
+        Ok(Topic::new(
+            device_id,
+            TopicKind::BulkData(checked_label(label)?),
+        ))
     }
 
     /// `/devices/{id}/bulkData/{label}/request`.
     pub fn bulk_request(device_id: DeviceId, label: &str) -> Result<Self, EncodeError> {
-        Ok(Topic::new(device_id, TopicKind::BulkDataRequest(checked_label(label)?)))
+        Ok(Topic::new(
+            device_id,
+            TopicKind::BulkDataRequest(checked_label(label)?),
+        ))
     }
 
     /// `/devices/{id}/bulkData/{label}/response`.
     pub fn bulk_response(device_id: DeviceId, label: &str) -> Result<Self, EncodeError> {
-        Ok(Topic::new(device_id, TopicKind::BulkDataResponse(checked_label(label)?)))
+        Ok(Topic::new(
+            device_id,
+            TopicKind::BulkDataResponse(checked_label(label)?),
+        ))
     }
 
     /// Parses a topic name.
@@ -118,7 +128,8 @@ impl Topic {
             .strip_prefix("/devices/")
             .ok_or_else(|| TopicError::NotDeviceTopic(topic.to_owned()))?;
         let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let device_id = parse_device_id(id).ok_or_else(|| TopicError::BadDeviceId(topic.to_owned()))?;
+        let device_id =
+            parse_device_id(id).ok_or_else(|| TopicError::BadDeviceId(topic.to_owned()))?;
         let unknown = || TopicError::UnknownKind(topic.to_owned());
         let kind = match tail {
             "event" => TopicKind::Event,
@@ -156,8 +167,12 @@ impl fmt::Display for Topic {
             TopicKind::Kv => write!(f, "/devices/{id}/kv"),
             TopicKind::Data => write!(f, "/devices/{id}/data"),
             TopicKind::BulkData(label) => write!(f, "/devices/{id}/bulkData/{label}"),
-            TopicKind::BulkDataRequest(label) => write!(f, "/devices/{id}/bulkData/{label}/request"),
-            TopicKind::BulkDataResponse(label) => write!(f, "/devices/{id}/bulkData/{label}/response"),
+            TopicKind::BulkDataRequest(label) => {
+                write!(f, "/devices/{id}/bulkData/{label}/request")
+            }
+            TopicKind::BulkDataResponse(label) => {
+                write!(f, "/devices/{id}/bulkData/{label}/response")
+            }
         }
     }
 }

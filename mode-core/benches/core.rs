@@ -66,7 +66,7 @@ fn main() {
         let start = Instant::now();
         for message in &sets {
             let message = SyncMessage::decode(message).expect("valid");
-            black_box(mirror.apply(message));
+            let _ = black_box(mirror.apply(message));
         }
         black_box(mirror.len());
         start.elapsed()
@@ -100,7 +100,7 @@ fn main() {
         let mut mirror = Mirror::new();
         let start = Instant::now();
         let message = SyncMessage::decode(&first).expect("valid");
-        black_box(mirror.apply(message));
+        let _ = black_box(mirror.apply(message));
         start.elapsed()
     });
     let reload_decode = median(|| {

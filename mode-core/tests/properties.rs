@@ -41,6 +41,12 @@ impl XorShift {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
 }
 
 /// The cloud: the store, its rev, and the sync messages it sent in each subscription epoch.
@@ -127,9 +133,7 @@ fn deliver(cloud: &Cloud, seed: u64, mirror: &mut Mirror) {
         }
     }
     for (epoch, batch) in batches.iter_mut().enumerate() {
-        for i in (1..batch.len()).rev() {
-            batch.swap(i, rng.below(i + 1));
-        }
+        rng.shuffle(batch);
         mirror.expect_reload();
         let _ = mirror.apply(cloud.epochs[epoch].0.clone());
         for message in batch.drain(..) {
@@ -166,9 +170,7 @@ proptest! {
         let mut rng = XorShift(seed | 1);
         for (reload, messages) in &cloud.epochs {
             let mut batch = messages.clone();
-            for i in (1..batch.len()).rev() {
-                batch.swap(i, rng.below(i + 1));
-            }
+            rng.shuffle(&mut batch);
             mirror.expect_reload();
             for message in std::iter::once(reload.clone()).chain(batch) {
                 for change in mirror.apply(message).changes() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::proto::{KvItem, Reload, Rev, SyncMessage};
+use crate::proto::{DecodeError, KvItem, Reload, Rev, SyncMessage};
 
 /// What one key holds: a live value or a tombstone, and the revision that put it there.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +143,12 @@ impl Mirror {
             SyncMessage::Set { rev, key, value } => self.apply_change(rev, key, Some(value)),
             SyncMessage::Delete { rev, key } => self.apply_change(rev, key, None),
         }
+    }
+
+    /// Decodes a raw sync payload (as received on `/devices/{id}/kv`) and applies it. A payload
+    /// that does not decode changes nothing.
+    pub fn apply_json(&mut self, payload: &[u8]) -> Result<Applied, DecodeError> {
+        Ok(self.apply(SyncMessage::decode(payload)?))
     }
 
     /// A `set` (`value` is `Some`) or a `delete` (`None`).

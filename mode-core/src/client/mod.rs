@@ -1,1 +1,471 @@
-//! The managed device client (feature `client`): one task owns the connection.
+//! The managed device client (feature `client`): a cheap cloneable [`Client`] handle and one
+//! tokio task that owns the connection, keeps it alive and keeps the DDP mirror true.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mode_core::client::ClientError> {
+//! use mode_core::client::{Client, ClientConfig, Notification};
+//! use mode_core::proto::{Map, Qos};
+//!
+//! let config = ClientConfig::builder(1234, "v1.device-api-key").build()?;
+//! let (client, mut notifications) = Client::connect(config)?;
+//! client.send_event("boot", Map::new(), Qos::AtLeastOnce).await?;
+//! while let Some(notification) = notifications.recv().await {
+//!     if let Notification::Command(command) = notification {
+//!         // Calling the client from here never deadlocks; `try_` calls never wait.
+//!         client.try_send_event("ack", command.parameters, Qos::AtMostOnce)?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Delivery: QoS 1 messages (events, kv writes, bulk requests) are kept in the client's own
+//! outbox until the cloud acknowledges them; a lost connection re-sends them after the
+//! reconnect, in order. The outbox is bounded ([`ClientConfig`]'s `queue_size`) and what a full
+//! queue does is the [`FullQueuePolicy`]; nothing is dropped silently.
+
+mod config;
+mod error;
+mod mqtt;
+mod notification;
+mod outbox;
+mod rest;
+mod shared;
+mod tls;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use config::{
+    ApiKey, ClientConfig, ClientConfigBuilder, ConfigError, DEFAULT_API_URL, DEFAULT_MQTT_HOST,
+    FullQueuePolicy, TlsOptions, Transport,
+};
+pub use error::ClientError;
+pub use notification::{DisconnectReason, Notification, Notifications};
+pub use shared::Stats;
+
+use self::mqtt::Cmd;
+use self::outbox::Message;
+use self::rest::Rest;
+use self::shared::Shared;
+use crate::proto::{BulkDataResponse, DeviceId, DeviceInfo, Event, Qos, rest as paths};
+use crate::session::{Outgoing, Session};
+
+/// A handle on one device's connection. Clones are cheap and share the connection; the
+/// connection task ends when the client is closed or every clone is dropped (dropping without
+/// [`close`](Client::close) gives up what is still queued).
+///
+/// Every sending call has two forms: an `async` one that waits for room in the queue when the
+/// [`FullQueuePolicy`] is `Block`, and a `try_` one that never waits. Neither waits for the
+/// network: both return a [`Delivery`] that says when the cloud has the message. Both may be
+/// called from anywhere, a notification handler included: the connection task never waits for
+/// the application, so no call can deadlock it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    permits: Arc<Semaphore>,
+    config: Arc<ClientConfig>,
+    rest: Rest,
+}
+
+/// The outcome of one sent message, for callers who want to know when the cloud has it.
+/// Dropping it is fine: the message is delivered all the same.
+#[derive(Debug)]
+pub struct Delivery {
+    rx: oneshot::Receiver<Result<(), ClientError>>,
+}
+
+impl Delivery {
+    /// Waits until the cloud acknowledged the message (QoS 1: PUBACK; QoS 0: written to the
+    /// network), or it was dropped or given up at close.
+    pub async fn wait(self) -> Result<(), ClientError> {
+        self.rx.await.unwrap_or(Err(ClientError::Closed))
+    }
+}
+
+/// A bulk-data request on its way; its response is matched by `requestId`.
+#[derive(Debug)]
+pub struct PendingResponse {
+    request_id: String,
+    delivery: Delivery,
+    rx: oneshot::Receiver<BulkDataResponse>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl PendingResponse {
+    /// The request id the response will carry.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Waits up to `timeout` for the response.
+    pub async fn response(self, timeout: Duration) -> Result<BulkDataResponse, ClientError> {
+        let PendingResponse {
+            request_id,
+            delivery,
+            rx,
+            cmds,
+        } = self;
+        // A request that could not be delivered fails with that reason rather than a timeout.
+        let sent = async {
+            delivery.wait().await?;
+            std::future::pending::<Result<BulkDataResponse, ClientError>>().await
+        };
+        let answer = async { rx.await.map_err(|_| ClientError::Closed) };
+        let outcome = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                result = sent => result,
+                response = answer => response,
+            }
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = cmds.send(Cmd::ForgetBulk(request_id));
+                Err(ClientError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Starts the client's connection task on the current tokio runtime and returns the handle
+    /// and the notification stream. The first connection attempt starts at once; failures are
+    /// reported as [`Notification::Disconnected`] and retried with backoff.
+    pub fn connect(config: ClientConfig) -> Result<(Client, Notifications), ClientError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::NoRuntime);
+        }
+        if config.transport == Transport::Http {
+            return Err(ClientError::Unsupported(
+                "Transport::Http (REST events + WebSocket commands and DDP) is not implemented yet; use Transport::Mqtt or Transport::MqttWebSocket",
+            ));
+        }
+        let needs_tls = config.tls.enabled || config.api_url.starts_with("https://");
+        let tls = if needs_tls {
+            Some(Arc::new(tls::client_config(&config.tls)?))
+        } else {
+            None
+        };
+        let rest = Rest::new(&config, tls.as_deref())?;
+        let session = Session::new(config.device_id, rand::random());
+        let shared = Arc::new(Shared::new(session));
+        let (notifier, notifications) = notification::channel(config.notification_capacity, shared.clone());
+        let permits = Arc::new(Semaphore::new(config.queue_size));
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let config = Arc::new(config);
+        let task = mqtt::Task::new(config.clone(), tls, shared.clone(), notifier, permits.clone(), cmd_rx);
+        tokio::spawn(task.run());
+        let inner = Inner {
+            shared,
+            cmds,
+            permits,
+            config,
+            rest,
+        };
+        Ok((
+            Client {
+                inner: Arc::new(inner),
+            },
+            notifications,
+        ))
+    }
+
+    /// The device this client speaks for.
+    pub fn device_id(&self) -> DeviceId {
+        self.inner.config.device_id
+    }
+
+    /// True while connected and subscribed.
+    pub fn is_connected(&self) -> bool {
+        self.inner
+            .shared
+            .connected
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A snapshot of the client's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.stats()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Queueing: one path for every outgoing publish.
+    // -----------------------------------------------------------------------------------------
+
+    fn check(&self, out: &Outgoing) -> Result<(), ClientError> {
+        if self.inner.shared.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let size = publish_packet_size(out);
+        let max = self.inner.config.max_message_size;
+        if size > max {
+            return Err(ClientError::MessageTooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&self, out: Outgoing) -> Result<Delivery, ClientError> {
+        self.check(&out)?;
+        let permit = match self.inner.config.full_queue {
+            FullQueuePolicy::Block => Some(
+                self.inner
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ClientError::Closed)?,
+            ),
+            FullQueuePolicy::DropOldest | FullQueuePolicy::Error => {
+                self.inner.permits.clone().try_acquire_owned().ok()
+            }
+        };
+        self.submit(out, permit)
+    }
+
+    fn try_enqueue(&self, out: Outgoing) -> Result<Delivery, ClientError> {
+        self.check(&out)?;
+        let permit = self.inner.permits.clone().try_acquire_owned().ok();
+        self.submit(out, permit)
+    }
+
+    fn submit(&self, out: Outgoing, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<Delivery, ClientError> {
+        if permit.is_none() && self.inner.config.full_queue != FullQueuePolicy::DropOldest {
+            return Err(ClientError::QueueFull {
+                capacity: self.inner.config.queue_size,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let message = Message {
+            seq: 0, // assigned by the connection task, in arrival order
+            topic: out.topic,
+            payload: out.payload,
+            qos: out.qos,
+            done: Some(tx),
+            permit,
+        };
+        self.inner
+            .cmds
+            .send(Cmd::Publish(message))
+            .map_err(|_| ClientError::Closed)?;
+        Ok(Delivery { rx })
+    }
+
+    fn event_outgoing(&self, event_type: &str, data: Map<String, Value>, qos: Qos) -> Result<Outgoing, ClientError> {
+        let event = Event::new(event_type, data);
+        Ok(self.inner.shared.session().event(&event, qos)?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Events, kv writes, bulk data, data for routing
+    // -----------------------------------------------------------------------------------------
+
+    /// Sends an event to the device's home (MQTT QoS 0 or 1). Waits only for queue room.
+    pub async fn send_event(&self, event_type: &str, data: Map<String, Value>, qos: Qos) -> Result<Delivery, ClientError> {
+        self.enqueue(self.event_outgoing(event_type, data, qos)?).await
+    }
+
+    /// [`send_event`](Self::send_event) without waiting.
+    pub fn try_send_event(&self, event_type: &str, data: Map<String, Value>, qos: Qos) -> Result<Delivery, ClientError> {
+        self.try_enqueue(self.event_outgoing(event_type, data, qos)?)
+    }
+
+    /// Sets `key` to `value` in the device's cloud store (QoS 1). The mirror changes when the
+    /// cloud broadcasts the change with its rev ([`Notification::KvSet`]).
+    pub async fn kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().kv_set(key, value)?;
+        self.enqueue(out).await
+    }
+
+    /// [`kv_set`](Self::kv_set) without waiting.
+    pub fn try_kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().kv_set(key, value)?;
+        self.try_enqueue(out)
+    }
+
+    /// Deletes `key` from the device's cloud store (QoS 1).
+    pub async fn kv_delete(&self, key: &str) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().kv_delete(key)?;
+        self.enqueue(out).await
+    }
+
+    /// [`kv_delete`](Self::kv_delete) without waiting.
+    pub fn try_kv_delete(&self, key: &str) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().kv_delete(key)?;
+        self.try_enqueue(out)
+    }
+
+    /// Sends raw bytes to the smart module of `label`.
+    pub async fn send_bulk_data(&self, label: &str, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().bulk_data(label, data, qos)?;
+        self.enqueue(out).await
+    }
+
+    /// [`send_bulk_data`](Self::send_bulk_data) without waiting.
+    pub fn try_send_bulk_data(&self, label: &str, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().bulk_data(label, data, qos)?;
+        self.try_enqueue(out)
+    }
+
+    /// Publishes data for routing on `/devices/{id}/data`.
+    pub async fn send_data_for_routing(&self, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().data(data, qos);
+        self.enqueue(out).await
+    }
+
+    /// [`send_data_for_routing`](Self::send_data_for_routing) without waiting.
+    pub fn try_send_data_for_routing(&self, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+        let out = self.inner.shared.session().data(data, qos);
+        self.try_enqueue(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Bulk-data request / response
+    // -----------------------------------------------------------------------------------------
+
+    fn bulk_request_outgoing(&self, label: &str, payload: Value) -> Result<(String, Outgoing, String), ClientError> {
+        let mut session = self.inner.shared.session();
+        let response_topic = session.watch_bulk_responses(label)?;
+        let (request_id, out) = session.bulk_request(label, payload, Qos::AtLeastOnce)?;
+        Ok((request_id, out, response_topic))
+    }
+
+    fn expect(&self, request_id: &str, response_topic: String) -> Result<oneshot::Receiver<BulkDataResponse>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmds
+            .send(Cmd::ExpectBulk {
+                request_id: request_id.to_owned(),
+                response_topic,
+                reply,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Sends a bulk-data request to the module of `label` and waits up to `timeout` for the
+    /// response with the same `requestId` (subscribing to the label's responses first).
+    pub async fn bulk_request(&self, label: &str, payload: Value, timeout: Duration) -> Result<BulkDataResponse, ClientError> {
+        let (request_id, out, topic) = self.bulk_request_outgoing(label, payload)?;
+        self.check(&out)?;
+        let rx = self.expect(&request_id, topic)?;
+        let delivery = self.enqueue(out).await?;
+        PendingResponse {
+            request_id,
+            delivery,
+            rx,
+            cmds: self.inner.cmds.clone(),
+        }
+        .response(timeout)
+        .await
+    }
+
+    /// Sends a bulk-data request without waiting; await the response on the returned handle.
+    pub fn try_bulk_request(&self, label: &str, payload: Value) -> Result<PendingResponse, ClientError> {
+        let (request_id, out, topic) = self.bulk_request_outgoing(label, payload)?;
+        self.check(&out)?;
+        let rx = self.expect(&request_id, topic)?;
+        let delivery = match self.try_enqueue(out) {
+            Ok(delivery) => delivery,
+            Err(err) => {
+                let _ = self.inner.cmds.send(Cmd::ForgetBulk(request_id));
+                return Err(err);
+            }
+        };
+        Ok(PendingResponse {
+            request_id,
+            delivery,
+            rx,
+            cmds: self.inner.cmds.clone(),
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The local DDP mirror
+    // -----------------------------------------------------------------------------------------
+
+    /// The value of `key` in the local mirror of the cloud store.
+    pub fn kv_get(&self, key: &str) -> Option<Value> {
+        self.inner.shared.session().mirror().get(key).cloned()
+    }
+
+    /// The whole mirror as one JSON object, keys in order.
+    pub fn kv_snapshot(&self) -> Value {
+        self.inner.shared.session().mirror().snapshot()
+    }
+
+    /// The mirror's revision; `None` until the first `reload` arrived.
+    pub fn kv_rev(&self) -> Option<u64> {
+        let session = self.inner.shared.session();
+        let mirror = session.mirror();
+        (mirror.reloads() > 0).then(|| mirror.rev())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // REST
+    // -----------------------------------------------------------------------------------------
+
+    /// What the cloud knows of this device (`GET /devices/{id}`). A plain REST request: it does
+    /// not involve the connection task.
+    pub async fn device_info(&self) -> Result<DeviceInfo, ClientError> {
+        let path = paths::device_path(self.device_id());
+        let body = self.inner.rest.send(reqwest::Method::GET, &path, None).await?;
+        Ok(DeviceInfo::decode(&body)?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Closing
+    // -----------------------------------------------------------------------------------------
+
+    fn start_close(&self, timeout: Duration) -> Option<oneshot::Receiver<Result<(), ClientError>>> {
+        self.inner
+            .shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Senders waiting for queue room give up now.
+        self.inner.permits.close();
+        let (reply, rx) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
+        self.inner.cmds.send(Cmd::Close { deadline, reply }).ok()?;
+        Some(rx)
+    }
+
+    /// Closes the client: no new messages are accepted, queued ones are delivered until
+    /// `timeout`, then the client unsubscribes and sends DISCONNECT. Fails with
+    /// [`ClientError::CloseIncomplete`] when messages were left undelivered.
+    pub async fn close(&self, timeout: Duration) -> Result<(), ClientError> {
+        match self.start_close(timeout) {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts [`close`](Self::close) and returns at once; the notification stream ends when
+    /// the client has closed.
+    pub fn try_close(&self, timeout: Duration) {
+        let _ = self.start_close(timeout);
+    }
+}
+
+/// The size of the MQTT PUBLISH packet that carries `out`: fixed header, remaining length,
+/// topic, packet id (QoS 1) and payload. Checked before queueing so an oversized message fails
+/// its caller instead of breaking the connection later.
+fn publish_packet_size(out: &Outgoing) -> usize {
+    let remaining = 2 + out.topic.len() + if out.qos == Qos::AtLeastOnce { 2 } else { 0 } + out.payload.len();
+    let length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining
+}

@@ -1,0 +1,688 @@
+//! The connection task of the MQTT transports: it owns the outbox, one rumqttc connection at a
+//! time, the reconnect schedule and the watchdog, and turns what arrives into notifications.
+//!
+//! Each connection attempt gets a fresh rumqttc `EventLoop`, polled in a task of its own that
+//! only forwards events: `EventLoop::poll` must not be cancelled mid-write, so it never sits in
+//! this task's `select!`. Nothing carries over between connections inside rumqttc (cleanSession
+//! is true and rumqttc drops unacknowledged publishes on a new session); the outbox re-sends.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
+    NetworkOptions, Outgoing, QoS, SubscribeFilter, TlsConfiguration,
+};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
+
+use super::config::{ClientConfig, Transport};
+use super::error::ClientError;
+use super::notification::{DisconnectReason, Notification, Notifier};
+use super::outbox::{Message, Outbox};
+use super::rest::error_chain;
+use super::shared::{Shared, add};
+use crate::backoff::{Backoff, Failure};
+use crate::ddp::{Applied, Change};
+use crate::proto::{BulkDataResponse, Qos, Topic, TopicKind};
+use crate::session::Incoming as SessionIncoming;
+
+/// What the handles ask of the connection task.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// Queue a publish.
+    Publish(Message),
+    /// A bulk request is about to be queued: route its response to `reply`, subscribing to
+    /// `response_topic` first if this connection has not.
+    ExpectBulk {
+        request_id: String,
+        response_topic: String,
+        reply: oneshot::Sender<BulkDataResponse>,
+    },
+    /// The caller stopped waiting for this response.
+    ForgetBulk(String),
+    /// Flush until `deadline`, then unsubscribe, disconnect and end.
+    Close {
+        deadline: std::time::Instant,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+}
+
+/// One rumqttc connection (attempt).
+struct Conn {
+    client: AsyncClient,
+    events: mpsc::Receiver<Result<Event, ConnectionError>>,
+    poller: JoinHandle<()>,
+    connected: bool,
+    last_incoming: Instant,
+    subscribed: HashSet<String>,
+    disconnect_sent: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+enum Link {
+    Down { retry_at: Instant },
+    Up(Box<Conn>),
+}
+
+struct Closing {
+    deadline: Instant,
+    replies: Vec<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+pub(crate) struct Task {
+    config: Arc<ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    permits: Arc<Semaphore>,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+    cmds_open: bool,
+    outbox: Outbox,
+    next_seq: u64,
+    backoff: Backoff,
+    link: Link,
+    waiters: HashMap<String, oneshot::Sender<BulkDataResponse>>,
+    closing: Option<Closing>,
+    ever_connected: bool,
+    dropped_total: u64,
+    done: bool,
+}
+
+/// Waits for `at`, or forever when there is nothing to wait for.
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_event(link: &mut Link) -> Option<Result<Event, ConnectionError>> {
+    match link {
+        Link::Up(conn) => conn.events.recv().await,
+        Link::Down { .. } => std::future::pending().await,
+    }
+}
+
+fn mqtt_qos(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    }
+}
+
+impl Task {
+    pub(crate) fn new(
+        config: Arc<ClientConfig>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        shared: Arc<Shared>,
+        notifier: Notifier,
+        permits: Arc<Semaphore>,
+        cmds: mpsc::UnboundedReceiver<Cmd>,
+    ) -> Self {
+        let backoff = Backoff::new(config.backoff.clone());
+        Task {
+            config,
+            tls,
+            shared,
+            notifier,
+            permits,
+            cmds,
+            cmds_open: true,
+            outbox: Outbox::default(),
+            next_seq: 0,
+            backoff,
+            link: Link::Down {
+                retry_at: Instant::now(),
+            },
+            waiters: HashMap::new(),
+            closing: None,
+            ever_connected: false,
+            dropped_total: 0,
+            done: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let span = tracing::info_span!("mode_client", device_id = self.config.device_id);
+        async move {
+            tracing::debug!(transport = ?self.config.transport, "connection task started");
+            while !self.done {
+                let retry_at = match &self.link {
+                    Link::Down { retry_at } if self.closing_deadline_passed().is_none() => Some(*retry_at),
+                    _ => None,
+                };
+                let watchdog_at = match &self.link {
+                    Link::Up(conn) if conn.connected => Some(conn.last_incoming + self.dead_after()),
+                    _ => None,
+                };
+                let close_at = self.closing.as_ref().map(|c| c.deadline);
+                tokio::select! {
+                    biased;
+                    cmd = self.cmds.recv(), if self.cmds_open => match cmd {
+                        Some(cmd) => self.on_cmd(cmd),
+                        None => {
+                            // Every handle is gone: nobody can wait for a flush.
+                            self.cmds_open = false;
+                            self.begin_close(Instant::now(), None);
+                        }
+                    },
+                    event = next_event(&mut self.link) => self.on_event(event),
+                    () = sleep_opt(retry_at) => self.connect(),
+                    () = sleep_opt(watchdog_at) => self.check_watchdog(),
+                    () = sleep_opt(close_at) => self.finish_close(),
+                }
+                self.pump();
+            }
+            tracing::debug!("connection task ended");
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn dead_after(&self) -> Duration {
+        self.config.keepalive.mul_f64(1.5)
+    }
+
+    fn closing_deadline_passed(&self) -> Option<()> {
+        let closing = self.closing.as_ref()?;
+        (Instant::now() >= closing.deadline).then_some(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commands from the handles
+    // -----------------------------------------------------------------------------------------
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Publish(mut message) => {
+                message.seq = self.next_seq;
+                self.next_seq += 1;
+                if message.permit.is_none() {
+                    message.permit = self.permits.clone().try_acquire_owned().ok();
+                }
+                if message.permit.is_none() {
+                    // DropOldest with a full queue: the oldest unsent message gives its place.
+                    match self.outbox.drop_oldest() {
+                        Some(mut oldest) => {
+                            message.permit = oldest.permit.take();
+                            self.dropped(oldest);
+                        }
+                        None => {
+                            // Everything queued is already on the wire: the new one goes.
+                            self.dropped(message);
+                            return;
+                        }
+                    }
+                }
+                add(&self.shared.counters.messages_queued, 1);
+                add(&self.shared.counters.pending, 1);
+                self.outbox.push(message);
+            }
+            Cmd::ExpectBulk {
+                request_id,
+                response_topic,
+                reply,
+            } => {
+                self.waiters.retain(|_, waiter| !waiter.is_closed());
+                self.waiters.insert(request_id, reply);
+                // Goes into rumqttc's queue ahead of the request itself.
+                if let Link::Up(conn) = &mut self.link
+                    && conn.connected
+                    && !conn.subscribed.contains(&response_topic)
+                    && conn
+                        .client
+                        .try_subscribe(response_topic.clone(), QoS::AtMostOnce)
+                        .is_ok()
+                {
+                    conn.subscribed.insert(response_topic);
+                }
+            }
+            Cmd::ForgetBulk(request_id) => {
+                self.waiters.remove(&request_id);
+            }
+            Cmd::Close { deadline, reply } => self.begin_close(deadline.into(), Some(reply)),
+        }
+    }
+
+    fn dropped(&mut self, message: Message) {
+        self.dropped_total += 1;
+        add(&self.shared.counters.messages_dropped, 1);
+        tracing::warn!(topic = %message.topic, "outgoing queue full: message dropped");
+        self.notifier.send(Notification::MessageDropped {
+            topic: message.topic.clone(),
+            total: self.dropped_total,
+        });
+        if message.permit.is_some() {
+            self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        message.finish(Err(ClientError::Dropped));
+    }
+
+    fn begin_close(&mut self, deadline: Instant, reply: Option<oneshot::Sender<Result<(), ClientError>>>) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.permits.close();
+        let closing = self.closing.get_or_insert(Closing {
+            deadline,
+            replies: Vec::new(),
+        });
+        closing.deadline = closing.deadline.min(deadline);
+        closing.replies.extend(reply);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Connecting
+    // -----------------------------------------------------------------------------------------
+
+    fn mqtt_options(&self) -> MqttOptions {
+        let c = &self.config;
+        let tls = self.tls.clone().filter(|_| c.tls.enabled);
+        let mut options = match c.transport {
+            Transport::MqttWebSocket => {
+                let url = c.mqtt_ws_url();
+                let default_port = if url.starts_with("wss://") { 443 } else { 80 };
+                let mut options = MqttOptions::new("", url, default_port);
+                options.set_transport(match tls {
+                    Some(tls) => rumqttc::Transport::Wss(TlsConfiguration::Rustls(tls)),
+                    None => rumqttc::Transport::Ws,
+                });
+                options
+            }
+            Transport::Mqtt | Transport::Http => {
+                let mut options = MqttOptions::new("", c.mqtt_host.clone(), c.mqtt_port());
+                if let Some(tls) = tls {
+                    options.set_transport(rumqttc::Transport::Tls(TlsConfiguration::Rustls(tls)));
+                }
+                options
+            }
+        };
+        options
+            .set_credentials(c.device_id.to_string(), c.api_key.expose())
+            .set_clean_session(true)
+            .set_keep_alive(c.keepalive)
+            .set_max_packet_size(c.max_message_size, c.max_message_size)
+            .set_inflight(c.max_inflight)
+            .set_request_channel_capacity(self.channel_capacity());
+        options
+    }
+
+    fn channel_capacity(&self) -> usize {
+        // Room for a full window of publishes plus subscriptions, unsubscriptions, disconnect.
+        usize::from(self.config.max_inflight) + 64
+    }
+
+    fn connect(&mut self) {
+        add(&self.shared.counters.connection_attempts, 1);
+        let options = self.mqtt_options();
+        let (client, mut eventloop): (AsyncClient, EventLoop) = AsyncClient::new(options, self.channel_capacity());
+        let mut network = NetworkOptions::new();
+        network.set_connection_timeout(self.config.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
+        eventloop.set_network_options(network);
+        let (tx, events) = mpsc::channel(256);
+        let poller = tokio::spawn(
+            async move {
+                loop {
+                    let event = eventloop.poll().await;
+                    let failed = event.is_err();
+                    if tx.send(event).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        tracing::debug!("connecting");
+        self.link = Link::Up(Box::new(Conn {
+            client,
+            events,
+            poller,
+            connected: false,
+            last_incoming: Instant::now(),
+            subscribed: HashSet::new(),
+            disconnect_sent: false,
+        }));
+    }
+
+    fn on_connack(&mut self) {
+        let Link::Up(conn) = &mut self.link else { return };
+        conn.connected = true;
+        self.backoff.on_connected(Instant::now().into_std());
+        if self.ever_connected {
+            add(&self.shared.counters.reconnects, 1);
+        }
+        self.ever_connected = true;
+        let topics = {
+            let mut session = self.shared.session();
+            // Before any sync message can arrive: the reload that follows the subscription is
+            // the new truth even if the cloud's revisions went backwards.
+            session.on_subscribed();
+            session.subscriptions()
+        };
+        let filters: Vec<_> = topics
+            .iter()
+            .map(|topic| SubscribeFilter::new(topic.clone(), QoS::AtMostOnce))
+            .collect();
+        if let Err(err) = conn.client.try_subscribe_many(filters) {
+            tracing::error!(error = %err, "could not queue the subscriptions");
+        }
+        conn.subscribed = topics.into_iter().collect();
+        self.shared.connected.store(true, Ordering::Release);
+        tracing::info!("connected");
+        self.notifier.send(Notification::Connected);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Events from the connection
+    // -----------------------------------------------------------------------------------------
+
+    fn on_event(&mut self, event: Option<Result<Event, ConnectionError>>) {
+        let event = match event {
+            Some(Ok(event)) => event,
+            Some(Err(err)) => {
+                let (reason, failure) = classify(&err, &self.config);
+                self.connection_ended(reason, failure);
+                return;
+            }
+            None => {
+                self.connection_ended(DisconnectReason::Network("connection task ended".into()), Failure::Connection);
+                return;
+            }
+        };
+        if let Event::Incoming(_) = &event
+            && let Link::Up(conn) = &mut self.link
+        {
+            conn.last_incoming = Instant::now();
+        }
+        match event {
+            Event::Incoming(Incoming::ConnAck(_)) => self.on_connack(),
+            Event::Incoming(Incoming::Publish(publish)) => {
+                add(&self.shared.counters.bytes_in, publish.payload.len() as u64);
+                self.on_publish(&publish.topic, &publish.payload);
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                if let Some(message) = self.outbox.on_puback(ack.pkid) {
+                    self.acked(message);
+                }
+            }
+            Event::Incoming(Incoming::SubAck(suback)) => {
+                let refused = suback
+                    .return_codes
+                    .iter()
+                    .filter(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    let error = format!("the broker refused {refused} of our subscriptions");
+                    tracing::error!("{error}");
+                    self.shared.set_last_error(error);
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(message) = self.outbox.on_outgoing_publish(pkid) {
+                    self.acked(message);
+                }
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.outbox.on_await_ack(pkid),
+            Event::Outgoing(Outgoing::Disconnect) if self.closing.is_some() => self.finish_close(),
+            _ => {}
+        }
+    }
+
+    fn acked(&mut self, message: Message) {
+        add(&self.shared.counters.messages_acked, 1);
+        self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        message.finish(Ok(()));
+    }
+
+    fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+        let incoming = self.shared.session().handle(topic, payload);
+        let counters = &self.shared.counters;
+        match incoming {
+            SessionIncoming::Command(command) => {
+                add(&counters.commands_received, 1);
+                self.notifier.send(Notification::Command(command));
+            }
+            SessionIncoming::Kv(Applied::Changed { rev, reload, changes }) => {
+                add(&counters.kv_applied, 1);
+                if reload {
+                    tracing::debug!(rev, changes = changes.len(), "kv reload applied");
+                    self.notifier.send(Notification::KvReloaded { rev, diff: changes });
+                } else {
+                    for change in changes {
+                        self.notifier.send(match change {
+                            Change::Set { key, value, previous } => Notification::KvSet {
+                                rev,
+                                key,
+                                value,
+                                previous,
+                            },
+                            Change::Deleted { key, previous } => Notification::KvDeleted { rev, key, previous },
+                        });
+                    }
+                }
+            }
+            SessionIncoming::Kv(Applied::Ignored { rev, held, reason }) => {
+                add(&counters.kv_stale, 1);
+                tracing::debug!(rev, held, ?reason, "kv sync message ignored");
+            }
+            SessionIncoming::BulkResponse { label, response } => match self.waiters.remove(&response.request_id) {
+                Some(waiter) => {
+                    if let Err(response) = waiter.send(response) {
+                        self.notifier.send(Notification::BulkResponse { label, response });
+                    }
+                }
+                None => self.notifier.send(Notification::BulkResponse { label, response }),
+            },
+            SessionIncoming::Unrelated { topic, reason } => {
+                tracing::debug!(%topic, %reason, "publish ignored");
+            }
+            SessionIncoming::Invalid { topic, error } => {
+                if matches!(Topic::parse(&topic), Ok(Topic { kind: TopicKind::Kv, .. })) {
+                    add(&counters.kv_invalid, 1);
+                }
+                tracing::warn!(%topic, %error, "malformed message from the cloud ignored");
+                self.shared.set_last_error(format!("{topic}: {error}"));
+                self.notifier.send(Notification::Error { topic, error });
+            }
+        }
+    }
+
+    fn check_watchdog(&mut self) {
+        let dead_after = self.dead_after();
+        let Link::Up(conn) = &self.link else { return };
+        if conn.connected && conn.last_incoming.elapsed() >= dead_after {
+            tracing::warn!(?dead_after, "nothing received from the cloud: connection presumed half-open");
+            self.connection_ended(DisconnectReason::KeepaliveTimeout(dead_after), Failure::Connection);
+        }
+    }
+
+    fn connection_ended(&mut self, reason: DisconnectReason, failure: Failure) {
+        let was_disconnecting = matches!(&self.link, Link::Up(conn) if conn.disconnect_sent);
+        self.link = Link::Down {
+            retry_at: Instant::now(),
+        };
+        self.shared.connected.store(false, Ordering::Release);
+        self.outbox.requeue();
+        if self.closing.is_some() && (was_disconnecting || self.outbox.is_empty()) {
+            self.finish_close();
+            return;
+        }
+        let wait = self
+            .backoff
+            .on_failure(failure, std::time::Instant::now(), rand::random::<f64>());
+        self.link = Link::Down {
+            retry_at: Instant::now() + wait,
+        };
+        let text = reason.to_string();
+        match failure {
+            Failure::Auth => tracing::error!(reason = %text, retry_in = ?wait, "connection refused"),
+            Failure::Connection => tracing::warn!(reason = %text, retry_in = ?wait, "disconnected"),
+        }
+        self.shared.set_last_error(text);
+        self.notifier.send(Notification::Disconnected {
+            reason,
+            retry_in: Some(wait),
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sending
+    // -----------------------------------------------------------------------------------------
+
+    fn pump(&mut self) {
+        if self.done {
+            return;
+        }
+        let connected = matches!(&self.link, Link::Up(conn) if conn.connected);
+        if self.closing.is_some() && self.outbox.is_empty() && !connected {
+            self.finish_close();
+            return;
+        }
+        let Link::Up(conn) = &mut self.link else { return };
+        if !conn.connected || conn.disconnect_sent {
+            return;
+        }
+        let window = usize::from(self.config.max_inflight);
+        while self.outbox.in_network() < window {
+            let Some(message) = self.outbox.front() else { break };
+            let sent = conn
+                .client
+                .try_publish(message.topic.clone(), mqtt_qos(message.qos), false, message.payload.clone());
+            if sent.is_err() {
+                // rumqttc's queue is full or the connection is ending; its events say which.
+                break;
+            }
+            add(&self.shared.counters.messages_sent, 1);
+            add(&self.shared.counters.bytes_out, message.payload.len() as u64);
+            self.outbox.hand_front();
+        }
+        if self.closing.is_some() && self.outbox.is_empty() {
+            // Flushed: leave cleanly as the MODE docs ask, UNSUBSCRIBE then DISCONNECT.
+            for topic in conn.subscribed.drain() {
+                let _ = conn.client.try_unsubscribe(topic);
+            }
+            let _ = conn.client.try_disconnect();
+            conn.disconnect_sent = true;
+        }
+    }
+
+    fn finish_close(&mut self) {
+        if self.done {
+            return;
+        }
+        if matches!(&self.link, Link::Down { .. }) && self.closing.is_some() && !self.outbox.is_empty() {
+            // Not connected, messages left: keep trying until the deadline.
+            if self.closing_deadline_passed().is_none() {
+                return;
+            }
+        }
+        let unsent = self.outbox.drain();
+        let unsent_count = unsent.len();
+        for message in unsent {
+            add(&self.shared.counters.messages_dropped, 1);
+            self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
+            message.finish(Err(ClientError::Closed));
+        }
+        self.waiters.clear();
+        self.link = Link::Down {
+            retry_at: Instant::now(),
+        };
+        self.shared.connected.store(false, Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
+        self.permits.close();
+        // Messages that raced with the close are given up too.
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Publish(message) => message.finish(Err(ClientError::Closed)),
+                Cmd::Close { reply, .. } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Cmd::ExpectBulk { .. } | Cmd::ForgetBulk(_) => {}
+            }
+        }
+        let result = if unsent_count == 0 {
+            Ok(())
+        } else {
+            Err(ClientError::CloseIncomplete { unsent: unsent_count })
+        };
+        if let Some(closing) = self.closing.take() {
+            for reply in closing.replies {
+                let _ = reply.send(result.clone());
+            }
+        }
+        tracing::info!(unsent = unsent_count, "closed");
+        self.notifier.send(Notification::Disconnected {
+            reason: DisconnectReason::Closed,
+            retry_in: None,
+        });
+        self.done = true;
+    }
+}
+
+/// Why a connection failed, in words a user can act on, and which backoff schedule applies.
+fn classify(err: &ConnectionError, config: &ClientConfig) -> (DisconnectReason, Failure) {
+    if let ConnectionError::ConnectionRefused(code) = err {
+        return match code {
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => (
+                DisconnectReason::AuthFailed(format!(
+                    "the broker refused device {} (CONNACK {code:?})",
+                    config.device_id
+                )),
+                Failure::Auth,
+            ),
+            other => (
+                DisconnectReason::Network(format!("the broker refused the connection (CONNACK {other:?})")),
+                Failure::Connection,
+            ),
+        };
+    }
+    if let Some(tls) = find_rustls_error(err) {
+        let host = match config.transport {
+            Transport::MqttWebSocket => config.mqtt_ws_url(),
+            _ => config.mqtt_host.clone(),
+        };
+        return (DisconnectReason::Tls(describe_tls(tls, &host)), Failure::Connection);
+    }
+    (DisconnectReason::Network(error_chain(err)), Failure::Connection)
+}
+
+fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // io::Error hides its payload from `source()`; look inside.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = find_rustls_error(inner)
+        {
+            return Some(tls);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn describe_tls(err: &rustls::Error, host: &str) -> String {
+    use rustls::CertificateError;
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "the server's certificate for {host} is not signed by a trusted CA ({err}); add the CA with extra_ca_file"
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "the server's certificate is not valid for the host name {host} ({err}); connect with the name the certificate was issued for"
+        ),
+        other => format!("{other} (server {host})"),
+    }
+}

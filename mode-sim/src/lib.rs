@@ -1,1 +1,241 @@
-//! mode-sim: a local MODE cloud.
+//! mode-sim: a local MODE cloud (MQTT 3.1.1 over TCP, TLS and WebSocket; the HTTP REST and
+//! WebSocket API once `http.rs` lands) that tests embed and firmware developers run.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mode_sim::SimError> {
+//! let sim = mode_sim::Sim::start(mode_sim::SimConfig::demo()).await?;
+//! println!("MQTT on {}", sim.mqtt_addr());
+//! let cloud = sim.cloud(); // drive and inspect the cloud: commands, kv, records, test controls
+//! # drop(cloud);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod cloud;
+pub mod config;
+mod mqtt;
+mod net;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use cloud::{Cloud, CloudError};
+pub use config::SimConfig;
+
+use net::Flavor;
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A port could not be bound.
+    #[error(
+        "cannot listen on {addr} for {what}: {source} (is another simulator or broker running there? pick another port)"
+    )]
+    Bind {
+        /// What the listener was for.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error("cannot set up MQTT over TLS: {0}")]
+    Tls(String),
+    /// `data_dir` was set, but this build keeps everything in memory.
+    #[error(
+        "data_dir is set, but persistence is not implemented yet: remove --data-dir / data_dir"
+    )]
+    PersistenceUnsupported,
+}
+
+/// A running simulator: its cloud and its listeners.
+pub struct Sim {
+    cloud: Cloud,
+    config: Arc<SimConfig>,
+    mqtt_addr: SocketAddr,
+    mqtt_ws_addr: SocketAddr,
+    mqtt_tls_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    tls: Option<TlsAcceptor>,
+    running: Mutex<Option<Running>>,
+}
+
+/// The listener tasks of one start (or restart).
+struct Running {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("mqtt_addr", &self.mqtt_addr)
+            .field("mqtt_ws_addr", &self.mqtt_ws_addr)
+            .field("mqtt_tls_addr", &self.mqtt_tls_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, SimError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, SimError> {
+    l.local_addr()
+        .map_err(|source| SimError::Bind { what, addr, source })
+}
+
+impl Sim {
+    /// Starts a simulator: builds the cloud from `config` and binds its listeners (port 0 picks
+    /// a free port; read the real ones from the `*_addr` methods).
+    pub async fn start(config: SimConfig) -> Result<Sim, SimError> {
+        config.validate()?;
+        if config.data_dir.is_some() {
+            return Err(SimError::PersistenceUnsupported);
+        }
+        let tls = match &config.tls {
+            Some(t) => Some(net::tls_acceptor(&t.cert, &t.key).map_err(SimError::Tls)?),
+            None => None,
+        };
+        let cloud = Cloud::new(&config);
+        let at = |port| SocketAddr::new(config.bind, port);
+        let mqtt = bind("MQTT", at(config.mqtt_port)).await?;
+        let ws = bind("MQTT over WebSocket", at(config.mqtt_ws_port)).await?;
+        let tls_listener = match tls {
+            Some(_) => Some(bind("MQTT over TLS", at(config.mqtt_tls_port)).await?),
+            None => None,
+        };
+        // HOOK for the HTTP server (mode-sim/src/http.rs, not written yet): bind
+        // `at(config.http_port)` here, set `http_addr`, and in `spawn` below start
+        // `crate::http::serve(listener, cloud.clone(), stop.clone(), config.clone())` next to the
+        // MQTT accept loops, so `stop_listeners`/`restart_listeners` cover it too.
+        let http_addr = None;
+        let sim = Sim {
+            mqtt_addr: local_addr("MQTT", &mqtt, at(config.mqtt_port))?,
+            mqtt_ws_addr: local_addr("MQTT over WebSocket", &ws, at(config.mqtt_ws_port))?,
+            mqtt_tls_addr: match &tls_listener {
+                Some(l) => Some(local_addr("MQTT over TLS", l, at(config.mqtt_tls_port))?),
+                None => None,
+            },
+            http_addr,
+            cloud,
+            config: Arc::new(config),
+            tls,
+            running: Mutex::new(None),
+        };
+        sim.spawn(mqtt, ws, tls_listener);
+        tracing::info!(mqtt = %sim.mqtt_addr, mqtt_ws = %sim.mqtt_ws_addr, mqtt_tls = ?sim.mqtt_tls_addr, "mode-sim started");
+        Ok(sim)
+    }
+
+    fn spawn(&self, mqtt: TcpListener, ws: TcpListener, tls: Option<TcpListener>) {
+        let stop = CancellationToken::new();
+        let max = self.config.max_packet_size;
+        let loop_for = |l, flavor| {
+            tokio::spawn(net::accept_loop(
+                l,
+                flavor,
+                self.cloud.clone(),
+                stop.clone(),
+                max,
+            ))
+        };
+        let mut tasks = vec![loop_for(mqtt, Flavor::Tcp), loop_for(ws, Flavor::WebSocket)];
+        if let (Some(l), Some(acceptor)) = (tls, &self.tls) {
+            tasks.push(loop_for(l, Flavor::Tls(acceptor.clone())));
+        }
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, tasks });
+    }
+
+    /// The shared cloud: drive it (commands, kv), read what it received, use the test controls.
+    pub fn cloud(&self) -> &Cloud {
+        &self.cloud
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// MQTT over TCP.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// MQTT over WebSocket (path `/mqtt` or any, subprotocol `mqtt`).
+    pub fn mqtt_ws_addr(&self) -> SocketAddr {
+        self.mqtt_ws_addr
+    }
+
+    /// MQTT over TLS, when configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls_addr
+    }
+
+    /// The HTTP REST + WebSocket server, once it exists (`None` until `http.rs` lands).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// True while the listeners run.
+    pub fn is_listening(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Stops every listener and closes every connection, like a cloud outage. The cloud's
+    /// state (stores, records, counters) stays. Returns once the ports are free.
+    pub async fn stop_listeners(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(running) = running {
+            running.stop.cancel();
+            for task in running.tasks {
+                let _ = task.await;
+            }
+            tracing::info!("mode-sim listeners stopped");
+        }
+    }
+
+    /// Listens again on the same addresses as before, so clients reconnect to the same ports.
+    /// Stops the listeners first if they run.
+    pub async fn restart_listeners(&self) -> Result<(), SimError> {
+        self.stop_listeners().await;
+        let mqtt = bind("MQTT", self.mqtt_addr).await?;
+        let ws = bind("MQTT over WebSocket", self.mqtt_ws_addr).await?;
+        let tls = match self.mqtt_tls_addr {
+            Some(addr) => Some(bind("MQTT over TLS", addr).await?),
+            None => None,
+        };
+        self.spawn(mqtt, ws, tls);
+        tracing::info!("mode-sim listeners restarted");
+        Ok(())
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(self) {
+        self.stop_listeners().await;
+    }
+}

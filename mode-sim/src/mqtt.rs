@@ -1,0 +1,512 @@
+//! The simulator's MQTT 3.1.1 server with the MODE broker's semantics and restrictions, on
+//! rumqttc's packet codec. One connection handler serves TCP, TLS and WebSocket streams alike.
+//!
+//! Refusals (as MODE's broker): a protocol level other than 4 gets CONNACK 1 (unacceptable
+//! protocol version); `cleanSession = false` gets CONNACK 2 (identifier rejected: MQTT 3.1.1
+//! requires it for the empty client id MODE uses); a will gets CONNACK 5 (not authorized, as
+//! 3.1.1 has no better code); a wrong username or key gets CONNACK 4; the connection limit gets
+//! CONNACK 3. Each closes the connection. After CONNECT: a retained or QoS 2 publish, a publish
+//! to another device's or an unknown topic, a second CONNECT, and any packet a server never
+//! receives close the connection; subscriptions to topics that are not the device's own
+//! `command`, `kv` or `bulkData/{label}/response` get SUBACK 0x80; every other one is granted
+//! QoS 0.
+
+use std::future::pending;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use mode_core::proto::{
+    BulkDataRequest, Event, KvUpdate, SyncMessage, Topic, TopicKind, parse_device_id,
+};
+use rumqttc::mqttbytes::v4::{
+    Codec, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
+    UnsubAck,
+};
+use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::cloud::{
+    Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription, Transport,
+};
+use mode_core::proto::Command;
+
+/// How long a new connection may take to send its CONNECT.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest packet the server writes (MQTT's own limit); reloads of big stores may be large.
+const MAX_OUTGOING: usize = 256 * 1024 * 1024 - 1;
+
+/// Serves one MQTT connection until it closes, the client breaks a rule, the cloud drops it, or
+/// `stop` fires. Never panics on any input.
+pub(crate) async fn serve<S>(
+    io: S,
+    peer: std::net::SocketAddr,
+    transport: Transport,
+    cloud: Cloud,
+    stop: CancellationToken,
+    max_packet_size: usize,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let codec = Codec {
+        max_incoming_size: max_packet_size,
+        max_outgoing_size: MAX_OUTGOING,
+    };
+    let mut framed = Framed::new(io, codec);
+    let span = tracing::info_span!("mqtt", %peer, %transport, device_id = tracing::field::Empty);
+    async move {
+        let Some((guard, keep_alive)) = handshake(&mut framed, transport, &cloud, &stop).await
+        else {
+            return;
+        };
+        tracing::Span::current().record("device_id", guard.device_id());
+        let mut conn = Connection {
+            framed,
+            cloud,
+            guard,
+            keep_alive,
+            commands: None,
+            kv: None,
+            bulk_responses: Vec::new(),
+        };
+        let reason = conn.run(&stop).await;
+        tracing::info!(%reason, "mqtt connection closed");
+        let _ = conn.framed.close().await;
+    }
+    .instrument(span)
+    .await
+}
+
+type Io<S> = Framed<S, Codec>;
+
+/// Reads the CONNECT and answers it. `Some` when the device is connected.
+async fn handshake<S>(
+    framed: &mut Io<S>,
+    transport: Transport,
+    cloud: &Cloud,
+    stop: &CancellationToken,
+) -> Option<(ConnectionGuard, Option<Duration>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let first = tokio::select! {
+        first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next()) => first,
+        _ = stop.cancelled() => return None,
+    };
+    let connect = match first {
+        Err(_) => {
+            tracing::info!("no CONNECT within {CONNECT_TIMEOUT:?}; closing");
+            return None;
+        }
+        Ok(None) => return None,
+        Ok(Some(Ok(Packet::Connect(connect)))) => connect,
+        Ok(Some(Err(CodecError::InvalidProtocolLevel(level)))) => {
+            tracing::info!(
+                level,
+                "refusing CONNECT: only MQTT 3.1.1 (level 4) is supported"
+            );
+            refuse(framed, ConnectReturnCode::RefusedProtocolVersion).await;
+            return None;
+        }
+        Ok(Some(Err(CodecError::InvalidProtocol))) => {
+            tracing::info!("refusing CONNECT: protocol name is not MQTT");
+            refuse(framed, ConnectReturnCode::RefusedProtocolVersion).await;
+            return None;
+        }
+        Ok(Some(Err(err))) => {
+            tracing::info!(%err, "malformed first packet; closing");
+            return None;
+        }
+        Ok(Some(Ok(other))) => {
+            tracing::info!(packet = ?packet_name(&other), "first packet is not CONNECT; closing");
+            return None;
+        }
+    };
+    let device_id = connect
+        .login
+        .as_ref()
+        .and_then(|l| parse_device_id(&l.username));
+    let refusal = if connect.protocol != Protocol::V4 {
+        Some((
+            ConnectReturnCode::RefusedProtocolVersion,
+            "only MQTT 3.1.1 is supported",
+        ))
+    } else if !connect.clean_session {
+        Some((
+            ConnectReturnCode::BadClientId,
+            "persistent sessions are not supported (cleanSession must be true)",
+        ))
+    } else if connect.last_will.is_some() {
+        Some((
+            ConnectReturnCode::NotAuthorized,
+            "will messages are not supported",
+        ))
+    } else if device_id.is_none() {
+        Some((
+            ConnectReturnCode::BadUserNamePassword,
+            "username must be the device id in decimal",
+        ))
+    } else {
+        None
+    };
+    if let Some((code, why)) = refusal {
+        tracing::info!(?device_id, code = ?code, "refusing CONNECT: {why}");
+        if let Some(id) = device_id {
+            cloud.count_refused_connect(id);
+        }
+        refuse(framed, code).await;
+        return None;
+    }
+    let (device_id, password) = match (device_id, connect.login) {
+        (Some(id), Some(login)) => (id, login.password),
+        _ => return None, // ruled out above
+    };
+    let guard = match cloud.connect_device(device_id, &password, transport) {
+        Ok(guard) => guard,
+        Err(err) => {
+            let code = match err {
+                CloudError::TooManyConnections(_) => ConnectReturnCode::ServiceUnavailable,
+                _ => ConnectReturnCode::BadUserNamePassword,
+            };
+            refuse(framed, code).await;
+            return None;
+        }
+    };
+    let ack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
+    if let Err(err) = framed.send(ack).await {
+        tracing::info!(device_id, %err, "could not send CONNACK");
+        return None;
+    }
+    // MQTT 3.1.1 §3.1.2.10: the server closes after one and a half keepalive periods of silence.
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    Some((guard, keep_alive))
+}
+
+async fn refuse<S>(framed: &mut Io<S>, code: ConnectReturnCode)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = framed
+        .send(Packet::ConnAck(ConnAck::new(code, false)))
+        .await;
+    let _ = framed.close().await;
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+/// Why a connection ended, for the log.
+type Reason = String;
+
+struct Connection<S> {
+    framed: Io<S>,
+    cloud: Cloud,
+    guard: ConnectionGuard,
+    keep_alive: Option<Duration>,
+    commands: Option<Subscription<Command>>,
+    kv: Option<KvSubscription>,
+    /// Labels whose response topic the device subscribed to.
+    bulk_responses: Vec<String>,
+}
+
+/// What the event loop woke up for.
+enum Wake {
+    Stop(&'static str),
+    Paused,
+    Expired,
+    Packet(Option<Result<Packet, CodecError>>),
+    Command(Option<Command>),
+    Sync(Option<SyncMessage>),
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn device_id(&self) -> u64 {
+        self.guard.device_id()
+    }
+
+    async fn run(&mut self, stop: &CancellationToken) -> Reason {
+        let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        loop {
+            let wake = {
+                let commands = &mut self.commands;
+                let kv = &mut self.kv;
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => Wake::Stop("the simulator stopped its listeners"),
+                    _ = self.guard.cancelled() => Wake::Stop("the cloud dropped the connection"),
+                    _ = async {}, if self.guard.is_paused() => Wake::Paused,
+                    _ = async { match deadline { Some(d) => sleep_until(d).await, None => pending().await } } => Wake::Expired,
+                    packet = self.framed.next() => Wake::Packet(packet),
+                    command = async { match commands { Some(s) => s.recv().await, None => pending().await } } => Wake::Command(command),
+                    sync = async { match kv { Some(s) => s.recv().await, None => pending().await } } => Wake::Sync(sync),
+                }
+            };
+            match wake {
+                Wake::Stop(why) => return why.into(),
+                Wake::Paused => {
+                    tracing::info!("connection paused by a test control");
+                    self.guard.wait_unpaused().await;
+                    // The link "comes back": the silence while paused does not count.
+                    deadline = self.keep_alive.map(|k| Instant::now() + k);
+                }
+                Wake::Expired => return "keepalive expired (no packet for 1.5 x keepalive)".into(),
+                Wake::Packet(None) => return "the client closed the connection".into(),
+                Wake::Packet(Some(Err(err))) => {
+                    return format!("bad packet from the client: {err}");
+                }
+                Wake::Packet(Some(Ok(packet))) => {
+                    deadline = self.keep_alive.map(|k| Instant::now() + k);
+                    if let Err(reason) = self.handle(packet).await {
+                        return reason;
+                    }
+                }
+                Wake::Command(None) => {
+                    self.commands = None;
+                    return "command stream ended (subscriber fell behind)".into();
+                }
+                Wake::Command(Some(command)) => {
+                    let topic = Topic::command(self.device_id()).to_string();
+                    if let Err(reason) = self.publish(topic, command.encode()).await {
+                        return reason;
+                    }
+                }
+                Wake::Sync(None) => {
+                    self.kv = None;
+                    return "kv sync stream ended (subscriber fell behind)".into();
+                }
+                Wake::Sync(Some(msg)) => {
+                    let topic = Topic::kv(self.device_id()).to_string();
+                    if let Err(reason) = self.publish(topic, msg.encode()).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) -> Result<(), Reason> {
+        self.framed
+            .send(packet)
+            .await
+            .map_err(|err| format!("could not write to the client: {err}"))
+    }
+
+    async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), Reason> {
+        self.send(Packet::Publish(Publish::new(
+            topic,
+            QoS::AtMostOnce,
+            payload,
+        )))
+        .await
+    }
+
+    /// Handles one packet from the client; `Err` closes the connection with that reason.
+    async fn handle(&mut self, packet: Packet) -> Result<(), Reason> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish).await,
+            Packet::Subscribe(subscribe) => {
+                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                let mut granted = Vec::new();
+                for filter in &subscribe.filters {
+                    match self.subscribable(&filter.path) {
+                        Some(kind) => {
+                            codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
+                            granted.push(kind);
+                        }
+                        None => {
+                            tracing::info!(topic = %filter.path, "refusing subscription (SUBACK 0x80)");
+                            codes.push(SubscribeReasonCode::Failure);
+                        }
+                    }
+                }
+                self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                    .await?;
+                for kind in granted {
+                    self.start_subscription(kind).await?;
+                }
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                for path in &unsubscribe.topics {
+                    match Topic::parse(path) {
+                        Ok(t) if t.device_id == self.device_id() => match t.kind {
+                            TopicKind::Command => self.commands = None,
+                            TopicKind::Kv => self.kv = None,
+                            TopicKind::BulkDataResponse(label) => {
+                                self.bulk_responses.retain(|l| *l != label)
+                            }
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                }
+                self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+                    .await
+            }
+            Packet::PingReq => self.send(Packet::PingResp).await,
+            Packet::Disconnect => Err("the client sent DISCONNECT".into()),
+            Packet::PubAck(_) => Ok(()), // we only publish at QoS 0; a stray ack is harmless
+            Packet::Connect(_) => Err("a second CONNECT on the connection".into()),
+            other => Err(format!(
+                "{} is not a packet a client sends to MODE",
+                packet_name(&other)
+            )),
+        }
+    }
+
+    /// The kind of a topic this device may subscribe to.
+    fn subscribable(&self, path: &str) -> Option<TopicKind> {
+        let topic = Topic::parse(path).ok()?;
+        let own = topic.device_id == self.device_id();
+        match topic.kind {
+            TopicKind::Command | TopicKind::Kv | TopicKind::BulkDataResponse(_) if own => {
+                Some(topic.kind)
+            }
+            _ => None,
+        }
+    }
+
+    async fn start_subscription(&mut self, kind: TopicKind) -> Result<(), Reason> {
+        let device_id = self.device_id();
+        match kind {
+            TopicKind::Command => {
+                let sub = self
+                    .cloud
+                    .subscribe_commands(&self.guard)
+                    .map_err(|e| e.to_string())?;
+                self.commands = Some(sub);
+            }
+            TopicKind::Kv => {
+                let (reload, sub) = self
+                    .cloud
+                    .subscribe_kv(&self.guard)
+                    .map_err(|e| e.to_string())?;
+                self.kv = Some(sub);
+                self.publish(
+                    Topic::kv(device_id).to_string(),
+                    SyncMessage::Reload(reload).encode(),
+                )
+                .await?;
+            }
+            TopicKind::BulkDataResponse(label) if !self.bulk_responses.contains(&label) => {
+                self.bulk_responses.push(label);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_publish(&mut self, publish: Publish) -> Result<(), Reason> {
+        if publish.retain {
+            return Err(format!(
+                "retained publish on {:?}: MODE does not support retain",
+                publish.topic
+            ));
+        }
+        if publish.qos == QoS::ExactlyOnce {
+            return Err(format!(
+                "QoS 2 publish on {:?}: MODE accepts QoS 0 and 1",
+                publish.topic
+            ));
+        }
+        let device_id = self.device_id();
+        let topic = match Topic::parse(&publish.topic) {
+            Ok(topic) if topic.device_id == device_id => topic,
+            Ok(_) => {
+                return Err(format!(
+                    "publish to another device's topic {:?}",
+                    publish.topic
+                ));
+            }
+            Err(err) => return Err(format!("publish to an unknown topic: {err}")),
+        };
+        let payload = &publish.payload[..];
+        let recorded = match topic.kind {
+            TopicKind::Event => match Event::decode(payload) {
+                Ok(event) => self.cloud.record_event(device_id, event).map(drop),
+                Err(err) => {
+                    self.cloud.count_undecodable(device_id, "event", &err);
+                    Ok(())
+                }
+            },
+            TopicKind::Kv => match KvUpdate::decode(payload) {
+                Ok(update) => match self.cloud.kv_apply(device_id, update, KvSource::Device) {
+                    Err(err @ (CloudError::InvalidKey { .. } | CloudError::KeyNotFound { .. })) => {
+                        tracing::warn!(%err, "kv update refused");
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                },
+                Err(err) => {
+                    self.cloud.count_undecodable(device_id, "kv update", &err);
+                    Ok(())
+                }
+            },
+            TopicKind::BulkData(label) => self.cloud.record_bulk_data(device_id, &label, payload),
+            TopicKind::BulkDataRequest(label) => match BulkDataRequest::decode(payload) {
+                Ok(request) => {
+                    let response = self.cloud.bulk_request(device_id, &label, request);
+                    match response {
+                        Ok(response) if self.bulk_responses.contains(&label) => {
+                            let topic = Topic::new(device_id, TopicKind::BulkDataResponse(label))
+                                .to_string();
+                            self.publish(topic, response.encode()).await?;
+                            Ok(())
+                        }
+                        Ok(_) => {
+                            tracing::info!(%label, "bulk data response dropped: the device has not subscribed to it");
+                            Ok(())
+                        }
+                        Err(err) => Err(err),
+                    }
+                }
+                Err(err) => {
+                    self.cloud
+                        .count_undecodable(device_id, "bulk data request", &err);
+                    Ok(())
+                }
+            },
+            TopicKind::Data => {
+                tracing::debug!(
+                    "data publish accepted and discarded (no routing in the simulator)"
+                );
+                Ok(())
+            }
+            TopicKind::Command | TopicKind::BulkDataResponse(_) => {
+                return Err(format!(
+                    "publish to {:?}, a topic only the cloud publishes on",
+                    publish.topic
+                ));
+            }
+        };
+        recorded.map_err(|err| err.to_string())?;
+        if publish.qos == QoS::AtLeastOnce {
+            self.send(Packet::PubAck(PubAck::new(publish.pkid))).await?;
+        }
+        Ok(())
+    }
+}

@@ -292,7 +292,11 @@ impl ClientConfigBuilder {
     }
 
     /// Authenticates with a client certificate (mutual TLS).
-    pub fn client_cert(mut self, cert_pem: impl Into<PathBuf>, key_pem: impl Into<PathBuf>) -> Self {
+    pub fn client_cert(
+        mut self,
+        cert_pem: impl Into<PathBuf>,
+        key_pem: impl Into<PathBuf>,
+    ) -> Self {
         self.config.tls.client_cert = Some((cert_pem.into(), key_pem.into()));
         self
     }
@@ -385,11 +389,17 @@ impl ClientConfigBuilder {
             detail: detail.to_owned(),
         };
         if !(c.api_url.starts_with("http://") || c.api_url.starts_with("https://")) {
-            return Err(url_error(&c.api_url, "the REST base URL must start with http:// or https://"));
+            return Err(url_error(
+                &c.api_url,
+                "the REST base URL must start with http:// or https://",
+            ));
         }
         let ws = c.mqtt_ws_url();
         if !(ws.starts_with("ws://") || ws.starts_with("wss://")) {
-            return Err(url_error(&ws, "the MQTT WebSocket URL must start with ws:// or wss://"));
+            return Err(url_error(
+                &ws,
+                "the MQTT WebSocket URL must start with ws:// or wss://",
+            ));
         }
         Ok(c)
     }
@@ -430,7 +440,10 @@ mod tests {
             Err(ConfigError::KeepaliveTooShort(_))
         ));
         assert_eq!(
-            ClientConfig::builder(7, "k").queue_size(0).build().unwrap_err(),
+            ClientConfig::builder(7, "k")
+                .queue_size(0)
+                .build()
+                .unwrap_err(),
             ConfigError::Zero("queue_size")
         );
     }

@@ -18,7 +18,9 @@ pub enum ClientError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The message is larger than the configured maximum.
-    #[error("message of {size} bytes is larger than the limit of {max} bytes (raise max_message_size)")]
+    #[error(
+        "message of {size} bytes is larger than the limit of {max} bytes (raise max_message_size)"
+    )]
     MessageTooLarge {
         /// The size of the message as it would go on the wire.
         size: usize,
@@ -26,7 +28,9 @@ pub enum ClientError {
         max: usize,
     },
     /// The outgoing queue is full and the policy (or a `try_` call) does not wait.
-    #[error("the outgoing queue is full ({capacity} messages await delivery); retry later or raise queue_size")]
+    #[error(
+        "the outgoing queue is full ({capacity} messages await delivery); retry later or raise queue_size"
+    )]
     QueueFull {
         /// The queue's capacity.
         capacity: usize,

@@ -150,20 +150,24 @@ impl Client {
                 "Transport::Http (REST events + WebSocket commands and DDP) is not implemented yet; use Transport::Mqtt or Transport::MqttWebSocket",
             ));
         }
-        let needs_tls = config.tls.enabled || config.api_url.starts_with("https://");
-        let tls = if needs_tls {
-            Some(Arc::new(tls::client_config(&config.tls)?))
-        } else {
-            None
-        };
-        let rest = Rest::new(&config, tls.as_deref())?;
+        // Built even for plain connections: reqwest needs one (it has no provider of its own).
+        let tls = Arc::new(tls::client_config(&config.tls)?);
+        let rest = Rest::new(&config, &tls)?;
         let session = Session::new(config.device_id, rand::random());
         let shared = Arc::new(Shared::new(session));
-        let (notifier, notifications) = notification::channel(config.notification_capacity, shared.clone());
+        let (notifier, notifications) =
+            notification::channel(config.notification_capacity, shared.clone());
         let permits = Arc::new(Semaphore::new(config.queue_size));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
-        let task = mqtt::Task::new(config.clone(), tls, shared.clone(), notifier, permits.clone(), cmd_rx);
+        let task = mqtt::Task::new(
+            config.clone(),
+            tls,
+            shared.clone(),
+            notifier,
+            permits.clone(),
+            cmd_rx,
+        );
         tokio::spawn(task.run());
         let inner = Inner {
             shared,
@@ -238,7 +242,11 @@ impl Client {
         self.submit(out, permit)
     }
 
-    fn submit(&self, out: Outgoing, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<Delivery, ClientError> {
+    fn submit(
+        &self,
+        out: Outgoing,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Delivery, ClientError> {
         if permit.is_none() && self.inner.config.full_queue != FullQueuePolicy::DropOldest {
             return Err(ClientError::QueueFull {
                 capacity: self.inner.config.queue_size,
@@ -260,7 +268,12 @@ impl Client {
         Ok(Delivery { rx })
     }
 
-    fn event_outgoing(&self, event_type: &str, data: Map<String, Value>, qos: Qos) -> Result<Outgoing, ClientError> {
+    fn event_outgoing(
+        &self,
+        event_type: &str,
+        data: Map<String, Value>,
+        qos: Qos,
+    ) -> Result<Outgoing, ClientError> {
         let event = Event::new(event_type, data);
         Ok(self.inner.shared.session().event(&event, qos)?)
     }
@@ -270,12 +283,23 @@ impl Client {
     // -----------------------------------------------------------------------------------------
 
     /// Sends an event to the device's home (MQTT QoS 0 or 1). Waits only for queue room.
-    pub async fn send_event(&self, event_type: &str, data: Map<String, Value>, qos: Qos) -> Result<Delivery, ClientError> {
-        self.enqueue(self.event_outgoing(event_type, data, qos)?).await
+    pub async fn send_event(
+        &self,
+        event_type: &str,
+        data: Map<String, Value>,
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
+        self.enqueue(self.event_outgoing(event_type, data, qos)?)
+            .await
     }
 
     /// [`send_event`](Self::send_event) without waiting.
-    pub fn try_send_event(&self, event_type: &str, data: Map<String, Value>, qos: Qos) -> Result<Delivery, ClientError> {
+    pub fn try_send_event(
+        &self,
+        event_type: &str,
+        data: Map<String, Value>,
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
         self.try_enqueue(self.event_outgoing(event_type, data, qos)?)
     }
 
@@ -305,25 +329,43 @@ impl Client {
     }
 
     /// Sends raw bytes to the smart module of `label`.
-    pub async fn send_bulk_data(&self, label: &str, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+    pub async fn send_bulk_data(
+        &self,
+        label: &str,
+        data: &[u8],
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
         let out = self.inner.shared.session().bulk_data(label, data, qos)?;
         self.enqueue(out).await
     }
 
     /// [`send_bulk_data`](Self::send_bulk_data) without waiting.
-    pub fn try_send_bulk_data(&self, label: &str, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+    pub fn try_send_bulk_data(
+        &self,
+        label: &str,
+        data: &[u8],
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
         let out = self.inner.shared.session().bulk_data(label, data, qos)?;
         self.try_enqueue(out)
     }
 
     /// Publishes data for routing on `/devices/{id}/data`.
-    pub async fn send_data_for_routing(&self, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+    pub async fn send_data_for_routing(
+        &self,
+        data: &[u8],
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
         let out = self.inner.shared.session().data(data, qos);
         self.enqueue(out).await
     }
 
     /// [`send_data_for_routing`](Self::send_data_for_routing) without waiting.
-    pub fn try_send_data_for_routing(&self, data: &[u8], qos: Qos) -> Result<Delivery, ClientError> {
+    pub fn try_send_data_for_routing(
+        &self,
+        data: &[u8],
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
         let out = self.inner.shared.session().data(data, qos);
         self.try_enqueue(out)
     }
@@ -332,14 +374,22 @@ impl Client {
     // Bulk-data request / response
     // -----------------------------------------------------------------------------------------
 
-    fn bulk_request_outgoing(&self, label: &str, payload: Value) -> Result<(String, Outgoing, String), ClientError> {
+    fn bulk_request_outgoing(
+        &self,
+        label: &str,
+        payload: Value,
+    ) -> Result<(String, Outgoing, String), ClientError> {
         let mut session = self.inner.shared.session();
         let response_topic = session.watch_bulk_responses(label)?;
         let (request_id, out) = session.bulk_request(label, payload, Qos::AtLeastOnce)?;
         Ok((request_id, out, response_topic))
     }
 
-    fn expect(&self, request_id: &str, response_topic: String) -> Result<oneshot::Receiver<BulkDataResponse>, ClientError> {
+    fn expect(
+        &self,
+        request_id: &str,
+        response_topic: String,
+    ) -> Result<oneshot::Receiver<BulkDataResponse>, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .cmds
@@ -354,7 +404,12 @@ impl Client {
 
     /// Sends a bulk-data request to the module of `label` and waits up to `timeout` for the
     /// response with the same `requestId` (subscribing to the label's responses first).
-    pub async fn bulk_request(&self, label: &str, payload: Value, timeout: Duration) -> Result<BulkDataResponse, ClientError> {
+    pub async fn bulk_request(
+        &self,
+        label: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<BulkDataResponse, ClientError> {
         let (request_id, out, topic) = self.bulk_request_outgoing(label, payload)?;
         self.check(&out)?;
         let rx = self.expect(&request_id, topic)?;
@@ -370,7 +425,11 @@ impl Client {
     }
 
     /// Sends a bulk-data request without waiting; await the response on the returned handle.
-    pub fn try_bulk_request(&self, label: &str, payload: Value) -> Result<PendingResponse, ClientError> {
+    pub fn try_bulk_request(
+        &self,
+        label: &str,
+        payload: Value,
+    ) -> Result<PendingResponse, ClientError> {
         let (request_id, out, topic) = self.bulk_request_outgoing(label, payload)?;
         self.check(&out)?;
         let rx = self.expect(&request_id, topic)?;
@@ -418,7 +477,11 @@ impl Client {
     /// not involve the connection task.
     pub async fn device_info(&self) -> Result<DeviceInfo, ClientError> {
         let path = paths::device_path(self.device_id());
-        let body = self.inner.rest.send(reqwest::Method::GET, &path, None).await?;
+        let body = self
+            .inner
+            .rest
+            .send(reqwest::Method::GET, &path, None)
+            .await?;
         Ok(DeviceInfo::decode(&body)?)
     }
 
@@ -460,7 +523,8 @@ impl Client {
 /// topic, packet id (QoS 1) and payload. Checked before queueing so an oversized message fails
 /// its caller instead of breaking the connection later.
 fn publish_packet_size(out: &Outgoing) -> usize {
-    let remaining = 2 + out.topic.len() + if out.qos == Qos::AtLeastOnce { 2 } else { 0 } + out.payload.len();
+    let remaining =
+        2 + out.topic.len() + if out.qos == Qos::AtLeastOnce { 2 } else { 0 } + out.payload.len();
     let length_bytes = match remaining {
         0..=127 => 1,
         128..=16_383 => 2,

@@ -81,7 +81,7 @@ struct Closing {
 
 pub(crate) struct Task {
     config: Arc<ClientConfig>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Arc<rustls::ClientConfig>,
     shared: Arc<Shared>,
     notifier: Notifier,
     permits: Arc<Semaphore>,
@@ -123,7 +123,7 @@ fn mqtt_qos(qos: Qos) -> QoS {
 impl Task {
     pub(crate) fn new(
         config: Arc<ClientConfig>,
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Arc<rustls::ClientConfig>,
         shared: Arc<Shared>,
         notifier: Notifier,
         permits: Arc<Semaphore>,
@@ -158,11 +158,15 @@ impl Task {
             tracing::debug!(transport = ?self.config.transport, "connection task started");
             while !self.done {
                 let retry_at = match &self.link {
-                    Link::Down { retry_at } if self.closing_deadline_passed().is_none() => Some(*retry_at),
+                    Link::Down { retry_at } if self.closing_deadline_passed().is_none() => {
+                        Some(*retry_at)
+                    }
                     _ => None,
                 };
                 let watchdog_at = match &self.link {
-                    Link::Up(conn) if conn.connected => Some(conn.last_incoming + self.dead_after()),
+                    Link::Up(conn) if conn.connected => {
+                        Some(conn.last_incoming + self.dead_after())
+                    }
                     _ => None,
                 };
                 let close_at = self.closing.as_ref().map(|c| c.deadline);
@@ -268,7 +272,11 @@ impl Task {
         message.finish(Err(ClientError::Dropped));
     }
 
-    fn begin_close(&mut self, deadline: Instant, reply: Option<oneshot::Sender<Result<(), ClientError>>>) {
+    fn begin_close(
+        &mut self,
+        deadline: Instant,
+        reply: Option<oneshot::Sender<Result<(), ClientError>>>,
+    ) {
         self.shared.closed.store(true, Ordering::Release);
         self.permits.close();
         let closing = self.closing.get_or_insert(Closing {
@@ -285,7 +293,7 @@ impl Task {
 
     fn mqtt_options(&self) -> MqttOptions {
         let c = &self.config;
-        let tls = self.tls.clone().filter(|_| c.tls.enabled);
+        let tls = c.tls.enabled.then(|| self.tls.clone());
         let mut options = match c.transport {
             Transport::MqttWebSocket => {
                 let url = c.mqtt_ws_url();
@@ -323,9 +331,12 @@ impl Task {
     fn connect(&mut self) {
         add(&self.shared.counters.connection_attempts, 1);
         let options = self.mqtt_options();
-        let (client, mut eventloop): (AsyncClient, EventLoop) = AsyncClient::new(options, self.channel_capacity());
+        let (client, mut eventloop): (AsyncClient, EventLoop) =
+            AsyncClient::new(options, self.channel_capacity());
         let mut network = NetworkOptions::new();
-        network.set_connection_timeout(self.config.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
+        network.set_connection_timeout(
+            self.config.connect_timeout.as_secs_f64().ceil().max(1.0) as u64
+        );
         eventloop.set_network_options(network);
         let (tx, events) = mpsc::channel(256);
         let poller = tokio::spawn(
@@ -353,7 +364,9 @@ impl Task {
     }
 
     fn on_connack(&mut self) {
-        let Link::Up(conn) = &mut self.link else { return };
+        let Link::Up(conn) = &mut self.link else {
+            return;
+        };
         conn.connected = true;
         self.backoff.on_connected(Instant::now().into_std());
         if self.ever_connected {
@@ -393,7 +406,10 @@ impl Task {
                 return;
             }
             None => {
-                self.connection_ended(DisconnectReason::Network("connection task ended".into()), Failure::Connection);
+                self.connection_ended(
+                    DisconnectReason::Network("connection task ended".into()),
+                    Failure::Connection,
+                );
                 return;
             }
         };
@@ -450,21 +466,32 @@ impl Task {
                 add(&counters.commands_received, 1);
                 self.notifier.send(Notification::Command(command));
             }
-            SessionIncoming::Kv(Applied::Changed { rev, reload, changes }) => {
+            SessionIncoming::Kv(Applied::Changed {
+                rev,
+                reload,
+                changes,
+            }) => {
                 add(&counters.kv_applied, 1);
                 if reload {
                     tracing::debug!(rev, changes = changes.len(), "kv reload applied");
-                    self.notifier.send(Notification::KvReloaded { rev, diff: changes });
+                    self.notifier
+                        .send(Notification::KvReloaded { rev, diff: changes });
                 } else {
                     for change in changes {
                         self.notifier.send(match change {
-                            Change::Set { key, value, previous } => Notification::KvSet {
+                            Change::Set {
+                                key,
+                                value,
+                                previous,
+                            } => Notification::KvSet {
                                 rev,
                                 key,
                                 value,
                                 previous,
                             },
-                            Change::Deleted { key, previous } => Notification::KvDeleted { rev, key, previous },
+                            Change::Deleted { key, previous } => {
+                                Notification::KvDeleted { rev, key, previous }
+                            }
                         });
                     }
                 }
@@ -473,19 +500,30 @@ impl Task {
                 add(&counters.kv_stale, 1);
                 tracing::debug!(rev, held, ?reason, "kv sync message ignored");
             }
-            SessionIncoming::BulkResponse { label, response } => match self.waiters.remove(&response.request_id) {
-                Some(waiter) => {
-                    if let Err(response) = waiter.send(response) {
-                        self.notifier.send(Notification::BulkResponse { label, response });
+            SessionIncoming::BulkResponse { label, response } => {
+                match self.waiters.remove(&response.request_id) {
+                    Some(waiter) => {
+                        if let Err(response) = waiter.send(response) {
+                            self.notifier
+                                .send(Notification::BulkResponse { label, response });
+                        }
                     }
+                    None => self
+                        .notifier
+                        .send(Notification::BulkResponse { label, response }),
                 }
-                None => self.notifier.send(Notification::BulkResponse { label, response }),
-            },
+            }
             SessionIncoming::Unrelated { topic, reason } => {
                 tracing::debug!(%topic, %reason, "publish ignored");
             }
             SessionIncoming::Invalid { topic, error } => {
-                if matches!(Topic::parse(&topic), Ok(Topic { kind: TopicKind::Kv, .. })) {
+                if matches!(
+                    Topic::parse(&topic),
+                    Ok(Topic {
+                        kind: TopicKind::Kv,
+                        ..
+                    })
+                ) {
                     add(&counters.kv_invalid, 1);
                 }
                 tracing::warn!(%topic, %error, "malformed message from the cloud ignored");
@@ -499,8 +537,14 @@ impl Task {
         let dead_after = self.dead_after();
         let Link::Up(conn) = &self.link else { return };
         if conn.connected && conn.last_incoming.elapsed() >= dead_after {
-            tracing::warn!(?dead_after, "nothing received from the cloud: connection presumed half-open");
-            self.connection_ended(DisconnectReason::KeepaliveTimeout(dead_after), Failure::Connection);
+            tracing::warn!(
+                ?dead_after,
+                "nothing received from the cloud: connection presumed half-open"
+            );
+            self.connection_ended(
+                DisconnectReason::KeepaliveTimeout(dead_after),
+                Failure::Connection,
+            );
         }
     }
 
@@ -515,15 +559,17 @@ impl Task {
             self.finish_close();
             return;
         }
-        let wait = self
-            .backoff
-            .on_failure(failure, std::time::Instant::now(), rand::random::<f64>());
+        let wait =
+            self.backoff
+                .on_failure(failure, std::time::Instant::now(), rand::random::<f64>());
         self.link = Link::Down {
             retry_at: Instant::now() + wait,
         };
         let text = reason.to_string();
         match failure {
-            Failure::Auth => tracing::error!(reason = %text, retry_in = ?wait, "connection refused"),
+            Failure::Auth => {
+                tracing::error!(reason = %text, retry_in = ?wait, "connection refused")
+            }
             Failure::Connection => tracing::warn!(reason = %text, retry_in = ?wait, "disconnected"),
         }
         self.shared.set_last_error(text);
@@ -546,22 +592,32 @@ impl Task {
             self.finish_close();
             return;
         }
-        let Link::Up(conn) = &mut self.link else { return };
+        let Link::Up(conn) = &mut self.link else {
+            return;
+        };
         if !conn.connected || conn.disconnect_sent {
             return;
         }
         let window = usize::from(self.config.max_inflight);
         while self.outbox.in_network() < window {
-            let Some(message) = self.outbox.front() else { break };
-            let sent = conn
-                .client
-                .try_publish(message.topic.clone(), mqtt_qos(message.qos), false, message.payload.clone());
+            let Some(message) = self.outbox.front() else {
+                break;
+            };
+            let sent = conn.client.try_publish(
+                message.topic.clone(),
+                mqtt_qos(message.qos),
+                false,
+                message.payload.clone(),
+            );
             if sent.is_err() {
                 // rumqttc's queue is full or the connection is ending; its events say which.
                 break;
             }
             add(&self.shared.counters.messages_sent, 1);
-            add(&self.shared.counters.bytes_out, message.payload.len() as u64);
+            add(
+                &self.shared.counters.bytes_out,
+                message.payload.len() as u64,
+            );
             self.outbox.hand_front();
         }
         if self.closing.is_some() && self.outbox.is_empty() {
@@ -578,7 +634,10 @@ impl Task {
         if self.done {
             return;
         }
-        if matches!(&self.link, Link::Down { .. }) && self.closing.is_some() && !self.outbox.is_empty() {
+        if matches!(&self.link, Link::Down { .. })
+            && self.closing.is_some()
+            && !self.outbox.is_empty()
+        {
             // Not connected, messages left: keep trying until the deadline.
             if self.closing_deadline_passed().is_none() {
                 return;
@@ -611,7 +670,9 @@ impl Task {
         let result = if unsent_count == 0 {
             Ok(())
         } else {
-            Err(ClientError::CloseIncomplete { unsent: unsent_count })
+            Err(ClientError::CloseIncomplete {
+                unsent: unsent_count,
+            })
         };
         if let Some(closing) = self.closing.take() {
             for reply in closing.replies {
@@ -639,7 +700,9 @@ fn classify(err: &ConnectionError, config: &ClientConfig) -> (DisconnectReason, 
                 Failure::Auth,
             ),
             other => (
-                DisconnectReason::Network(format!("the broker refused the connection (CONNACK {other:?})")),
+                DisconnectReason::Network(format!(
+                    "the broker refused the connection (CONNACK {other:?})"
+                )),
                 Failure::Connection,
             ),
         };
@@ -649,9 +712,15 @@ fn classify(err: &ConnectionError, config: &ClientConfig) -> (DisconnectReason, 
             Transport::MqttWebSocket => config.mqtt_ws_url(),
             _ => config.mqtt_host.clone(),
         };
-        return (DisconnectReason::Tls(describe_tls(tls, &host)), Failure::Connection);
+        return (
+            DisconnectReason::Tls(describe_tls(tls, &host)),
+            Failure::Connection,
+        );
     }
-    (DisconnectReason::Network(error_chain(err)), Failure::Connection)
+    (
+        DisconnectReason::Network(error_chain(err)),
+        Failure::Connection,
+    )
 }
 
 fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {

@@ -42,7 +42,10 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::Tls(detail) => write!(f, "TLS failed: {detail}"),
             DisconnectReason::Network(detail) => write!(f, "network: {detail}"),
             DisconnectReason::KeepaliveTimeout(after) => {
-                write!(f, "nothing received for {after:?}: connection presumed dead")
+                write!(
+                    f,
+                    "nothing received for {after:?}: connection presumed dead"
+                )
             }
             DisconnectReason::Closed => f.write_str("closed by the application"),
         }
@@ -132,7 +135,9 @@ pub(crate) struct Notifier {
 impl Notifier {
     pub(crate) fn send(&self, notification: Notification) {
         if self.tx.try_send(notification).is_err() {
-            self.shared.notifications_dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .notifications_dropped
+                .fetch_add(1, Ordering::Relaxed);
             self.shared.unreported_drops.fetch_add(1, Ordering::Relaxed);
         }
     }

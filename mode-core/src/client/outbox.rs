@@ -96,7 +96,10 @@ impl Outbox {
         if let Some(previous) = self.inflight.insert(pkid, message) {
             // rumqttc never reuses an id in flight (it reports AwaitAck instead); if it did,
             // keep the older message rather than lose it.
-            tracing::error!(pkid, "packet id reused while in flight; re-queueing the older message");
+            tracing::error!(
+                pkid,
+                "packet id reused while in flight; re-queueing the older message"
+            );
             self.queue.push_front(previous);
         }
         None

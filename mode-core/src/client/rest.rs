@@ -14,14 +14,14 @@ pub(crate) struct Rest {
 }
 
 impl Rest {
-    pub(crate) fn new(config: &ClientConfig, tls: Option<&rustls::ClientConfig>) -> Result<Self, ClientError> {
-        let mut builder = reqwest::Client::builder()
+    pub(crate) fn new(
+        config: &ClientConfig,
+        tls: &rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout);
-        if let Some(tls) = tls {
-            builder = builder.use_preconfigured_tls(tls.clone());
-        }
-        let http = builder
+            .connect_timeout(config.connect_timeout)
+            .use_preconfigured_tls(tls.clone())
             .build()
             .map_err(|e| ClientError::Http(format!("cannot build the HTTP client: {e}")))?;
         Ok(Rest {
@@ -33,24 +33,30 @@ impl Rest {
     }
 
     /// Sends `method path` with an optional JSON body; returns the response body of a 2xx.
-    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, ClientError> {
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .header("Authorization", rest::authorization_value(self.key.expose()));
+        let mut request = self.http.request(method, &url).header(
+            "Authorization",
+            rest::authorization_value(self.key.expose()),
+        );
         if let Some(body) = body {
-            request = request.header("Content-Type", "application/json").body(body);
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body);
         }
         let response = request
             .send()
             .await
             .map_err(|e| ClientError::Http(format!("{url}: {}", error_chain(&e))))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Http(format!("{url}: reading the answer: {}", error_chain(&e))))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            ClientError::Http(format!("{url}: reading the answer: {}", error_chain(&e)))
+        })?;
         if bytes.len() > self.max_body {
             return Err(ClientError::MessageTooLarge {
                 size: bytes.len(),

@@ -21,7 +21,10 @@ fn tls_error(what: &'static str, path: &Path, detail: impl ToString) -> ConfigEr
     }
 }
 
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let file = File::open(path).map_err(|e| tls_error(what, path, e))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
@@ -37,7 +40,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let file = File::open(path).map_err(|e| tls_error(what, path, e))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .map_err(|e| tls_error(what, path, e))?
-        .ok_or_else(|| tls_error(what, path, "no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file"))
+        .ok_or_else(|| {
+            tls_error(
+                what,
+                path,
+                "no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file",
+            )
+        })
 }
 
 /// Builds the rustls client configuration for `options` with the `ring` provider.
@@ -47,7 +56,9 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<ClientConfig, Config
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error("protocol versions", Path::new("-"), e))?;
     let builder = if options.danger_accept_invalid_certs {
-        tracing::warn!("TLS certificate verification is OFF (danger_accept_invalid_certs): development only");
+        tracing::warn!(
+            "TLS certificate verification is OFF (danger_accept_invalid_certs): development only"
+        );
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
@@ -100,7 +111,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -109,7 +125,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

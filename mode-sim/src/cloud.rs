@@ -580,6 +580,16 @@ impl ConnectionGuard {
         *self.paused.borrow()
     }
 
+    /// Resolves when a test pauses the connection (at once if it is paused now). Select on it
+    /// next to the socket read, then stop reading and await [`ConnectionGuard::wait_unpaused`].
+    pub async fn paused(&self) {
+        let mut paused = self.paused.clone();
+        if paused.wait_for(|paused| *paused).await.is_err() {
+            // The cloud forgot the connection; it will never be paused again.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Waits until the connection is no longer paused (or is cancelled).
     pub async fn wait_unpaused(&mut self) {
         tokio::select! {

@@ -37,6 +37,10 @@ use mode_core::proto::Command;
 /// How long a new connection may take to send its CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a closing connection may take to flush what is left (a client that stopped reading
+/// would otherwise hold the task forever).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The largest packet the server writes (MQTT's own limit); reloads of big stores may be large.
 const MAX_OUTGOING: usize = 256 * 1024 * 1024 - 1;
 
@@ -52,11 +56,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let codec = Codec {
-        max_incoming_size: max_packet_size,
-        max_outgoing_size: MAX_OUTGOING,
-    };
-    let mut framed = Framed::new(io, codec);
+    let mut framed = Framed::new(io, MqttCodec::new(max_packet_size));
     let span = tracing::info_span!("mqtt", %peer, %transport, device_id = tracing::field::Empty);
     async move {
         let Some((guard, keep_alive)) = handshake(&mut framed, transport, &cloud, &stop).await
@@ -69,19 +69,109 @@ pub(crate) async fn serve<S>(
             cloud,
             guard,
             keep_alive,
+            stop,
             commands: None,
             kv: None,
             bulk_responses: Vec::new(),
         };
-        let reason = conn.run(&stop).await;
+        let reason = conn.run().await;
         tracing::info!(%reason, "mqtt connection closed");
-        let _ = conn.framed.close().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.framed.close()).await;
     }
     .instrument(span)
     .await
 }
 
-type Io<S> = Framed<S, Codec>;
+type Io<S> = Framed<S, MqttCodec>;
+
+/// rumqttc's codec, plus two checks on the first packet so refusals are exact: it must be a
+/// CONNECT (anything else closes at once instead of waiting for a body), and when rumqttc
+/// cannot parse a CONNECT because it is another protocol version (MQTT 5's properties, 3.1's
+/// name), the protocol level is peeked so the client still gets CONNACK 1.
+pub(crate) struct MqttCodec {
+    inner: Codec,
+    connected: bool,
+}
+
+/// A framing failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    /// rumqttc's codec refused the bytes.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The first packet is not a CONNECT.
+    #[error("the first packet has type {0}, not CONNECT (1)")]
+    NotConnect(u8),
+    /// A CONNECT of a protocol level other than 4.
+    #[error("CONNECT with protocol level {0}, not 4 (MQTT 3.1.1)")]
+    Level(u8),
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(err: std::io::Error) -> Self {
+        FrameError::Codec(CodecError::Io(err))
+    }
+}
+
+impl MqttCodec {
+    fn new(max_packet_size: usize) -> Self {
+        MqttCodec {
+            inner: Codec {
+                max_incoming_size: max_packet_size,
+                max_outgoing_size: MAX_OUTGOING,
+            },
+            connected: false,
+        }
+    }
+}
+
+/// The protocol level of a complete CONNECT frame: after the fixed header (type byte and 1-4
+/// bytes of remaining length) come the protocol name (u16 length + bytes) and the level byte.
+fn peek_connect_level(frame: &[u8]) -> Option<u8> {
+    let mut i = 1;
+    while *frame.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_at = i + 1;
+    let name_len = u16::from_be_bytes([*frame.get(name_at)?, *frame.get(name_at + 1)?]) as usize;
+    frame.get(name_at + 2 + name_len).copied()
+}
+
+impl tokio_util::codec::Decoder for MqttCodec {
+    type Item = Packet;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Packet>, FrameError> {
+        if self.connected {
+            return Ok(self.inner.decode(src)?);
+        }
+        match src.first() {
+            None => return Ok(None),
+            Some(b) if b >> 4 != 1 => return Err(FrameError::NotConnect(b >> 4)),
+            Some(_) => {}
+        }
+        let snapshot = src.clone();
+        match self.inner.decode(src) {
+            Ok(Some(packet)) => {
+                self.connected = true;
+                Ok(Some(packet))
+            }
+            Ok(None) => Ok(None),
+            Err(err) => match peek_connect_level(&snapshot) {
+                Some(level) if level != 4 => Err(FrameError::Level(level)),
+                _ => Err(err.into()),
+            },
+        }
+    }
+}
+
+impl tokio_util::codec::Encoder<Packet> for MqttCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, packet: Packet, dst: &mut bytes::BytesMut) -> Result<(), FrameError> {
+        Ok(self.inner.encode(packet, dst)?)
+    }
+}
 
 /// Reads the CONNECT and answers it. `Some` when the device is connected.
 async fn handshake<S>(
@@ -104,7 +194,9 @@ where
         }
         Ok(None) => return None,
         Ok(Some(Ok(Packet::Connect(connect)))) => connect,
-        Ok(Some(Err(CodecError::InvalidProtocolLevel(level)))) => {
+        Ok(Some(Err(
+            FrameError::Level(level) | FrameError::Codec(CodecError::InvalidProtocolLevel(level)),
+        ))) => {
             tracing::info!(
                 level,
                 "refusing CONNECT: only MQTT 3.1.1 (level 4) is supported"
@@ -112,7 +204,7 @@ where
             refuse(framed, ConnectReturnCode::RefusedProtocolVersion).await;
             return None;
         }
-        Ok(Some(Err(CodecError::InvalidProtocol))) => {
+        Ok(Some(Err(FrameError::Codec(CodecError::InvalidProtocol)))) => {
             tracing::info!("refusing CONNECT: protocol name is not MQTT");
             refuse(framed, ConnectReturnCode::RefusedProtocolVersion).await;
             return None;
@@ -177,7 +269,10 @@ where
         }
     };
     let ack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-    if let Err(err) = framed.send(ack).await {
+    if let Err(err) = tokio::time::timeout(CONNECT_TIMEOUT, framed.send(ack))
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+    {
         tracing::info!(device_id, %err, "could not send CONNACK");
         return None;
     }
@@ -191,10 +286,12 @@ async fn refuse<S>(framed: &mut Io<S>, code: ConnectReturnCode)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = framed
-        .send(Packet::ConnAck(ConnAck::new(code, false)))
-        .await;
-    let _ = framed.close().await;
+    let ack = Packet::ConnAck(ConnAck::new(code, false));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        framed.send(ack).await?;
+        framed.close().await
+    })
+    .await;
 }
 
 fn packet_name(p: &Packet) -> &'static str {
@@ -224,6 +321,7 @@ struct Connection<S> {
     cloud: Cloud,
     guard: ConnectionGuard,
     keep_alive: Option<Duration>,
+    stop: CancellationToken,
     commands: Option<Subscription<Command>>,
     kv: Option<KvSubscription>,
     /// Labels whose response topic the device subscribed to.
@@ -235,7 +333,7 @@ enum Wake {
     Stop(&'static str),
     Paused,
     Expired,
-    Packet(Option<Result<Packet, CodecError>>),
+    Packet(Option<Result<Packet, FrameError>>),
     Command(Option<Command>),
     Sync(Option<SyncMessage>),
 }
@@ -248,7 +346,8 @@ where
         self.guard.device_id()
     }
 
-    async fn run(&mut self, stop: &CancellationToken) -> Reason {
+    async fn run(&mut self) -> Reason {
+        let stop = self.stop.clone();
         let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
         loop {
             let wake = {
@@ -258,7 +357,7 @@ where
                     biased;
                     _ = stop.cancelled() => Wake::Stop("the simulator stopped its listeners"),
                     _ = self.guard.cancelled() => Wake::Stop("the cloud dropped the connection"),
-                    _ = async {}, if self.guard.is_paused() => Wake::Paused,
+                    _ = self.guard.paused() => Wake::Paused,
                     _ = async { match deadline { Some(d) => sleep_until(d).await, None => pending().await } } => Wake::Expired,
                     packet = self.framed.next() => Wake::Packet(packet),
                     command = async { match commands { Some(s) => s.recv().await, None => pending().await } } => Wake::Command(command),
@@ -308,11 +407,14 @@ where
         }
     }
 
+    /// Writes `packet`. A client that stops reading blocks the write, so the wait also ends
+    /// when the cloud drops the connection or the listeners stop.
     async fn send(&mut self, packet: Packet) -> Result<(), Reason> {
-        self.framed
-            .send(packet)
-            .await
-            .map_err(|err| format!("could not write to the client: {err}"))
+        tokio::select! {
+            sent = self.framed.send(packet) => sent.map_err(|err| format!("could not write to the client: {err}")),
+            _ = self.guard.cancelled() => Err("the cloud dropped the connection (while writing)".into()),
+            _ = self.stop.cancelled() => Err("the simulator stopped its listeners (while writing)".into()),
+        }
     }
 
     async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), Reason> {

@@ -102,6 +102,17 @@ pub async fn until_error(eventloop: &mut EventLoop) -> rumqttc::ConnectionError 
     .expect("the connection stayed up")
 }
 
+/// The next packet of a raw connection, for tests that time it themselves.
+pub trait NextPacket {
+    fn next_packet(&mut self) -> impl std::future::Future<Output = Option<Packet>>;
+}
+
+impl NextPacket for Framed<TcpStream, Codec> {
+    async fn next_packet(&mut self) -> Option<Packet> {
+        self.next().await.and_then(Result::ok)
+    }
+}
+
 /// A client at the packet level, for what rumqttc refuses to send.
 pub struct Raw {
     pub framed: Framed<TcpStream, Codec>,

@@ -1,0 +1,302 @@
+//! The simulator's HTTP/1.1 server: MODE's REST API and its WebSockets for devices and apps,
+//! plus the admin API that drives the test controls over HTTP. Every body is mode-core's type.
+//!
+//! # Authentication
+//! `Authorization: ModeCloud <key>` on every route, or `?authToken=<key>` in the query (meant
+//! for WebSocket clients that cannot set headers, accepted everywhere). A device key acts only
+//! on its own device; an app key only on devices and homes its configuration lets it see.
+//!
+//! # Routes
+//! Device side (device key):
+//! - `PUT /devices/{id}/event`: an [`Event`](mode_core::proto::Event) body; `204`.
+//! - `GET /devices/{id}`: [`DeviceInfo`](mode_core::proto::DeviceInfo) (apps may read it too).
+//! - `GET /devices/{id}/command` upgraded to a WebSocket: each command is one text frame
+//!   holding a [`Command`](mode_core::proto::Command).
+//! - `GET /devices/{id}/kv` upgraded to a WebSocket: a `reload`
+//!   [`SyncMessage`](mode_core::proto::SyncMessage) first, then every `set`/`delete`, one text
+//!   frame each (through the device's sync faults, see the admin API).
+//! - `POST /deviceRegistration`: turns claim mode on. Body as MODE documents it, form
+//!   (`deviceId=1001&claimable=1&duration=300`) or the same fields in JSON, or empty; `deviceId`,
+//!   when given, must be the key's device; `duration` is ignored **(ours: claim mode always
+//!   lasts [`CLAIM_DURATION`](crate::cloud::CLAIM_DURATION))**. `200`
+//!   `{"claimExpirationTime": "<RFC 3339>"}`.
+//!
+//! Both WebSockets send a ping frame every [`HttpOptions::ping_interval`] and never drop a client
+//! that does not answer with a pong. Each registers as a device connection, so the test
+//! controls can drop it (the socket is then closed without a close frame, like a lost link) or
+//! pause it (nothing is read or sent, pings included, until resumed). When the listeners stop,
+//! the socket gets a close frame with code 1001.
+//!
+//! Device or app (an app key that sees the device's home):
+//! - `GET /devices/{id}/kv`: every key, as mode-core's list form (`encode_kv_list`): an array
+//!   of `{"key", "value", "modificationTime"}`.
+//! - `GET /devices/{id}/kv/{key}`: one [`KvItem`](mode_core::proto::KvItem); `404` when absent.
+//! - `PUT /devices/{id}/kv/{key}`: body `{"value": <any JSON>}`
+//!   ([`KvValue`](mode_core::proto::KvValue)); `204`.
+//! - `DELETE /devices/{id}/kv/{key}`: `204`; `404` when absent.
+//!
+//! The key is one percent-encoded path segment and must follow the key rule of protocol.md
+//! (`400 INVALID_KEY` otherwise). Every change is broadcast to the device's sync channels and
+//! emits `_deviceKVSaved_` / `_deviceKVDeleted_` to its home.
+//!
+//! App side (app key):
+//! - `PUT /devices/{id}/command`: a [`Command`](mode_core::proto::Command) body; `204` whether
+//!   or not the device is online.
+//! - `GET /homes/{homeId}/events` upgraded to a WebSocket **(ours)**: every event delivered to
+//!   the home from then on, device events and system events alike, one text frame each holding
+//!   a [`HomeEvent`](mode_core::proto::HomeEvent) (`homeId`, `timestamp`, `eventType`,
+//!   `eventData`, `originDeviceId` for device events). Pings as above.
+//! - `POST /homes/{homeId}/devices` **(ours)**: claims a device that is in claim mode into the
+//!   home. Body `{"deviceId": 1003}`; `200` with the device's `DeviceInfo`; `409
+//!   DEVICE_NOT_CLAIMABLE` when it is not in claim mode.
+//!
+//! No key needed:
+//! - `POST /devices` **(ours)**: provisions a new device with a project's provisioning token.
+//!   Body `{"token": "<provisioning token>"}`; `201` with the new device's `DeviceInfo` plus
+//!   its key: `{"id", "projectId", "name", "tag", "deviceClass", "apiKey"}`; `401
+//!   INVALID_TOKEN` for an unknown token.
+//! - `GET /auth`: who the key is, as MODE answers it: `{"type": "device", "deviceId",
+//!   "projectId"}`, **(ours)** `{"type": "app", "projectId"}`, or `{"type": "nobody"}`.
+//!
+//! Admin API: see [`admin`] (its own key, `admin_key` in the configuration).
+//!
+//! # Errors
+//! Every refusal is JSON [`ErrorBody`](mode_core::proto::ErrorBody)
+//! `{"reason": "...", "data": {"message": "...", ...}}`: `401 AUTH_FAILED` (missing or unknown
+//! key), `403 FORBIDDEN` (a device key on another device, an app outside its homes, a caller
+//! the endpoint does not serve), `404 DEVICE_NOT_FOUND` / `KEY_NOT_FOUND` / `NOT_FOUND`, `400
+//! INVALID_BODY` (what was wrong, from mode-core's `DecodeError`) / `INVALID_KEY`, `413
+//! PAYLOAD_TOO_LARGE` (over [`HttpOptions::max_body`]), `405 METHOD_NOT_ALLOWED`.
+
+pub mod admin;
+mod auth;
+mod error;
+mod rest;
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cloud::Cloud;
+use crate::config::SimConfig;
+use error::ApiError;
+
+/// How long connections get to close after the listener stops, before they are left behind.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Settings of the HTTP server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// How often the WebSockets send a ping frame.
+    pub ping_interval: Duration,
+    /// Largest request body (and incoming WebSocket message) accepted, in bytes; larger ones
+    /// get `413`.
+    pub max_body: usize,
+    /// The key of the admin API; no admin API without one.
+    pub admin_key: Option<String>,
+}
+
+impl Default for HttpOptions {
+    /// Pings every 30 s, 1 MiB bodies, no admin API.
+    fn default() -> Self {
+        HttpOptions {
+            ping_interval: Duration::from_secs(30),
+            max_body: 1024 * 1024,
+            admin_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("ping_interval", &self.ping_interval)
+            .field("max_body", &self.max_body)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl HttpOptions {
+    /// The HTTP settings of a simulator configuration.
+    pub fn from_config(config: &SimConfig) -> Self {
+        HttpOptions {
+            ping_interval: Duration::from_millis(config.ws_ping_interval_ms.max(1)),
+            max_body: config.http_max_body,
+            admin_key: config.admin_key.clone().filter(|k| !k.is_empty()),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) cloud: Cloud,
+    pub(crate) options: Arc<HttpOptions>,
+    /// Fires when the listener stops; open WebSockets close on it.
+    pub(crate) stop: CancellationToken,
+    pub(crate) sockets: Arc<Sockets>,
+}
+
+/// Counts the open WebSockets (they outlive their HTTP connection), so `serve` can wait for
+/// them to close before it returns.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+/// One open WebSocket; dropping it counts it closed.
+pub(crate) struct SocketTicket(Arc<Sockets>);
+
+impl Sockets {
+    pub(crate) fn open(self: &Arc<Self>) -> SocketTicket {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        SocketTicket(self.clone())
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+impl Drop for SocketTicket {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed.notify_waiters();
+    }
+}
+
+/// Serves the REST + WebSocket API of `cloud` on `listener` until `shutdown` fires; then stops
+/// accepting, closes every connection and WebSocket (waiting up to two seconds for them), and
+/// returns, which frees the port.
+pub async fn serve(
+    listener: TcpListener,
+    cloud: Cloud,
+    options: HttpOptions,
+    shutdown: CancellationToken,
+) {
+    let sockets = Arc::new(Sockets::default());
+    let state = AppState {
+        cloud,
+        options: Arc::new(options),
+        stop: shutdown.clone(),
+        sockets: sockets.clone(),
+    };
+    let app = router(state);
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let give_up = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        result = server => {
+            if let Err(err) = result {
+                tracing::warn!(%err, "HTTP server failed");
+            }
+        }
+        _ = give_up => tracing::warn!("HTTP connections did not close in time; leaving them"),
+    }
+    if tokio::time::timeout(DRAIN, sockets.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("WebSockets did not close in time; leaving them");
+    }
+}
+
+/// The whole route table.
+pub(crate) fn router(state: AppState) -> Router {
+    let max_body = state.options.max_body;
+    Router::new()
+        .route("/auth", get(rest::whoami))
+        .route("/devices", post(rest::provision))
+        .route("/deviceRegistration", post(rest::register_claim))
+        .route("/devices/{id}", get(rest::device_info))
+        .route("/devices/{id}/event", put(rest::put_event))
+        .route(
+            "/devices/{id}/command",
+            get(ws::command_socket).put(rest::put_command),
+        )
+        .route("/devices/{id}/kv", get(ws::kv_socket_or_list))
+        .route(
+            "/devices/{id}/kv/{key}",
+            get(rest::kv_get).put(rest::kv_put).delete(rest::kv_delete),
+        )
+        .route("/homes/{home}/events", get(ws::home_events_socket))
+        .route("/homes/{home}/devices", post(rest::claim_device))
+        .merge(admin::router(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// One debug line per request: method, path, status, time. The query is left out: it may hold
+/// an `authToken`.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = tokio::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "http request"
+    );
+    response
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format_args!("no such endpoint: {}", req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format_args!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// The raw (still percent-encoded) segments of a request path: `/devices/7/kv/a%2Fb` gives
+/// `["devices", "7", "kv", "a%2Fb"]`. Handlers read their parameters here rather than from
+/// axum's decoded `Path`, so a key is percent-decoded exactly once, by mode-core.
+pub(crate) fn raw_segment(uri: &axum::http::Uri, index: usize) -> &str {
+    uri.path()
+        .trim_start_matches('/')
+        .split('/')
+        .nth(index)
+        .unwrap_or("")
+}

@@ -1,0 +1,303 @@
+//! The plain REST endpoints: events, device info, commands, the kv API, provisioning, claim
+//! mode and `/auth`. Each checks the caller, decodes the body with mode-core, calls the cloud.
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+use mode_core::proto::rest::decode_path_segment;
+use mode_core::proto::{
+    Command, DeviceId, DeviceInfo, Event, KvValue, Map, Value, encode_kv_item, encode_kv_list,
+};
+use serde::Deserialize;
+
+use super::auth::{ApiKey, Callers, authorize_device, authorize_home};
+use super::error::{ApiError, json_response, read_body};
+use super::{AppState, raw_segment};
+use crate::cloud::{KvSource, Principal, validate_kv_key};
+
+type Body = Result<Bytes, BytesRejection>;
+
+fn json_value(status: StatusCode, value: &Value) -> Response {
+    // Serializing a `Value` into a Vec cannot fail.
+    json_response(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// `GET /auth`: who the key is.
+pub(crate) async fn whoami(State(app): State<AppState>, key: ApiKey) -> Response {
+    let mut out = Map::new();
+    let principal = key
+        .require()
+        .ok()
+        .and_then(|k| app.cloud.authenticate(k).ok());
+    match principal {
+        Some(Principal::Device(id)) => {
+            out.insert("type".into(), "device".into());
+            out.insert("deviceId".into(), id.into());
+            if let Ok(info) = app.cloud.device_info(id)
+                && let Some(project) = info.project_id
+            {
+                out.insert("projectId".into(), project.into());
+            }
+        }
+        Some(Principal::App(access)) => {
+            out.insert("type".into(), "app".into());
+            out.insert("projectId".into(), access.project_id.into());
+        }
+        None => {
+            out.insert("type".into(), "nobody".into());
+        }
+    }
+    json_value(StatusCode::OK, &Value::Object(out))
+}
+
+/// `GET /devices/{id}`.
+pub(crate) async fn device_info(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let (device_id, _) = authorize_device(&app.cloud, &key, raw_segment(&uri, 1), Callers::Both)?;
+    let info = app.cloud.device_info(device_id)?;
+    Ok(json_response(StatusCode::OK, info.encode()))
+}
+
+/// `PUT /devices/{id}/event`.
+pub(crate) async fn put_event(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (device_id, _) = authorize_device(&app.cloud, &key, raw_segment(&uri, 1), Callers::Device)?;
+    let body = read_body(body, app.options.max_body)?;
+    let event = Event::decode(&body).map_err(|e| ApiError::bad_body(&e))?;
+    if event.event_type.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            "invalid event: eventType must not be empty",
+        )
+        .with("path", "eventType"));
+    }
+    tracing::debug!(device_id, event_type = %event.event_type, "event received over HTTP");
+    app.cloud.record_event(device_id, event)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /devices/{id}/command`.
+pub(crate) async fn put_command(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (device_id, _) = authorize_device(&app.cloud, &key, raw_segment(&uri, 1), Callers::App)?;
+    let body = read_body(body, app.options.max_body)?;
+    let command = Command::decode(&body).map_err(|e| ApiError::bad_body(&e))?;
+    let delivered = app.cloud.send_command(device_id, command)?;
+    tracing::debug!(device_id, delivered, "command sent over HTTP");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /devices/{id}/kv` without a WebSocket upgrade: the list form.
+pub(crate) fn kv_list(app: &AppState, key: &ApiKey, uri: &Uri) -> Result<Response, ApiError> {
+    let (device_id, _) = authorize_device(&app.cloud, key, raw_segment(uri, 1), Callers::Both)?;
+    let items = app.cloud.kv_list(device_id)?;
+    Ok(json_response(StatusCode::OK, encode_kv_list(&items)))
+}
+
+/// The device and the decoded, checked key of a `/devices/{id}/kv/{key}` request.
+fn kv_target(app: &AppState, key: &ApiKey, uri: &Uri) -> Result<(DeviceId, String), ApiError> {
+    let (device_id, _) = authorize_device(&app.cloud, key, raw_segment(uri, 1), Callers::Both)?;
+    let raw = raw_segment(uri, 3);
+    let kv_key = decode_path_segment(raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_KEY",
+            format_args!("kv key {raw:?} is not UTF-8 once percent-decoded"),
+        )
+    })?;
+    validate_kv_key(&kv_key)?;
+    Ok((device_id, kv_key))
+}
+
+/// `GET /devices/{id}/kv/{key}`.
+pub(crate) async fn kv_get(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
+    let item = app.cloud.kv_get(device_id, &kv_key)?;
+    Ok(json_response(StatusCode::OK, encode_kv_item(&item)))
+}
+
+/// `PUT /devices/{id}/kv/{key}`.
+pub(crate) async fn kv_put(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
+    let body = read_body(body, app.options.max_body)?;
+    let KvValue { value } = KvValue::decode(&body).map_err(|e| ApiError::bad_body(&e))?;
+    let rev = app
+        .cloud
+        .kv_set(device_id, &kv_key, value, KvSource::Rest)?;
+    tracing::debug!(device_id, key = %kv_key, rev, "kv set over HTTP");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /devices/{id}/kv/{key}`.
+pub(crate) async fn kv_delete(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
+    let rev = app.cloud.kv_delete(device_id, &kv_key, KvSource::Rest)?;
+    tracing::debug!(device_id, key = %kv_key, rev, "kv delete over HTTP");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvisionBody {
+    token: String,
+}
+
+/// `POST /devices` **(ours)**: `{"token": "..."}` gives a new device and its key.
+pub(crate) async fn provision(
+    State(app): State<AppState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, app.options.max_body)?;
+    let ProvisionBody { token } = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_json("provisioning body {\"token\": ...}", &e))?;
+    let new = app.cloud.provision(&token)?;
+    let mut info = app.cloud.device_info(new.device_id)?;
+    info.raw.insert("apiKey".into(), new.api_key.into());
+    Ok(json_response(StatusCode::CREATED, info.encode()))
+}
+
+/// The fields of a claim-mode request, from a form or a JSON body.
+#[derive(Default)]
+struct ClaimRequest {
+    device_id: Option<String>,
+    claimable: Option<String>,
+}
+
+fn parse_claim_request(headers: &HeaderMap, body: &[u8]) -> Result<ClaimRequest, ApiError> {
+    let mut out = ClaimRequest::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(out);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if is_json {
+        let fields: Map<String, Value> =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_json("claim mode body", &e))?;
+        out.device_id = fields.get("deviceId").map(text);
+        out.claimable = fields.get("claimable").map(text);
+    } else {
+        let body = std::str::from_utf8(body).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_BODY",
+                "claim mode body is not UTF-8",
+            )
+        })?;
+        for pair in body.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = decode_path_segment(&value.replace('+', " ")).unwrap_or_default();
+            match name {
+                "deviceId" => out.device_id = Some(value),
+                "claimable" => out.claimable = Some(value),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /deviceRegistration`: claim mode on, for the key's device.
+pub(crate) async fn register_claim(
+    State(app): State<AppState>,
+    key: ApiKey,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device_id = match key.principal(&app.cloud)? {
+        Principal::Device(id) => id,
+        Principal::App(_) => {
+            return Err(ApiError::forbidden(
+                "claim mode is turned on by the device itself; use its device key",
+            ));
+        }
+    };
+    let body = read_body(body, app.options.max_body)?;
+    let request = parse_claim_request(&headers, &body)?;
+    if let Some(raw) = &request.device_id
+        && raw.trim() != device_id.to_string()
+    {
+        return Err(ApiError::forbidden(format_args!(
+            "deviceId {raw:?} is not the device of this key ({device_id})"
+        )));
+    }
+    if let Some(claimable) = &request.claimable
+        && !matches!(claimable.trim(), "1" | "true")
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            format_args!(
+                "claimable={claimable:?}: the simulator can only turn claim mode on (claimable=1)"
+            ),
+        ));
+    }
+    let ticket = app.cloud.register_claim(device_id)?;
+    tracing::info!(device_id, "claim mode on over HTTP");
+    let mut out = Map::new();
+    out.insert("claimExpirationTime".into(), ticket.expires.into());
+    Ok(json_value(StatusCode::OK, &Value::Object(out)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClaimBody {
+    device_id: DeviceId,
+}
+
+/// `POST /homes/{home}/devices` **(ours)**: an app claims a device in claim mode into a home.
+pub(crate) async fn claim_device(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (home, access) = authorize_home(&app.cloud, &key, raw_segment(&uri, 1))?;
+    let body = read_body(body, app.options.max_body)?;
+    let ClaimBody { device_id } = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_json("claim body {\"deviceId\": ...}", &e))?;
+    let info: DeviceInfo = app.cloud.device_info(device_id)?;
+    if info.project_id != Some(access.project_id) {
+        return Err(ApiError::forbidden(format_args!(
+            "device {device_id} is not in this app key's project"
+        )));
+    }
+    app.cloud.claim(device_id, home)?;
+    tracing::info!(device_id, home, "device claimed over HTTP");
+    Ok(json_response(
+        StatusCode::OK,
+        app.cloud.device_info(device_id)?.encode(),
+    ))
+}

@@ -1,0 +1,345 @@
+//! The WebSockets: a device's command and kv sync channels, and an app's stream of its home's
+//! events. One loop serves all three: text frames out, pings on an interval, pause and drop.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+use mode_core::proto::{Command, DeviceId, HomeEvent, SyncMessage, parse_device_id};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{ApiKey, Callers, authorize_device, authorize_home};
+use super::error::ApiError;
+use super::{AppState, SocketTicket, raw_segment, rest};
+use crate::cloud::{ConnectionGuard, KvSubscription, Subscription, Transport};
+
+type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+
+fn upgrade_or_refuse(upgrade: Upgrade, max_body: usize) -> Result<WebSocketUpgrade, ApiError> {
+    match upgrade {
+        Ok(upgrade) => Ok(upgrade.max_message_size(max_body).max_frame_size(max_body)),
+        Err(rejection) => Err(ApiError::new(
+            rejection.status(),
+            "WEBSOCKET_REQUIRED",
+            format_args!("this endpoint is a WebSocket: {}", rejection.body_text()),
+        )),
+    }
+}
+
+/// True when the request asks for a WebSocket (`Upgrade: websocket`).
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks a device WebSocket request and registers the connection with the cloud (which
+/// counts the attempt, accepted or refused, like an MQTT CONNECT).
+fn connect(
+    app: &AppState,
+    key: &ApiKey,
+    uri: &Uri,
+    upgrade: Upgrade,
+) -> Result<(WebSocketUpgrade, ConnectionGuard), ApiError> {
+    let raw_id = raw_segment(uri, 1);
+    let upgrade = upgrade_or_refuse(upgrade, app.options.max_body)?;
+    let authorized = authorize_device(&app.cloud, key, raw_id, Callers::Device);
+    let device_id = match authorized {
+        Ok((id, _)) => id,
+        Err(err) => {
+            if let Some(id) = parse_device_id(raw_id)
+                && app.cloud.device_info(id).is_ok()
+            {
+                app.cloud.count_refused_connect(id);
+            }
+            return Err(err);
+        }
+    };
+    let guard = app
+        .cloud
+        .connect_device(device_id, key.require()?, Transport::WebSocket)?;
+    Ok((upgrade, guard))
+}
+
+/// `GET /devices/{id}/command` (WebSocket).
+pub(crate) async fn command_socket(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    upgrade: Upgrade,
+) -> Result<Response, ApiError> {
+    let (upgrade, guard) = connect(&app, &key, &uri, upgrade)?;
+    // Subscribed before the 101 goes out: a command sent once the client sees it arrives.
+    let commands = app.cloud.subscribe_commands(&guard)?;
+    Ok(spawn_socket(
+        &app,
+        upgrade,
+        Some(guard),
+        Feed::Commands(commands),
+        None,
+    ))
+}
+
+/// `GET /devices/{id}/kv`: the sync WebSocket, or without an upgrade the list of keys.
+pub(crate) async fn kv_socket_or_list(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Upgrade,
+) -> Result<Response, ApiError> {
+    if !wants_websocket(&headers) {
+        return rest::kv_list(&app, &key, &uri);
+    }
+    let (upgrade, guard) = connect(&app, &key, &uri, upgrade)?;
+    let (reload, changes) = app.cloud.subscribe_kv(&guard)?;
+    let first = SyncMessage::Reload(reload).encode();
+    Ok(spawn_socket(
+        &app,
+        upgrade,
+        Some(guard),
+        Feed::Kv(changes),
+        Some(first),
+    ))
+}
+
+/// `GET /homes/{home}/events` (WebSocket) **(ours)**: an app's stream of a home's events.
+pub(crate) async fn home_events_socket(
+    State(app): State<AppState>,
+    key: ApiKey,
+    uri: Uri,
+    upgrade: Upgrade,
+) -> Result<Response, ApiError> {
+    let (home, _) = authorize_home(&app.cloud, &key, raw_segment(&uri, 1))?;
+    let upgrade = upgrade_or_refuse(upgrade, app.options.max_body)?;
+    let events = app.cloud.subscribe_home(home)?;
+    tracing::info!(home, "app subscribed to home events over WebSocket");
+    Ok(spawn_socket(&app, upgrade, None, Feed::Home(events), None))
+}
+
+/// What a socket streams.
+enum Feed {
+    Commands(Subscription<Command>),
+    Kv(KvSubscription),
+    Home(Subscription<HomeEvent>),
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Feed::Commands(s) => s.recv().await.map(|c| c.encode()),
+            Feed::Kv(s) => s.recv().await.map(|m| m.encode()),
+            Feed::Home(s) => s.recv().await.map(|e| e.encode()),
+        }
+    }
+
+    /// Moves the feed into its own task and hands back a channel of its frames. The socket
+    /// loop selects over several things at once and would drop a message that a fault-delayed
+    /// `KvSubscription::recv` had already taken; a channel's `recv` loses nothing.
+    fn into_channel(mut self) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = self.next() => next,
+                    _ = tx.closed() => return,
+                };
+                match next {
+                    Some(frame) => {
+                        if tx.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn spawn_socket(
+    app: &AppState,
+    upgrade: WebSocketUpgrade,
+    guard: Option<ConnectionGuard>,
+    feed: Feed,
+    first: Option<Vec<u8>>,
+) -> Response {
+    let link = Link {
+        device_id: guard.as_ref().map(ConnectionGuard::device_id),
+        guard,
+        stop: app.stop.clone(),
+        ping_every: app.options.ping_interval,
+        _ticket: app.sockets.open(),
+    };
+    let frames = feed.into_channel();
+    upgrade.on_upgrade(move |socket| link.run(socket, frames, first))
+}
+
+/// One open socket's state.
+struct Link {
+    guard: Option<ConnectionGuard>,
+    device_id: Option<DeviceId>,
+    stop: CancellationToken,
+    ping_every: Duration,
+    _ticket: SocketTicket,
+}
+
+/// What the socket loop woke up for.
+enum Wake {
+    Stop,
+    Dropped,
+    Paused,
+    Ping,
+    Frame(Option<Vec<u8>>),
+    Inbound(Option<Result<Message, axum::Error>>),
+}
+
+fn text(frame: Vec<u8>) -> Message {
+    // mode-core's encoders write JSON, which is UTF-8; the lossy path is never taken.
+    let text = String::from_utf8(frame)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Message::Text(Utf8Bytes::from(text))
+}
+
+impl Link {
+    async fn dropped(&self) {
+        match &self.guard {
+            Some(guard) => guard.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn is_paused(&self) -> bool {
+        self.guard.as_ref().is_some_and(ConnectionGuard::is_paused)
+    }
+
+    /// Sends `msg`; false when the socket failed or the connection must end meanwhile (a client
+    /// that stops reading must not hold a stop or a drop up).
+    async fn send(&self, socket: &mut WebSocket, msg: Message) -> bool {
+        tokio::select! {
+            sent = socket.send(msg) => sent.is_ok(),
+            _ = self.stop.cancelled() => false,
+            _ = self.dropped() => false,
+        }
+    }
+
+    /// Waits out a pause of the connection (or until it must close).
+    async fn hold(&mut self) {
+        tracing::info!(
+            device_id = self.device_id,
+            "WebSocket paused by a test control"
+        );
+        if let Some(guard) = self.guard.as_mut() {
+            tokio::select! {
+                _ = guard.wait_unpaused() => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut socket: WebSocket,
+        mut frames: mpsc::Receiver<Vec<u8>>,
+        first: Option<Vec<u8>>,
+    ) {
+        let reason = self.serve(&mut socket, &mut frames, first).await;
+        tracing::info!(device_id = self.device_id, reason, "WebSocket closed");
+    }
+
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        frames: &mut mpsc::Receiver<Vec<u8>>,
+        first: Option<Vec<u8>>,
+    ) -> &'static str {
+        if let Some(first) = first
+            && !self.send(socket, text(first)).await
+        {
+            return "sending the first message failed";
+        }
+        let mut ping = interval_at(Instant::now() + self.ping_every, self.ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let wake = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => Wake::Stop,
+                _ = self.dropped() => Wake::Dropped,
+                _ = async {}, if self.is_paused() => Wake::Paused,
+                _ = ping.tick() => Wake::Ping,
+                frame = frames.recv() => Wake::Frame(frame),
+                inbound = socket.recv() => Wake::Inbound(inbound),
+            };
+            // A pause that came while the loop waited: hold what woke it until resumed.
+            if !matches!(wake, Wake::Stop | Wake::Dropped | Wake::Paused) && self.is_paused() {
+                self.hold().await;
+                ping.reset();
+                if self.stop.is_cancelled()
+                    || self
+                        .guard
+                        .as_ref()
+                        .is_some_and(ConnectionGuard::is_cancelled)
+                {
+                    continue;
+                }
+            }
+            match wake {
+                Wake::Stop => {
+                    let close = CloseFrame {
+                        code: close_code::AWAY,
+                        reason: Utf8Bytes::from_static("the simulator stopped its listeners"),
+                    };
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        socket.send(Message::Close(Some(close))),
+                    )
+                    .await;
+                    return "the simulator stopped its listeners";
+                }
+                // Like a lost link: no close frame.
+                Wake::Dropped => return "the cloud dropped the connection",
+                Wake::Paused => {
+                    self.hold().await;
+                    ping.reset();
+                }
+                Wake::Ping => {
+                    if !self.send(socket, Message::Ping(Bytes::new())).await {
+                        return "sending a ping failed";
+                    }
+                }
+                Wake::Frame(Some(frame)) => {
+                    if !self.send(socket, text(frame)).await {
+                        return "sending a message failed";
+                    }
+                }
+                Wake::Frame(None) => {
+                    let close = CloseFrame {
+                        code: close_code::AGAIN,
+                        reason: Utf8Bytes::from_static("the client fell behind; reconnect"),
+                    };
+                    let _ = self.send(socket, Message::Close(Some(close))).await;
+                    return "the stream ended (the subscriber fell behind)";
+                }
+                Wake::Inbound(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {
+                    return "the client closed the connection";
+                }
+                Wake::Inbound(Some(Ok(Message::Text(_) | Message::Binary(_)))) => {
+                    tracing::debug!(
+                        device_id = self.device_id,
+                        "ignoring a data frame from the client (these sockets only send)"
+                    );
+                }
+                Wake::Inbound(Some(Ok(_))) => {} // pings are answered by the library; pongs
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! mode-sim: a local MODE cloud (MQTT 3.1.1 over TCP, TLS and WebSocket; the HTTP REST and
-//! WebSocket API once `http.rs` lands) that tests embed and firmware developers run.
+//! WebSocket API, see [`http`]) that tests embed and firmware developers run.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mode_sim::SimError> {
@@ -14,6 +14,7 @@
 
 pub mod cloud;
 pub mod config;
+pub mod http;
 mod mqtt;
 mod net;
 
@@ -122,11 +123,8 @@ impl Sim {
             Some(_) => Some(bind("MQTT over TLS", at(config.mqtt_tls_port)).await?),
             None => None,
         };
-        // HOOK for the HTTP server (mode-sim/src/http.rs, not written yet): bind
-        // `at(config.http_port)` here, set `http_addr`, and in `spawn` below start
-        // `crate::http::serve(listener, cloud.clone(), stop.clone(), config.clone())` next to the
-        // MQTT accept loops, so `stop_listeners`/`restart_listeners` cover it too.
-        let http_addr = None;
+        let http = bind("HTTP", at(config.http_port)).await?;
+        let http_addr = Some(local_addr("HTTP", &http, at(config.http_port))?);
         let sim = Sim {
             mqtt_addr: local_addr("MQTT", &mqtt, at(config.mqtt_port))?,
             mqtt_ws_addr: local_addr("MQTT over WebSocket", &ws, at(config.mqtt_ws_port))?,
@@ -140,12 +138,18 @@ impl Sim {
             tls,
             running: Mutex::new(None),
         };
-        sim.spawn(mqtt, ws, tls_listener);
-        tracing::info!(mqtt = %sim.mqtt_addr, mqtt_ws = %sim.mqtt_ws_addr, mqtt_tls = ?sim.mqtt_tls_addr, "mode-sim started");
+        sim.spawn(mqtt, ws, tls_listener, http);
+        tracing::info!(mqtt = %sim.mqtt_addr, mqtt_ws = %sim.mqtt_ws_addr, mqtt_tls = ?sim.mqtt_tls_addr, http = ?sim.http_addr, "mode-sim started");
         Ok(sim)
     }
 
-    fn spawn(&self, mqtt: TcpListener, ws: TcpListener, tls: Option<TcpListener>) {
+    fn spawn(
+        &self,
+        mqtt: TcpListener,
+        ws: TcpListener,
+        tls: Option<TcpListener>,
+        http_listener: TcpListener,
+    ) {
         let stop = CancellationToken::new();
         let max = self.config.max_packet_size;
         let loop_for = |l, flavor| {
@@ -161,6 +165,12 @@ impl Sim {
         if let (Some(l), Some(acceptor)) = (tls, &self.tls) {
             tasks.push(loop_for(l, Flavor::Tls(acceptor.clone())));
         }
+        tasks.push(tokio::spawn(http::serve(
+            http_listener,
+            self.cloud.clone(),
+            http::HttpOptions::from_config(&self.config),
+            stop.clone(),
+        )));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, tasks });
     }
 
@@ -189,7 +199,7 @@ impl Sim {
         self.mqtt_tls_addr
     }
 
-    /// The HTTP REST + WebSocket server, once it exists (`None` until `http.rs` lands).
+    /// The HTTP REST + WebSocket server (always `Some`: it always runs).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
@@ -229,7 +239,11 @@ impl Sim {
             Some(addr) => Some(bind("MQTT over TLS", addr).await?),
             None => None,
         };
-        self.spawn(mqtt, ws, tls);
+        let http = match self.http_addr {
+            Some(addr) => bind("HTTP", addr).await?,
+            None => bind("HTTP", SocketAddr::new(self.config.bind, 0)).await?,
+        };
+        self.spawn(mqtt, ws, tls, http);
         tracing::info!("mode-sim listeners restarted");
         Ok(())
     }

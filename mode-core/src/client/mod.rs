@@ -485,6 +485,25 @@ impl Client {
         Ok(DeviceInfo::decode(&body)?)
     }
 
+    /// Turns claim mode on (`POST /deviceRegistration`), so an app can claim the device into a
+    /// home; returns the cloud's answer (e.g. `claimExpirationTime`). A plain REST request.
+    pub async fn enter_claim_mode(&self) -> Result<Value, ClientError> {
+        let mut body = Map::new();
+        body.insert("deviceId".into(), self.device_id().into());
+        body.insert("claimable".into(), true.into());
+        let body = serde_json::to_vec(&body).expect("a JSON object serializes");
+        let answer = self
+            .inner
+            .rest
+            .send(reqwest::Method::POST, paths::REGISTRATION_PATH, Some(body))
+            .await?;
+        if answer.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&answer)
+            .map_err(|e| ClientError::Http(format!("claim mode answer is not JSON: {e}")))
+    }
+
     // -----------------------------------------------------------------------------------------
     // Closing
     // -----------------------------------------------------------------------------------------
@@ -517,6 +536,52 @@ impl Client {
     pub fn try_close(&self, timeout: Duration) {
         let _ = self.start_close(timeout);
     }
+}
+
+/// A device created by [`provision`]: its id and key, and what the cloud says of it.
+#[derive(Debug, Clone)]
+pub struct ProvisionedDevice {
+    /// The new device's id.
+    pub device_id: DeviceId,
+    /// Its API key (redacted in `Debug`).
+    pub api_key: ApiKey,
+    /// The device object the cloud returned.
+    pub info: DeviceInfo,
+}
+
+/// Provisions a new device with a project's provisioning `token` (`POST /devices`,
+/// `{"token": ...}`), before any client exists. `api_url` is the REST base URL (e.g.
+/// [`DEFAULT_API_URL`]); `tls` says whom to trust.
+pub async fn provision(
+    api_url: &str,
+    token: &str,
+    tls: &TlsOptions,
+) -> Result<ProvisionedDevice, ClientError> {
+    let tls_config = tls::client_config(tls)?;
+    let timeout = Duration::from_secs(30);
+    let rest = Rest::build(api_url, None, timeout, timeout, 1024 * 1024, &tls_config)?;
+    let mut body = Map::new();
+    body.insert("token".into(), token.into());
+    let body = serde_json::to_vec(&body).expect("a JSON object serializes");
+    let answer = rest
+        .send(reqwest::Method::POST, paths::PROVISION_PATH, Some(body))
+        .await?;
+    let info = DeviceInfo::decode(&answer)?;
+    let api_key = match info.raw.get("apiKey") {
+        Some(Value::String(key)) if !key.is_empty() => ApiKey::new(key.clone()),
+        _ => {
+            return Err(ClientError::Http(
+                "the provisioning answer holds no apiKey".to_owned(),
+            ));
+        }
+    };
+    let mut info = info;
+    info.raw.remove("apiKey");
+    Ok(ProvisionedDevice {
+        device_id: info.id,
+        api_key,
+        info,
+    })
 }
 
 /// The size of the MQTT PUBLISH packet that carries `out`: fixed header, remaining length,

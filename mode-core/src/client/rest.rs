@@ -1,6 +1,8 @@
 //! REST requests to the MODE API with the device's key: one function that sends, checks the
 //! status and turns MODE error bodies into [`ClientError::Rest`].
 
+use std::time::Duration;
+
 use super::config::{ApiKey, ClientConfig};
 use super::error::ClientError;
 use crate::proto::{ErrorBody, rest};
@@ -9,7 +11,7 @@ use crate::proto::{ErrorBody, rest};
 pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
-    key: ApiKey,
+    key: Option<ApiKey>,
     max_body: usize,
 }
 
@@ -18,17 +20,36 @@ impl Rest {
         config: &ClientConfig,
         tls: &rustls::ClientConfig,
     ) -> Result<Self, ClientError> {
+        Rest::build(
+            &config.api_url,
+            Some(config.api_key.clone()),
+            config.request_timeout,
+            config.connect_timeout,
+            config.max_message_size,
+            tls,
+        )
+    }
+
+    /// A client for `base`, sending `key` (if any) in the `Authorization` header.
+    pub(crate) fn build(
+        base: &str,
+        key: Option<ApiKey>,
+        request_timeout: Duration,
+        connect_timeout: Duration,
+        max_body: usize,
+        tls: &rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
+            .timeout(request_timeout)
+            .connect_timeout(connect_timeout)
             .use_preconfigured_tls(tls.clone())
             .build()
             .map_err(|e| ClientError::Http(format!("cannot build the HTTP client: {e}")))?;
         Ok(Rest {
             http,
-            base: config.api_url.clone(),
-            key: config.api_key.clone(),
-            max_body: config.max_message_size,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            max_body,
         })
     }
 
@@ -40,10 +61,10 @@ impl Rest {
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).header(
-            "Authorization",
-            rest::authorization_value(self.key.expose()),
-        );
+        let mut request = self.http.request(method, &url);
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", rest::authorization_value(key.expose()));
+        }
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/json")

@@ -747,3 +747,51 @@ async fn connect_outside_a_runtime_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(matches!(err, ClientError::NoRuntime));
 }
+
+#[tokio::test]
+async fn a_provisioned_device_connects_with_its_new_key() {
+    let sim = demo().await;
+    let api = format!("http://{}", sim.http_addr().unwrap());
+    let tls = mode_core::client::TlsOptions {
+        enabled: false,
+        ..Default::default()
+    };
+    let device =
+        mode_core::client::provision(&api, mode_sim::config::DEMO_PROVISIONING_TOKEN, &tls)
+            .await
+            .unwrap();
+    assert!(!format!("{device:?}").contains(device.api_key.expose()));
+    let addr = sim.mqtt_addr();
+    let (client, _notifications) = start(
+        mode_core::client::ClientConfig::builder(device.device_id, device.api_key.clone())
+            .plain_tcp()
+            .mqtt_host(addr.ip().to_string())
+            .mqtt_port(addr.port())
+            .backoff(fast_backoff())
+            .api_url(api.clone()),
+    )
+    .await;
+    assert_eq!(client.device_info().await.unwrap().id, device.device_id);
+
+    let err = mode_core::client::provision(&api, "not-a-token", &tls)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Rest {
+                status: 400..=404,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn claim_mode_is_turned_on_over_rest() {
+    let sim = demo().await;
+    let (client, _notifications) = connected(&sim, D1).await;
+    let answer = client.enter_claim_mode().await.unwrap();
+    assert!(answer["claimExpirationTime"].is_string(), "{answer}");
+}

@@ -218,8 +218,11 @@ impl Link {
         }
     }
 
-    fn is_paused(&self) -> bool {
-        self.guard.as_ref().is_some_and(ConnectionGuard::is_paused)
+    async fn paused(&self) {
+        match &self.guard {
+            Some(guard) => guard.paused().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Sends `msg`; false when the socket failed or the connection must end meanwhile (a client
@@ -274,24 +277,11 @@ impl Link {
                 biased;
                 _ = self.stop.cancelled() => Wake::Stop,
                 _ = self.dropped() => Wake::Dropped,
-                _ = async {}, if self.is_paused() => Wake::Paused,
+                _ = self.paused() => Wake::Paused,
                 _ = ping.tick() => Wake::Ping,
                 frame = frames.recv() => Wake::Frame(frame),
                 inbound = socket.recv() => Wake::Inbound(inbound),
             };
-            // A pause that came while the loop waited: hold what woke it until resumed.
-            if !matches!(wake, Wake::Stop | Wake::Dropped | Wake::Paused) && self.is_paused() {
-                self.hold().await;
-                ping.reset();
-                if self.stop.is_cancelled()
-                    || self
-                        .guard
-                        .as_ref()
-                        .is_some_and(ConnectionGuard::is_cancelled)
-                {
-                    continue;
-                }
-            }
             match wake {
                 Wake::Stop => {
                     let close = CloseFrame {

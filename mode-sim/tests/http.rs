@@ -1377,3 +1377,33 @@ async fn stopping_the_listeners_closes_websockets_and_restarting_serves_the_same
         "back"
     );
 }
+
+#[tokio::test]
+async fn admin_drop_closes_every_devices_websockets() {
+    let sim = sim().await;
+    let mut one = ws(&sim, "/devices/1001/command", Some(D1_KEY)).await;
+    let mut two = ws(&sim, "/devices/1002/kv", Some(D2_KEY)).await;
+    next_text(&mut two).await; // the reload
+    wait_live(&sim, 1002, 1).await;
+    let (status, body) = call(&sim, Method::POST, "/admin/drop", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"dropped": 2})
+    );
+    assert_eq!(closed(&mut one).await, None);
+    assert_eq!(closed(&mut two).await, None);
+}
+
+#[tokio::test]
+async fn a_websocket_over_the_connection_limit_is_refused_with_503() {
+    let mut config = config();
+    config.max_connections = 1;
+    let sim = start(config).await;
+    let _first = ws(&sim, "/devices/1001/command", Some(D1_KEY)).await;
+    assert_eq!(
+        ws_refused(&sim, "/devices/1002/command", Some(D2_KEY)).await,
+        503
+    );
+    assert_eq!(sim.cloud().connect_attempts(1002).refused, 1);
+}

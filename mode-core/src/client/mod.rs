@@ -25,11 +25,12 @@
 
 mod config;
 mod error;
-mod mqtt;
+mod http;
 mod notification;
 mod outbox;
 mod rest;
 mod shared;
+mod task;
 mod tls;
 
 use std::sync::Arc;
@@ -46,10 +47,10 @@ pub use error::ClientError;
 pub use notification::{DisconnectReason, Notification, Notifications};
 pub use shared::Stats;
 
-use self::mqtt::Cmd;
 use self::outbox::Message;
 use self::rest::Rest;
 use self::shared::Shared;
+use self::task::Cmd;
 use crate::proto::{BulkDataResponse, DeviceId, DeviceInfo, Event, Qos, rest as paths};
 use crate::session::{Outgoing, Session};
 
@@ -73,7 +74,7 @@ struct Inner {
     cmds: mpsc::UnboundedSender<Cmd>,
     permits: Arc<Semaphore>,
     config: Arc<ClientConfig>,
-    rest: Rest,
+    rest: Arc<Rest>,
 }
 
 /// The outcome of one sent message, for callers who want to know when the cloud has it.
@@ -145,14 +146,9 @@ impl Client {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClientError::NoRuntime);
         }
-        if config.transport == Transport::Http {
-            return Err(ClientError::Unsupported(
-                "Transport::Http (REST events + WebSocket commands and DDP) is not implemented yet; use Transport::Mqtt or Transport::MqttWebSocket",
-            ));
-        }
         // Built even for plain connections: reqwest needs one (it has no provider of its own).
         let tls = Arc::new(tls::client_config(&config.tls)?);
-        let rest = Rest::new(&config, &tls)?;
+        let rest = Arc::new(Rest::new(&config, &tls)?);
         let session = Session::new(config.device_id, rand::random());
         let shared = Arc::new(Shared::new(session));
         let (notifier, notifications) =
@@ -160,9 +156,10 @@ impl Client {
         let permits = Arc::new(Semaphore::new(config.queue_size));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
-        let task = mqtt::Task::new(
+        let task = task::Task::new(
             config.clone(),
             tls,
+            rest.clone(),
             shared.clone(),
             notifier,
             permits.clone(),
@@ -209,6 +206,10 @@ impl Client {
     fn check(&self, out: &Outgoing) -> Result<(), ClientError> {
         if self.inner.shared.is_closed() {
             return Err(ClientError::Closed);
+        }
+        if self.inner.config.transport == Transport::Http {
+            // Only what has a REST form can go; refuse the rest now rather than at send time.
+            http::rest_request(self.device_id(), &out.topic, &out.payload)?;
         }
         let size = publish_packet_size(out);
         let max = self.inner.config.max_message_size;

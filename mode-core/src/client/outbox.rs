@@ -112,6 +112,11 @@ impl Outbox {
         }
     }
 
+    /// The oldest handed message is done (a transport without packet ids: one at a time).
+    pub fn complete_handed(&mut self) -> Option<Message> {
+        self.handed.pop_front()
+    }
+
     /// The cloud acknowledged `pkid`; returns the message it acknowledged.
     pub fn on_puback(&mut self, pkid: u16) -> Option<Message> {
         self.inflight.remove(&pkid)

@@ -1,7 +1,8 @@
-//! The connection task of the MQTT transports: it owns the outbox, one rumqttc connection at a
-//! time, the reconnect schedule and the watchdog, and turns what arrives into notifications.
+//! The connection task: it owns the outbox, one link at a time (an MQTT connection, or the HTTP
+//! transport's WebSockets and REST sends), the reconnect schedule and the watchdog, and turns
+//! what arrives into notifications.
 //!
-//! Each connection attempt gets a fresh rumqttc `EventLoop`, polled in a task of its own that
+//! Over MQTT each connection attempt gets a fresh rumqttc `EventLoop`, polled in a task of its own that
 //! only forwards events: `EventLoop::poll` must not be cancelled mid-write, so it never sits in
 //! this task's `select!`. Nothing carries over between connections inside rumqttc (cleanSession
 //! is true and rumqttc drops unacknowledged publishes on a new session); the outbox re-sends.
@@ -22,9 +23,10 @@ use tracing::Instrument;
 
 use super::config::{ClientConfig, Transport};
 use super::error::ClientError;
+use super::http::{HttpConn, HttpEvent, classify_send_error};
 use super::notification::{DisconnectReason, Notification, Notifier};
 use super::outbox::{Message, Outbox};
-use super::rest::error_chain;
+use super::rest::{Rest, error_chain};
 use super::shared::{Shared, add};
 use crate::backoff::{Backoff, Failure};
 use crate::ddp::{Applied, Change};
@@ -72,6 +74,13 @@ impl Drop for Conn {
 enum Link {
     Down { retry_at: Instant },
     Up(Box<Conn>),
+    Http(Box<HttpConn>),
+}
+
+/// What a link reported.
+enum LinkEvent {
+    Mqtt(Option<Result<Event, ConnectionError>>),
+    Http(Option<HttpEvent>),
 }
 
 struct Closing {
@@ -82,6 +91,7 @@ struct Closing {
 pub(crate) struct Task {
     config: Arc<ClientConfig>,
     tls: Arc<rustls::ClientConfig>,
+    rest: Arc<Rest>,
     shared: Arc<Shared>,
     notifier: Notifier,
     permits: Arc<Semaphore>,
@@ -106,9 +116,10 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-async fn next_event(link: &mut Link) -> Option<Result<Event, ConnectionError>> {
+async fn next_event(link: &mut Link) -> LinkEvent {
     match link {
-        Link::Up(conn) => conn.events.recv().await,
+        Link::Up(conn) => LinkEvent::Mqtt(conn.events.recv().await),
+        Link::Http(conn) => LinkEvent::Http(conn.events.recv().await),
         Link::Down { .. } => std::future::pending().await,
     }
 }
@@ -124,6 +135,7 @@ impl Task {
     pub(crate) fn new(
         config: Arc<ClientConfig>,
         tls: Arc<rustls::ClientConfig>,
+        rest: Arc<Rest>,
         shared: Arc<Shared>,
         notifier: Notifier,
         permits: Arc<Semaphore>,
@@ -133,6 +145,7 @@ impl Task {
         Task {
             config,
             tls,
+            rest,
             shared,
             notifier,
             permits,
@@ -180,7 +193,10 @@ impl Task {
                             self.begin_close(Instant::now(), None);
                         }
                     },
-                    event = next_event(&mut self.link) => self.on_event(event),
+                    event = next_event(&mut self.link) => match event {
+                        LinkEvent::Mqtt(event) => self.on_event(event),
+                        LinkEvent::Http(event) => self.on_http_event(event),
+                    },
                     () = sleep_opt(retry_at) => self.connect(),
                     () = sleep_opt(watchdog_at) => self.check_watchdog(),
                     () = sleep_opt(close_at) => self.finish_close(),
@@ -330,6 +346,17 @@ impl Task {
 
     fn connect(&mut self) {
         add(&self.shared.counters.connection_attempts, 1);
+        if self.config.transport == Transport::Http {
+            // The kv socket sends its reload as soon as it opens.
+            self.shared.session().on_subscribed();
+            tracing::debug!("connecting");
+            self.link = Link::Http(Box::new(HttpConn::connect(
+                self.config.clone(),
+                self.tls.clone(),
+                self.rest.clone(),
+            )));
+            return;
+        }
         let options = self.mqtt_options();
         let (client, mut eventloop): (AsyncClient, EventLoop) =
             AsyncClient::new(options, self.channel_capacity());
@@ -363,16 +390,64 @@ impl Task {
         }));
     }
 
-    fn on_connack(&mut self) {
-        let Link::Up(conn) = &mut self.link else {
-            return;
-        };
-        conn.connected = true;
+    /// A link is up (MQTT: CONNACK; HTTP: both WebSockets open).
+    fn link_up(&mut self) {
         self.backoff.on_connected(Instant::now().into_std());
         if self.ever_connected {
             add(&self.shared.counters.reconnects, 1);
         }
         self.ever_connected = true;
+        self.shared.connected.store(true, Ordering::Release);
+        tracing::info!("connected");
+        self.notifier.send(Notification::Connected);
+    }
+
+    fn on_http_event(&mut self, event: Option<HttpEvent>) {
+        let Link::Http(conn) = &mut self.link else {
+            return;
+        };
+        match event {
+            Some(HttpEvent::Connected) => {
+                conn.connected = true;
+                self.link_up();
+            }
+            Some(HttpEvent::Frame { topic, payload }) => {
+                add(&self.shared.counters.bytes_in, payload.len() as u64);
+                self.on_publish(&topic, &payload);
+            }
+            Some(HttpEvent::Sent(Ok(()))) => {
+                if let Some(message) = self.outbox.complete_handed() {
+                    self.acked(message);
+                }
+            }
+            Some(HttpEvent::Sent(Err(err))) => match classify_send_error(&err) {
+                Some((reason, failure)) => self.connection_ended(reason, failure),
+                None => {
+                    // The cloud refused this message itself (e.g. an invalid key): retrying
+                    // cannot help, so it fails alone and the rest go on.
+                    if let Some(message) = self.outbox.complete_handed() {
+                        tracing::warn!(topic = %message.topic, error = %err, "the cloud refused a message");
+                        self.shared
+                            .set_last_error(format!("{}: {err}", message.topic));
+                        add(&self.shared.counters.messages_dropped, 1);
+                        self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                        message.finish(Err(err));
+                    }
+                }
+            },
+            Some(HttpEvent::Lost(reason, failure)) => self.connection_ended(reason, failure),
+            None => self.connection_ended(
+                DisconnectReason::Network("connection task ended".into()),
+                Failure::Connection,
+            ),
+        }
+    }
+
+    fn on_connack(&mut self) {
+        let Link::Up(conn) = &mut self.link else {
+            return;
+        };
+        conn.connected = true;
         let topics = {
             let mut session = self.shared.session();
             // Before any sync message can arrive: the reload that follows the subscription is
@@ -388,9 +463,7 @@ impl Task {
             tracing::error!(error = %err, "could not queue the subscriptions");
         }
         conn.subscribed = topics.into_iter().collect();
-        self.shared.connected.store(true, Ordering::Release);
-        tracing::info!("connected");
-        self.notifier.send(Notification::Connected);
+        self.link_up();
     }
 
     // -----------------------------------------------------------------------------------------
@@ -588,8 +661,26 @@ impl Task {
             return;
         }
         let connected = matches!(&self.link, Link::Up(conn) if conn.connected);
-        if self.closing.is_some() && self.outbox.is_empty() && !connected {
+        let http = matches!(&self.link, Link::Http(_));
+        if self.closing.is_some() && self.outbox.is_empty() && (http || !connected) {
             self.finish_close();
+            return;
+        }
+        if let Link::Http(conn) = &mut self.link {
+            // One request at a time keeps the cloud's order the device's order.
+            if conn.connected
+                && !conn.busy()
+                && self.outbox.in_network() == 0
+                && let Some(message) = self.outbox.front()
+            {
+                conn.send(self.config.device_id, &message.topic, &message.payload);
+                add(&self.shared.counters.messages_sent, 1);
+                add(
+                    &self.shared.counters.bytes_out,
+                    message.payload.len() as u64,
+                );
+                self.outbox.hand_front();
+            }
             return;
         }
         let Link::Up(conn) = &mut self.link else {
@@ -723,7 +814,9 @@ fn classify(err: &ConnectionError, config: &ClientConfig) -> (DisconnectReason, 
     )
 }
 
-fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub(crate) fn find_rustls_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
@@ -741,7 +834,7 @@ fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
     None
 }
 
-fn describe_tls(err: &rustls::Error, host: &str) -> String {
+pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
     use rustls::CertificateError;
     match err {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(

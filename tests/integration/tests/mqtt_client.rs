@@ -729,14 +729,6 @@ async fn device_info_comes_from_the_rest_api() {
 }
 
 #[tokio::test]
-async fn an_http_transport_is_refused_clearly_until_it_exists() {
-    let sim = demo().await;
-    let err =
-        Client::connect(config(&sim, D1).transport(Transport::Http).build().unwrap()).unwrap_err();
-    assert!(matches!(err, ClientError::Unsupported(_)), "{err}");
-}
-
-#[tokio::test]
 async fn connect_outside_a_runtime_is_an_error_not_a_panic() {
     let config = mode_core::client::ClientConfig::builder(D1, "k")
         .build()

@@ -1,0 +1,304 @@
+//! The HTTP transport's link: two WebSockets (commands, DDP sync) that receive, and REST
+//! requests that send events and kv writes, one at a time so they arrive in order. The
+//! connection task drives it like an MQTT connection; incoming frames are handed to the same
+//! [`Session`](crate::session::Session) under the MQTT topic of their channel, so both
+//! transports share one decoder and one mirror.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::Instrument;
+
+use super::config::ClientConfig;
+use super::error::ClientError;
+use super::notification::DisconnectReason;
+use super::rest::{Rest, error_chain};
+use crate::backoff::Failure;
+use crate::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
+
+/// What the link reports to the connection task.
+#[derive(Debug)]
+pub(crate) enum HttpEvent {
+    /// Both WebSockets are open; frames follow.
+    Connected,
+    /// A text frame from the channel of `topic`.
+    Frame { topic: String, payload: Vec<u8> },
+    /// The REST request of the message in flight ended.
+    Sent(Result<(), ClientError>),
+    /// The link is gone.
+    Lost(DisconnectReason, Failure),
+}
+
+/// One HTTP link: the sockets' task and the REST request in flight.
+pub(crate) struct HttpConn {
+    pub events: mpsc::Receiver<HttpEvent>,
+    tx: mpsc::Sender<HttpEvent>,
+    sockets: JoinHandle<()>,
+    request: Option<JoinHandle<()>>,
+    pub connected: bool,
+    rest: Arc<Rest>,
+}
+
+impl Drop for HttpConn {
+    fn drop(&mut self) {
+        self.sockets.abort();
+        if let Some(request) = &self.request {
+            request.abort();
+        }
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn ws_base(api_url: &str) -> String {
+    match api_url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", api_url.trim_start_matches("http://")),
+    }
+}
+
+async fn open(
+    config: &ClientConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<Socket, (DisconnectReason, Failure)> {
+    let url = format!("{}{path}", ws_base(&config.api_url));
+    let network = |detail: String| (DisconnectReason::Network(detail), Failure::Connection);
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| network(format!("{url}: {e}")))?;
+    let auth = paths::authorization_value(config.api_key.expose())
+        .parse()
+        .map_err(|_| network("the API key cannot stand in an HTTP header".to_owned()))?;
+    request.headers_mut().insert("Authorization", auth);
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let connector = Connector::Rustls(tls.clone());
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config),
+        true,
+        Some(connector),
+    );
+    let (socket, _) = match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Err(_) => {
+            return Err(network(format!(
+                "{url}: no answer within {:?}",
+                config.connect_timeout
+            )));
+        }
+        Ok(Ok(connected)) => connected,
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            return Err(if status == 401 || status == 403 {
+                (
+                    DisconnectReason::AuthFailed(format!(
+                        "the cloud refused device {} on {path} (HTTP {status}: {body})",
+                        config.device_id
+                    )),
+                    Failure::Auth,
+                )
+            } else {
+                network(format!("{url}: HTTP {status}: {body}"))
+            });
+        }
+        Ok(Err(err)) => {
+            let text = error_chain(&err);
+            return Err(match super::task::find_rustls_error(&err) {
+                Some(tls_err) => (
+                    DisconnectReason::Tls(super::task::describe_tls(tls_err, &url)),
+                    Failure::Connection,
+                ),
+                None => network(format!("{url}: {text}")),
+            });
+        }
+    };
+    Ok(socket)
+}
+
+/// Reads one socket until it fails: forwards text frames, answers pings (tungstenite queues the
+/// pong and sends it on the next read), pings at the keepalive, and gives up when nothing has
+/// arrived for 1.5 keepalives.
+async fn read_socket(
+    mut socket: Socket,
+    topic: String,
+    keepalive: Duration,
+    tx: mpsc::Sender<HttpEvent>,
+) -> DisconnectReason {
+    let dead_after = keepalive.mul_f64(1.5);
+    let mut last = Instant::now();
+    let mut next_ping = Instant::now() + keepalive;
+    loop {
+        tokio::select! {
+            frame = socket.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    last = Instant::now();
+                    let payload = text.as_str().as_bytes().to_vec();
+                    if tx.send(HttpEvent::Frame { topic: topic.clone(), payload }).await.is_err() {
+                        return DisconnectReason::Closed;
+                    }
+                }
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    last = Instant::now();
+                    if tx.send(HttpEvent::Frame { topic: topic.clone(), payload: bytes.to_vec() }).await.is_err() {
+                        return DisconnectReason::Closed;
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | None => {
+                    return DisconnectReason::Network(format!("the cloud closed the {topic} WebSocket"));
+                }
+                Some(Ok(_)) => last = Instant::now(),
+                Some(Err(err)) => return DisconnectReason::Network(format!("{topic} WebSocket: {}", error_chain(&err))),
+            },
+            () = sleep_until(next_ping) => {
+                next_ping = Instant::now() + keepalive;
+                if let Err(err) = socket.send(WsMessage::Ping(Vec::new().into())).await {
+                    return DisconnectReason::Network(format!("{topic} WebSocket: {}", error_chain(&err)));
+                }
+            }
+            () = sleep_until(last + dead_after) => return DisconnectReason::KeepaliveTimeout(dead_after),
+        }
+    }
+}
+
+impl HttpConn {
+    /// Opens the command and kv WebSockets in the background.
+    pub(crate) fn connect(
+        config: Arc<ClientConfig>,
+        tls: Arc<rustls::ClientConfig>,
+        rest: Arc<Rest>,
+    ) -> Self {
+        let (tx, events) = mpsc::channel(256);
+        let events_tx = tx.clone();
+        let sockets = tokio::spawn(
+            async move {
+                let id = config.device_id;
+                let opened = async {
+                    let commands = open(&config, &tls, &paths::command_path(id)).await?;
+                    let kv = open(&config, &tls, &paths::kv_path(id)).await?;
+                    Ok::<_, (DisconnectReason, Failure)>((commands, kv))
+                };
+                let (commands, kv) = match opened.await {
+                    Ok(sockets) => sockets,
+                    Err((reason, failure)) => {
+                        let _ = events_tx.send(HttpEvent::Lost(reason, failure)).await;
+                        return;
+                    }
+                };
+                if events_tx.send(HttpEvent::Connected).await.is_err() {
+                    return;
+                }
+                let keepalive = config.keepalive;
+                let reason = tokio::select! {
+                    reason = read_socket(commands, Topic::command(id).to_string(), keepalive, events_tx.clone()) => reason,
+                    reason = read_socket(kv, Topic::kv(id).to_string(), keepalive, events_tx.clone()) => reason,
+                };
+                let _ = events_tx.send(HttpEvent::Lost(reason, Failure::Connection)).await;
+            }
+            .in_current_span(),
+        );
+        HttpConn {
+            events,
+            tx,
+            sockets,
+            request: None,
+            connected: false,
+            rest,
+        }
+    }
+
+    /// True while a REST request is in flight.
+    pub(crate) fn busy(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| !r.is_finished())
+    }
+
+    /// Sends one outgoing message (`topic`, `payload` as the session encoded it for MQTT) as the
+    /// REST request that does the same.
+    pub(crate) fn send(&mut self, device_id: DeviceId, topic: &str, payload: &[u8]) {
+        let rest = self.rest.clone();
+        let tx = self.tx.clone();
+        let request = rest_request(device_id, topic, payload);
+        self.request = Some(tokio::spawn(
+            async move {
+                let result = match request {
+                    Ok((method, path, body)) => rest.send(method, &path, body).await.map(drop),
+                    Err(err) => Err(err),
+                };
+                let _ = tx.send(HttpEvent::Sent(result)).await;
+            }
+            .in_current_span(),
+        ));
+    }
+}
+
+/// The REST request for a message the session encoded for MQTT: an event is `PUT` as is, a kv
+/// update becomes `PUT` or `DELETE` of the key.
+pub(crate) fn rest_request(
+    device_id: DeviceId,
+    topic: &str,
+    payload: &[u8],
+) -> Result<(reqwest::Method, String, Option<Vec<u8>>), ClientError> {
+    let parsed =
+        Topic::parse(topic).map_err(|_| ClientError::Unsupported("this message over HTTP"))?;
+    match parsed.kind {
+        TopicKind::Event => Ok((
+            reqwest::Method::PUT,
+            paths::event_path(device_id),
+            Some(payload.to_vec()),
+        )),
+        TopicKind::Kv => match KvUpdate::decode(payload)? {
+            KvUpdate::Set { key, value } => Ok((
+                reqwest::Method::PUT,
+                paths::kv_key_path(device_id, &key)?,
+                Some(KvValue { value }.encode()),
+            )),
+            KvUpdate::Delete { key } => Ok((
+                reqwest::Method::DELETE,
+                paths::kv_key_path(device_id, &key)?,
+                None,
+            )),
+        },
+        _ => Err(ClientError::Unsupported(
+            "bulk data and data for routing have no REST form: use an MQTT transport",
+        )),
+    }
+}
+
+/// What a failed REST send means: retry on a new link (network, server trouble), wait longer
+/// (credentials refused), or give up on this one message (the cloud refused it).
+pub(crate) fn classify_send_error(err: &ClientError) -> Option<(DisconnectReason, Failure)> {
+    match err {
+        ClientError::Rest {
+            status: 401 | 403, ..
+        } => Some((
+            DisconnectReason::AuthFailed(format!("REST send refused: {err}")),
+            Failure::Auth,
+        )),
+        ClientError::Rest {
+            status: 408 | 429 | 500..,
+            ..
+        }
+        | ClientError::Http(_) => Some((
+            DisconnectReason::Network(format!("REST send failed: {err}")),
+            Failure::Connection,
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,227 @@
+//! The managed client over the HTTP transport against the simulator: events by REST `PUT`,
+//! commands and DDP sync over WebSockets, kv writes by REST, auth failures and outages.
+
+use std::time::{Duration, Instant};
+
+use mode_core::client::{Client, ClientError, DisconnectReason, Notification, Transport};
+use mode_core::proto::{Command, Map, Qos, Value};
+use mode_integration::*;
+use mode_sim::Sim;
+use mode_sim::cloud::KvSource;
+use serde_json::json;
+
+fn http_config(sim: &Sim, device: u64) -> mode_core::client::ClientConfigBuilder {
+    config(sim, device).transport(Transport::Http)
+}
+
+fn numbered(i: u64) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("i".into(), i.into());
+    data
+}
+
+#[tokio::test]
+async fn events_sent_over_http_arrive_in_order_with_their_fields() {
+    let sim = demo().await;
+    let (client, _notifications) = start(http_config(&sim, D1)).await;
+    let deliveries: Vec<_> = (0..50)
+        .map(|i| {
+            client
+                .try_send_event("http", numbered(i), Qos::AtLeastOnce)
+                .unwrap()
+        })
+        .collect();
+    for delivery in deliveries {
+        tokio::time::timeout(WAIT, delivery.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let events = sim.cloud().events_from(D1);
+    let seen: Vec<u64> = events
+        .iter()
+        .map(|e| e.event_data["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    assert_eq!(events[0].home_id, HOME);
+    assert_eq!(client.stats().messages_acked, 50);
+}
+
+#[tokio::test]
+async fn commands_arrive_over_the_command_websocket_in_order() {
+    let sim = demo().await;
+    let (_client, mut notifications) = start(http_config(&sim, D1)).await;
+    for i in 0..20u64 {
+        let mut params = Map::new();
+        params.insert("i".into(), i.into());
+        params.insert("big".into(), json!(u64::MAX));
+        sim.cloud()
+            .send_command(D1, Command::new("go", params))
+            .unwrap();
+    }
+    for i in 0..20u64 {
+        let Notification::Command(command) = next(&mut notifications, |n| {
+            matches!(n, Notification::Command(_))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(command.parameters["i"], json!(i));
+        assert_eq!(command.parameters["big"].to_string(), u64::MAX.to_string());
+    }
+}
+
+#[tokio::test]
+async fn the_mirror_follows_the_kv_websocket_and_rest_writes_come_back_with_their_rev() {
+    let sim = demo().await;
+    sim.cloud()
+        .kv_set(D1, "before", json!([1, 2]), KvSource::Rest)
+        .unwrap();
+    let (client, mut notifications) = start(http_config(&sim, D1)).await;
+    assert_eq!(client.kv_snapshot(), json!({"before": [1, 2]}));
+    client
+        .kv_set("mine", json!({"on": true}))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let Notification::KvSet { rev, key, .. } = next(&mut notifications, |n| {
+        matches!(n, Notification::KvSet { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(key, "mine");
+    assert_eq!(sim.cloud().kv_ops().last().map(|op| op.rev), Some(rev));
+    assert_eq!(client.kv_get("mine"), Some(json!({"on": true})));
+    client
+        .kv_delete("before")
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    next(&mut notifications, |n| {
+        matches!(n, Notification::KvDeleted { .. })
+    })
+    .await;
+    assert_eq!(client.kv_snapshot(), json!({"mine": {"on": true}}));
+}
+
+#[tokio::test]
+async fn a_kv_write_the_cloud_refuses_fails_alone_with_the_reason() {
+    let sim = demo().await;
+    let (client, _notifications) = start(http_config(&sim, D1)).await;
+    let refused = client.kv_set("bad key!", json!(1)).await.unwrap();
+    let good = client.kv_set("good", json!(2)).await.unwrap();
+    let err = refused.wait().await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rest { status: 400, .. }),
+        "{err}"
+    );
+    good.wait().await.unwrap();
+    assert!(eventually(WAIT, || client.kv_get("good") == Some(json!(2))).await);
+}
+
+#[tokio::test]
+async fn bulk_data_over_http_is_refused_as_unsupported() {
+    let sim = demo().await;
+    let (client, _notifications) = start(http_config(&sim, D1)).await;
+    let err = client
+        .try_send_bulk_data("echo", b"x", Qos::AtLeastOnce)
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Unsupported(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_api_key_over_http_is_an_auth_error_that_backs_off() {
+    let sim = demo().await;
+    let api = format!("http://{}", sim.http_addr().unwrap());
+    let (_client, mut notifications) = Client::connect(
+        mode_core::client::ClientConfig::builder(D1, "v1.wrong")
+            .transport(Transport::Http)
+            .plain_tcp()
+            .api_url(api)
+            .backoff(fast_backoff())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let Notification::Disconnected { reason, retry_in } = next(&mut notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(
+        matches!(reason, DisconnectReason::AuthFailed(_)),
+        "{reason:?}"
+    );
+    assert!(retry_in.unwrap() >= Duration::from_millis(240));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let attempts = sim.cloud().connect_attempts(D1);
+    assert!((1..=3).contains(&attempts.refused), "{attempts:?}");
+}
+
+#[tokio::test]
+async fn events_queued_during_an_outage_are_delivered_over_http_after_it() {
+    let sim = demo().await;
+    let (client, mut notifications) = start(http_config(&sim, D1)).await;
+    sim.stop_listeners().await;
+    next(&mut notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await;
+    let deliveries: Vec<_> = (0..30)
+        .map(|i| {
+            client
+                .try_send_event("later", numbered(i), Qos::AtLeastOnce)
+                .unwrap()
+        })
+        .collect();
+    sim.restart_listeners().await.unwrap();
+    for delivery in deliveries {
+        tokio::time::timeout(WAIT, delivery.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let seen: Vec<u64> = sim
+        .cloud()
+        .events_from(D1)
+        .iter()
+        .map(|e| e.event_data["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen, (0..30).collect::<Vec<_>>());
+    assert!(client.stats().reconnects >= 1);
+}
+
+#[tokio::test]
+async fn a_silent_websocket_is_detected_within_one_and_a_half_keepalives() {
+    let sim = demo().await;
+    let (_client, mut notifications) =
+        start(http_config(&sim, D1).keepalive(Duration::from_secs(1))).await;
+    let paused_at = Instant::now();
+    assert_eq!(sim.cloud().pause_connections(D1), 2);
+    let Notification::Disconnected { reason, .. } = next(&mut notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason,
+        DisconnectReason::KeepaliveTimeout(Duration::from_millis(1500))
+    );
+    assert!(
+        paused_at.elapsed() <= Duration::from_millis(1600),
+        "{:?}",
+        paused_at.elapsed()
+    );
+    next(&mut notifications, |n| matches!(n, Notification::Connected)).await;
+}

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const D1: u64 = 1001;
@@ -94,7 +95,7 @@ fn message(body: &ErrorBody) -> String {
     body.data["message"].as_str().unwrap_or_default().to_owned()
 }
 
-async fn ws(sim: &Sim, path: &str, key: Option<&str>) -> Ws {
+fn ws_request(sim: &Sim, path: &str, key: Option<&str>) -> Request {
     let mut req = format!("ws://{}{path}", sim.http_addr().unwrap())
         .into_client_request()
         .unwrap();
@@ -102,6 +103,11 @@ async fn ws(sim: &Sim, path: &str, key: Option<&str>) -> Ws {
         req.headers_mut()
             .insert("Authorization", format!("ModeCloud {key}").parse().unwrap());
     }
+    req
+}
+
+async fn ws(sim: &Sim, path: &str, key: Option<&str>) -> Ws {
+    let req = ws_request(sim, path, key);
     let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
         .await
         .unwrap()
@@ -112,14 +118,7 @@ async fn ws(sim: &Sim, path: &str, key: Option<&str>) -> Ws {
 
 /// The status a refused WebSocket handshake got.
 async fn ws_refused(sim: &Sim, path: &str, key: Option<&str>) -> u16 {
-    let mut req = format!("ws://{}{path}", sim.http_addr().unwrap())
-        .into_client_request()
-        .unwrap();
-    if let Some(key) = key {
-        req.headers_mut()
-            .insert("Authorization", format!("ModeCloud {key}").parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(req).await {
+    match tokio_tungstenite::connect_async(ws_request(sim, path, key)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
         other => panic!("expected a refused handshake, got {other:?}"),
     }

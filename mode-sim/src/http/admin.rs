@@ -214,6 +214,7 @@ async fn set_bulk_available(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let raw_project = raw_segment(&uri, 2);
+    // Project ids follow the same canonical decimal rule as device ids.
     let project = parse_device_id(raw_project).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

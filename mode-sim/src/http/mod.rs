@@ -193,9 +193,11 @@ impl Drop for SocketTicket {
 pub async fn serve(
     listener: TcpListener,
     cloud: Cloud,
-    options: HttpOptions,
+    mut options: HttpOptions,
     shutdown: CancellationToken,
 ) {
+    // A zero period would make the ping timer panic.
+    options.ping_interval = options.ping_interval.max(Duration::from_millis(1));
     let sockets = Arc::new(Sockets::default());
     let state = AppState {
         cloud,

@@ -1406,3 +1406,57 @@ async fn a_websocket_over_the_connection_limit_is_refused_with_503() {
     );
     assert_eq!(sim.cloud().connect_attempts(1002).refused, 1);
 }
+
+#[tokio::test]
+async fn odd_bodies_and_paths_get_json_errors_and_the_server_keeps_serving() {
+    let sim = sim().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"null",
+        b"[]",
+        b"\"text\"",
+        b"{\"eventType\": \"x\", \"eventData\": [1]}",
+        b"\xff\xfe\x00",
+        b"{\"eventType\": \"x\"} trailing",
+        deep.as_bytes(),
+    ];
+    for body in bodies {
+        for path in ["/devices/1001/event", "/devices/1001/kv/k"] {
+            let resp = Client::new()
+                .put(url(&sim, path))
+                .header("Authorization", format!("ModeCloud {D1_KEY}"))
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.bytes().await.unwrap();
+            // `null` is a valid kv value body only inside {"value": ...}; everything here is bad.
+            assert_eq!(status, 400, "{path} {body:?}");
+            ErrorBody::decode(&text).unwrap();
+        }
+    }
+    for path in [
+        "/devices/1001/kv/%00",
+        "/devices/1001/kv/%",
+        "/devices/%FF/kv/k",
+        "/devices//kv",
+        "/devices/1001/kv/a/b",
+    ] {
+        let (status, body) = call(&sim, Method::GET, path, Some(D1_KEY), None).await;
+        assert!(status.is_client_error(), "{path}: {status}");
+        ErrorBody::decode(&body).unwrap();
+    }
+    let weird_header = Client::new()
+        .get(url(&sim, "/devices/1001"))
+        .header("Authorization", &b"ModeCloud \xff\xfe"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weird_header.status().as_u16(), 401);
+    let (status, _) = call(&sim, Method::GET, "/devices/1001", Some(D1_KEY), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(sim.cloud().events().is_empty());
+    assert!(sim.cloud().kv_list(D1).unwrap().is_empty());
+}

@@ -235,11 +235,11 @@ impl Task {
                     match self.outbox.drop_oldest() {
                         Some(mut oldest) => {
                             message.permit = oldest.permit.take();
-                            self.dropped(oldest);
+                            self.dropped(oldest, true);
                         }
                         None => {
                             // Everything queued is already on the wire: the new one goes.
-                            self.dropped(message);
+                            self.dropped(message, false);
                             return;
                         }
                     }
@@ -274,7 +274,8 @@ impl Task {
         }
     }
 
-    fn dropped(&mut self, message: Message) {
+    /// Drops `message` for lack of room; `was_queued` says whether it counted as pending.
+    fn dropped(&mut self, message: Message, was_queued: bool) {
         self.dropped_total += 1;
         add(&self.shared.counters.messages_dropped, 1);
         tracing::warn!(topic = %message.topic, "outgoing queue full: message dropped");
@@ -282,7 +283,7 @@ impl Task {
             topic: message.topic.clone(),
             total: self.dropped_total,
         });
-        if message.permit.is_some() {
+        if was_queued {
             self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
         }
         message.finish(Err(ClientError::Dropped));

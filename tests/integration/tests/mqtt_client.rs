@@ -615,6 +615,7 @@ async fn a_full_queue_follows_the_configured_policy_and_is_never_silent() {
         "{results:?}"
     );
     assert_eq!(drop_client.stats().messages_dropped, 2);
+    assert_eq!(drop_client.stats().pending, 3);
 
     sim.restart_listeners().await.unwrap();
     assert!(
@@ -786,4 +787,40 @@ async fn claim_mode_is_turned_on_over_rest() {
     let (client, _notifications) = connected(&sim, D1).await;
     let answer = client.enter_claim_mode().await.unwrap();
     assert!(answer["claimExpirationTime"].is_string(), "{answer}");
+}
+
+#[tokio::test]
+async fn a_handler_that_does_not_keep_up_loses_counted_notifications_but_never_the_connection() {
+    let sim = demo().await;
+    let (client, mut notifications) = start(
+        config(&sim, D1)
+            .keepalive(Duration::from_secs(1))
+            .notification_capacity(4),
+    )
+    .await;
+    // The application reads nothing for three keepalives while commands pour in.
+    for n in 0..50u64 {
+        let mut params = Map::new();
+        params.insert("n".into(), n.into());
+        sim.cloud()
+            .send_command(D1, Command::new("flood", params))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(client.is_connected());
+    assert_eq!(client.stats().reconnects, 0);
+    assert_eq!(client.stats().commands_received, 50);
+    let mut missed = 0;
+    let mut commands = 0;
+    while let Some(notification) = notifications.try_recv() {
+        match notification {
+            Notification::Lagged { missed: n } => missed += n,
+            Notification::Command(_) => commands += 1,
+            Notification::Disconnected { .. } => panic!("the connection dropped"),
+            _ => {}
+        }
+    }
+    assert_eq!(commands, 4);
+    assert_eq!(missed, 46);
+    assert_eq!(client.stats().notifications_dropped, 46);
 }

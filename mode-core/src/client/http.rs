@@ -302,3 +302,82 @@ pub(crate) fn classify_send_error(err: &ClientError) -> Option<(DisconnectReason
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Session;
+    use serde_json::json;
+
+    #[test]
+    fn messages_encoded_for_mqtt_map_to_the_rest_request_that_does_the_same() {
+        let session = Session::new(7, 1);
+        let event = session
+            .event(
+                &crate::proto::Event::new("t", serde_json::Map::new()),
+                crate::proto::Qos::AtLeastOnce,
+            )
+            .unwrap();
+        let (method, path, body) = rest_request(7, &event.topic, &event.payload).unwrap();
+        assert_eq!(
+            (method, path.as_str()),
+            (reqwest::Method::PUT, "/devices/7/event")
+        );
+        assert_eq!(body.unwrap(), event.payload);
+
+        let set = session.kv_set("a b", json!(1)).unwrap();
+        let (method, path, body) = rest_request(7, &set.topic, &set.payload).unwrap();
+        assert_eq!(
+            (method, path.as_str()),
+            (reqwest::Method::PUT, "/devices/7/kv/a%20b")
+        );
+        assert_eq!(body.unwrap(), br#"{"value":1}"#);
+
+        let delete = session.kv_delete("k").unwrap();
+        let (method, path, body) = rest_request(7, &delete.topic, &delete.payload).unwrap();
+        assert_eq!(
+            (method, path.as_str(), body),
+            (reqwest::Method::DELETE, "/devices/7/kv/k", None)
+        );
+
+        let bulk = session
+            .bulk_data("echo", b"x", crate::proto::Qos::AtMostOnce)
+            .unwrap();
+        assert!(matches!(
+            rest_request(7, &bulk.topic, &bulk.payload),
+            Err(ClientError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn send_failures_retry_wait_longer_or_fail_the_message_alone() {
+        let rest = |status| ClientError::Rest {
+            status,
+            reason: None,
+            data: serde_json::Value::Null,
+        };
+        assert!(matches!(
+            classify_send_error(&rest(401)),
+            Some((_, Failure::Auth))
+        ));
+        assert!(matches!(
+            classify_send_error(&rest(503)),
+            Some((_, Failure::Connection))
+        ));
+        assert!(matches!(
+            classify_send_error(&ClientError::Http("refused".into())),
+            Some((_, Failure::Connection))
+        ));
+        assert!(classify_send_error(&rest(400)).is_none());
+        assert!(classify_send_error(&rest(413)).is_none());
+    }
+
+    #[test]
+    fn the_websocket_base_follows_the_rest_scheme() {
+        assert_eq!(
+            ws_base("https://api.tinkermode.com"),
+            "wss://api.tinkermode.com"
+        );
+        assert_eq!(ws_base("http://127.0.0.1:8080"), "ws://127.0.0.1:8080");
+    }
+}

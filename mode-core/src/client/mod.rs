@@ -599,3 +599,22 @@ fn publish_packet_size(out: &Outgoing) -> usize {
     };
     1 + length_bytes + remaining
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publish_size_counts_header_length_topic_packet_id_and_payload() {
+        let out = |payload: usize, qos| Outgoing {
+            topic: "/devices/1/event".into(),
+            payload: vec![0; payload],
+            qos,
+        };
+        // 1 type byte + 1 length byte + 2 + 16 topic + 2 packet id + 10 payload.
+        assert_eq!(publish_packet_size(&out(10, Qos::AtLeastOnce)), 32);
+        assert_eq!(publish_packet_size(&out(10, Qos::AtMostOnce)), 30);
+        // Remaining length 128 takes two bytes.
+        assert_eq!(publish_packet_size(&out(110, Qos::AtMostOnce)), 131);
+    }
+}

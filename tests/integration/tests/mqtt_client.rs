@@ -524,11 +524,6 @@ async fn a_half_open_connection_is_detected_within_one_and_a_half_keepalives() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let paused_at = Instant::now();
     assert_eq!(sim.cloud().pause_connections(D1), 1);
-    // mode-sim checks the pause flag only when its connection loop wakes, and answers the packet
-    // that woke it: a QoS 0 publish (which gets no answer) makes the pause take hold now.
-    client
-        .try_send_event("nudge", Map::new(), Qos::AtMostOnce)
-        .unwrap();
     let Notification::Disconnected { reason, .. } = next(&mut notifications, |n| {
         matches!(n, Notification::Disconnected { .. })
     })
@@ -823,4 +818,55 @@ async fn a_handler_that_does_not_keep_up_loses_counted_notifications_but_never_t
     assert_eq!(commands, 4);
     assert_eq!(missed, 46);
     assert_eq!(client.stats().notifications_dropped, 46);
+}
+
+#[tokio::test]
+async fn with_the_block_policy_a_send_waits_for_room_and_a_try_send_does_not() {
+    let sim = demo().await;
+    let (client, mut notifications) = start(
+        config(&sim, D1)
+            .queue_size(2)
+            .full_queue_policy(FullQueuePolicy::Block),
+    )
+    .await;
+    sim.stop_listeners().await;
+    next(&mut notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await;
+    client
+        .try_send_event("a", Map::new(), Qos::AtLeastOnce)
+        .unwrap();
+    client
+        .try_send_event("b", Map::new(), Qos::AtLeastOnce)
+        .unwrap();
+    assert!(matches!(
+        client.try_send_event("c", Map::new(), Qos::AtLeastOnce),
+        Err(ClientError::QueueFull { capacity: 2 })
+    ));
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_event("c", Map::new(), Qos::AtLeastOnce).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a blocking send returned while the queue was full"
+    );
+    sim.restart_listeners().await.unwrap();
+    let delivery = tokio::time::timeout(WAIT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    delivery.wait().await.unwrap();
+    let types: Vec<String> = sim
+        .cloud()
+        .events_from(D1)
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(types, ["a", "b", "c"]);
+    let stats = client.stats();
+    assert!(stats.bytes_out > 0 && stats.bytes_in > 0, "{stats:?}");
 }

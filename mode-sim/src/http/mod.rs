@@ -25,7 +25,7 @@
 //! that does not answer with a pong. Each registers as a device connection, so the test
 //! controls can drop it (the socket is then closed without a close frame, like a lost link) or
 //! pause it (nothing is read or sent, pings included, until resumed). When the listeners stop,
-//! the socket gets a close frame with code 1001.
+//! the socket gets a close frame with code 1001. Data frames from the client are ignored.
 //!
 //! Device or app (an app key that sees the device's home):
 //! - `GET /devices/{id}/kv`: every key, as mode-core's list form (`encode_kv_list`): an array
@@ -66,7 +66,9 @@
 //! key), `403 FORBIDDEN` (a device key on another device, an app outside its homes, a caller
 //! the endpoint does not serve), `404 DEVICE_NOT_FOUND` / `KEY_NOT_FOUND` / `NOT_FOUND`, `400
 //! INVALID_BODY` (what was wrong, from mode-core's `DecodeError`) / `INVALID_KEY`, `413
-//! PAYLOAD_TOO_LARGE` (over [`HttpOptions::max_body`]), `405 METHOD_NOT_ALLOWED`.
+//! PAYLOAD_TOO_LARGE` (over [`HttpOptions::max_body`]), `405 METHOD_NOT_ALLOWED`, `400
+//! WEBSOCKET_REQUIRED` (a WebSocket endpoint asked without an upgrade), `409
+//! DEVICE_NOT_CLAIMABLE`, `503 SERVICE_UNAVAILABLE` (over `max_connections`).
 
 pub mod admin;
 mod auth;

@@ -994,12 +994,31 @@ async fn provisioning_and_claim_mode_refuse_the_wrong_caller() {
         401,
         "AUTH_FAILED",
     );
+    // A JSON body without a content type is still read as JSON.
+    let untyped = Client::new()
+        .post(url(&sim, "/deviceRegistration"))
+        .header("Authorization", format!("ModeCloud {D1_KEY}"))
+        .body(r#"{"deviceId": 1002, "claimable": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untyped.status().as_u16(), 403);
     let (status, _) = call(
         &sim,
         Method::POST,
         "/deviceRegistration",
         Some(D1_KEY),
         None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let claim = r#"{"deviceId": 1001, "claimable": true}"#;
+    let (status, _) = call(
+        &sim,
+        Method::POST,
+        "/deviceRegistration",
+        Some(D1_KEY),
+        Some(claim),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

@@ -195,10 +195,12 @@ fn parse_claim_request(headers: &HeaderMap, body: &[u8]) -> Result<ClaimRequest,
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(out);
     }
+    // JSON by its content type, or by its look when a client sent none.
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+        || body.trim_ascii_start().starts_with(b"{");
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -870,3 +870,49 @@ async fn with_the_block_policy_a_send_waits_for_room_and_a_try_send_does_not() {
     let stats = client.stats();
     assert!(stats.bytes_out > 0 && stats.bytes_in > 0, "{stats:?}");
 }
+
+#[tokio::test]
+async fn data_for_routing_is_acknowledged_by_the_cloud() {
+    let sim = demo().await;
+    let (client, _notifications) = connected(&sim, D1).await;
+    client
+        .send_data_for_routing(b"\x00\x01raw", Qos::AtLeastOnce)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(client.stats().messages_acked, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_cloud_is_retried_with_growing_waits_not_a_storm() {
+    let sim = demo().await;
+    let (client, mut notifications) = connected(&sim, D1).await;
+    sim.stop_listeners().await;
+    next(&mut notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await;
+    let before = client.stats().connection_attempts;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let attempts = client.stats().connection_attempts - before;
+    // Waits of 10, 20, 30, 50, 80, 130 ms and then the 200 ms cap (less jitter): about a dozen
+    // attempts in 1.5 s; a client without backoff would make thousands.
+    assert!((6..=20).contains(&attempts), "{attempts} attempts in 1.5 s");
+    let mut waits = Vec::new();
+    while let Some(n) = notifications.try_recv() {
+        if let Notification::Disconnected {
+            retry_in: Some(wait),
+            ..
+        } = n
+        {
+            waits.push(wait);
+        }
+    }
+    assert!(
+        waits.iter().all(|w| *w <= Duration::from_millis(200)),
+        "{waits:?}"
+    );
+    assert!(waits.last() > waits.first(), "{waits:?}");
+}

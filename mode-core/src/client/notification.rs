@@ -55,7 +55,8 @@ impl std::fmt::Display for DisconnectReason {
 /// One thing that happened, for the application.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
-    /// Connected and subscribed; a DDP `reload` follows.
+    /// Connected (MQTT: CONNACK received, subscriptions sent; HTTP: both WebSockets open); a
+    /// DDP `reload` follows.
     Connected,
     /// The connection ended or an attempt failed; `retry_in` says when the next attempt starts
     /// (`None` once closed).

@@ -228,6 +228,11 @@ impl Task {
                 message.seq = self.next_seq;
                 self.next_seq += 1;
                 if message.permit.is_none() {
+                    if self.closing.is_some() {
+                        // Raced with close (the queue's permits are closed): not accepted.
+                        message.finish(Err(ClientError::Closed));
+                        return;
+                    }
                     message.permit = self.permits.clone().try_acquire_owned().ok();
                 }
                 if message.permit.is_none() {

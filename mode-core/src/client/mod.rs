@@ -86,9 +86,23 @@ pub struct Delivery {
 
 impl Delivery {
     /// Waits until the cloud acknowledged the message (QoS 1: PUBACK; QoS 0: written to the
-    /// network), or it was dropped or given up at close.
+    /// network; HTTP: a 2xx answer), or it was dropped or given up at close. Awaiting the
+    /// `Delivery` itself does the same.
     pub async fn wait(self) -> Result<(), ClientError> {
-        self.rx.await.unwrap_or(Err(ClientError::Closed))
+        self.await
+    }
+}
+
+impl std::future::Future for Delivery {
+    type Output = Result<(), ClientError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|outcome| outcome.unwrap_or(Err(ClientError::Closed)))
     }
 }
 

@@ -879,8 +879,7 @@ async fn data_for_routing_is_acknowledged_by_the_cloud() {
         .send_data_for_routing(b"\x00\x01raw", Qos::AtLeastOnce)
         .await
         .unwrap()
-        .wait()
-        .await
+        .await // a Delivery is itself a future
         .unwrap();
     assert_eq!(client.stats().messages_acked, 1);
 }

@@ -1,0 +1,74 @@
+//! What the client logs: every line of its connection task carries the device id, and the API
+//! key appears nowhere, at any level, whether the key is accepted or refused.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use mode_core::client::{Client, Notification};
+use mode_core::proto::{Map, Qos};
+use mode_integration::*;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the subscriber set for this thread sees the client's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn logs_name_the_device_and_never_the_api_key() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sim = mode_sim::Sim::start(mode_sim::SimConfig::demo())
+        .await
+        .unwrap();
+    let (client, _notifications) = connected(&sim, D1).await;
+    client
+        .send_event("logged", Map::new(), Qos::AtLeastOnce)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    client.close(WAIT).await.unwrap();
+
+    let addr = sim.mqtt_addr();
+    let wrong = "v1.this-key-must-never-be-logged";
+    let (refused, mut notifications) = Client::connect(
+        mode_core::client::ClientConfig::builder(D2, wrong)
+            .plain_tcp()
+            .mqtt_host(addr.ip().to_string())
+            .mqtt_port(addr.port())
+            .backoff(fast_backoff())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    next(&mut notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await;
+    refused.close(WAIT).await.unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("device_id=1001"), "{text}");
+    assert!(text.contains("device_id=1002"), "{text}");
+    assert!(text.contains("connected"), "{text}");
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(!text.contains(&key(D1)), "the accepted key was logged");
+    assert!(!text.contains(wrong), "the refused key was logged");
+}

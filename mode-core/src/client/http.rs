@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -46,6 +46,7 @@ pub(crate) struct HttpConn {
     request: Option<JoinHandle<()>>,
     pub connected: bool,
     rest: Arc<Rest>,
+    closing: watch::Sender<bool>,
 }
 
 impl Drop for HttpConn {
@@ -141,6 +142,7 @@ async fn read_socket(
     topic: String,
     keepalive: Duration,
     tx: mpsc::Sender<HttpEvent>,
+    mut closing: watch::Receiver<bool>,
 ) -> DisconnectReason {
     let dead_after = keepalive.mul_f64(1.5);
     let mut last = Instant::now();
@@ -174,6 +176,11 @@ async fn read_socket(
                 }
             }
             () = sleep_until(last + dead_after) => return DisconnectReason::KeepaliveTimeout(dead_after),
+            _ = closing.changed() => {
+                // A clean close frame, as the client is leaving on purpose.
+                let _ = socket.close(None).await;
+                return DisconnectReason::Closed;
+            }
         }
     }
 }
@@ -187,6 +194,7 @@ impl HttpConn {
     ) -> Self {
         let (tx, events) = mpsc::channel(256);
         let events_tx = tx.clone();
+        let (closing, closing_rx) = watch::channel(false);
         let sockets = tokio::spawn(
             async move {
                 let id = config.device_id;
@@ -206,11 +214,33 @@ impl HttpConn {
                     return;
                 }
                 let keepalive = config.keepalive;
-                let reason = tokio::select! {
-                    reason = read_socket(commands, Topic::command(id).to_string(), keepalive, events_tx.clone()) => reason,
-                    reason = read_socket(kv, Topic::kv(id).to_string(), keepalive, events_tx.clone()) => reason,
+                let commands = Box::pin(read_socket(
+                    commands,
+                    Topic::command(id).to_string(),
+                    keepalive,
+                    events_tx.clone(),
+                    closing_rx.clone(),
+                ));
+                let kv = Box::pin(read_socket(
+                    kv,
+                    Topic::kv(id).to_string(),
+                    keepalive,
+                    events_tx.clone(),
+                    closing_rx,
+                ));
+                // The first socket to end ends the link; on a close, the other closes too.
+                let reason = match futures_util::future::select(commands, kv).await {
+                    futures_util::future::Either::Left((reason, other))
+                    | futures_util::future::Either::Right((reason, other)) => {
+                        if reason == DisconnectReason::Closed {
+                            other.await;
+                        }
+                        reason
+                    }
                 };
-                let _ = events_tx.send(HttpEvent::Lost(reason, Failure::Connection)).await;
+                let _ = events_tx
+                    .send(HttpEvent::Lost(reason, Failure::Connection))
+                    .await;
             }
             .in_current_span(),
         );
@@ -221,7 +251,18 @@ impl HttpConn {
             request: None,
             connected: false,
             rest,
+            closing,
         }
+    }
+
+    /// Closes both WebSockets with a close frame; the link then reports `Lost(Closed)`.
+    pub(crate) fn close(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 
     /// True while a REST request is in flight.

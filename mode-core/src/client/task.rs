@@ -667,12 +667,19 @@ impl Task {
             return;
         }
         let connected = matches!(&self.link, Link::Up(conn) if conn.connected);
-        let http = matches!(&self.link, Link::Http(_));
-        if self.closing.is_some() && self.outbox.is_empty() && (http || !connected) {
+        let http_connected = matches!(&self.link, Link::Http(conn) if conn.connected);
+        if self.closing.is_some() && self.outbox.is_empty() && !connected && !http_connected {
             self.finish_close();
             return;
         }
         if let Link::Http(conn) = &mut self.link {
+            if self.closing.is_some() && self.outbox.is_empty() {
+                // Flushed: close the sockets cleanly; their end finishes the close.
+                if !conn.is_closing() {
+                    conn.close();
+                }
+                return;
+            }
             // One request at a time keeps the cloud's order the device's order.
             if conn.connected
                 && !conn.busy()

@@ -225,3 +225,28 @@ async fn a_silent_websocket_is_detected_within_one_and_a_half_keepalives() {
     );
     next(&mut notifications, |n| matches!(n, Notification::Connected)).await;
 }
+
+#[tokio::test]
+async fn close_over_http_flushes_the_events_then_closes_both_websockets() {
+    let sim = demo().await;
+    let (client, mut notifications) = start(http_config(&sim, D1)).await;
+    assert_eq!(sim.cloud().live_connections(D1), 2);
+    for i in 0..20 {
+        client
+            .try_send_event("bye", numbered(i), Qos::AtLeastOnce)
+            .unwrap();
+    }
+    client.close(WAIT).await.unwrap();
+    assert_eq!(sim.cloud().events_from(D1).len(), 20);
+    next(&mut notifications, |n| {
+        matches!(
+            n,
+            Notification::Disconnected {
+                reason: DisconnectReason::Closed,
+                retry_in: None
+            }
+        )
+    })
+    .await;
+    assert!(eventually(WAIT, || sim.cloud().live_connections(D1) == 0).await);
+}

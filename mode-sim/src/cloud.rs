@@ -616,6 +616,8 @@ impl Drop for ConnectionGuard {
             conns.retain(|c| c.id != self.conn_id);
         }
         state.live_total = state.live_total.saturating_sub(1);
+        drop(state);
+        self.cloud.notify();
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use mode_core::proto::{
-    BulkDataRequest, Event, KvUpdate, SyncMessage, Topic, TopicKind, parse_device_id,
+    BulkDataRequest, Event, KvUpdate, Reload, SyncMessage, Topic, TopicKind, parse_device_id,
 };
 use rumqttc::mqttbytes::v4::{
     Codec, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
@@ -445,10 +445,18 @@ where
                         }
                     }
                 }
+                // Registered before the SUBACK, so a command sent once the client holds its
+                // SUBACK reaches it; the reload goes out after the SUBACK, as MODE sends it.
+                let mut reloads = Vec::new();
+                for kind in granted {
+                    reloads.extend(self.start_subscription(kind)?);
+                }
                 self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
                     .await?;
-                for kind in granted {
-                    self.start_subscription(kind).await?;
+                for reload in reloads {
+                    let topic = Topic::kv(self.device_id()).to_string();
+                    self.publish(topic, SyncMessage::Reload(reload).encode())
+                        .await?;
                 }
                 Ok(())
             }
@@ -492,8 +500,8 @@ where
         }
     }
 
-    async fn start_subscription(&mut self, kind: TopicKind) -> Result<(), Reason> {
-        let device_id = self.device_id();
+    /// Registers a granted subscription with the cloud; for `kv`, the reload to send.
+    fn start_subscription(&mut self, kind: TopicKind) -> Result<Option<Reload>, Reason> {
         match kind {
             TopicKind::Command => {
                 let sub = self
@@ -508,18 +516,14 @@ where
                     .subscribe_kv(&self.guard)
                     .map_err(|e| e.to_string())?;
                 self.kv = Some(sub);
-                self.publish(
-                    Topic::kv(device_id).to_string(),
-                    SyncMessage::Reload(reload).encode(),
-                )
-                .await?;
+                return Ok(Some(reload));
             }
             TopicKind::BulkDataResponse(label) if !self.bulk_responses.contains(&label) => {
                 self.bulk_responses.push(label);
             }
             _ => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn on_publish(&mut self, publish: Publish) -> Result<(), Reason> {

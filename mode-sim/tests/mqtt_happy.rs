@@ -427,3 +427,35 @@ async fn mqtt_over_websocket_carries_events_and_commands() {
             .await
     );
 }
+
+#[tokio::test]
+async fn a_command_sent_as_soon_as_the_suback_arrives_is_delivered() {
+    // The subscription must be live before the SUBACK leaves, or a client that acts on its
+    // SUBACK misses commands.
+    let sim = demo().await;
+    for round in 0..20 {
+        let mut raw = Raw::connected(&sim, D1, 30).await;
+        let mut subscribe = rumqttc::mqttbytes::v4::Subscribe::new(
+            "/devices/1001/command",
+            rumqttc::mqttbytes::QoS::AtMostOnce,
+        );
+        subscribe.pkid = 1;
+        raw.send(rumqttc::mqttbytes::v4::Packet::Subscribe(subscribe))
+            .await;
+        assert!(matches!(
+            raw.recv().await,
+            Some(rumqttc::mqttbytes::v4::Packet::SubAck(_))
+        ));
+        let delivered = sim
+            .cloud()
+            .send_command(D1, Command::new(format!("c{round}"), Map::new()))
+            .unwrap();
+        assert_eq!(delivered, 1, "round {round}");
+        drop(raw);
+        assert!(
+            sim.cloud()
+                .wait_for(WAIT, |c| c.live_connections(D1) == 0)
+                .await
+        );
+    }
+}

@@ -78,6 +78,46 @@ typedef enum {
    */
   MODE_ERR_INVALID_JSON = 7,
   /**
+   * The call does not fit the object's state (e.g. a send before ::mode_client_start).
+   */
+  MODE_ERR_INVALID_STATE = 8,
+  /**
+   * The configuration cannot work; ::mode_config_last_error says why.
+   */
+  MODE_ERR_CONFIG = 9,
+  /**
+   * The message is larger than the configured maximum message size.
+   */
+  MODE_ERR_TOO_LARGE = 10,
+  /**
+   * The outgoing queue is full; retry later or raise the queue size.
+   */
+  MODE_ERR_QUEUE_FULL = 11,
+  /**
+   * The client is stopped; nothing more is sent.
+   */
+  MODE_ERR_CLOSED = 12,
+  /**
+   * No answer, or not everything delivered, within the time given.
+   */
+  MODE_ERR_TIMEOUT = 13,
+  /**
+   * The cloud refused the device id or API key.
+   */
+  MODE_ERR_AUTH = 14,
+  /**
+   * The cloud answered a REST request with an error; the last error holds status and reason.
+   */
+  MODE_ERR_REST = 15,
+  /**
+   * The network failed (connection refused, reset, DNS, TLS).
+   */
+  MODE_ERR_CONNECTION = 16,
+  /**
+   * Not available with this transport or in this version.
+   */
+  MODE_ERR_UNSUPPORTED = 17,
+  /**
    * An internal bug was caught before it could cross the boundary. Please report it.
    */
   MODE_ERR_PANIC = 99,
@@ -96,6 +136,20 @@ typedef enum {
    */
   MODE_CHANGE_DELETED = 2,
 } mode_change_kind_t;
+
+/**
+ * How serious a log line is.
+ */
+typedef enum {
+  /**
+   * Something worth knowing.
+   */
+  MODE_LOG_INFO = 1,
+  /**
+   * Something went wrong and was handled (a malformed message, a dropped message).
+   */
+  MODE_LOG_WARN = 2,
+} mode_log_level_t;
 
 /**
  * Why a sync message changed nothing.
@@ -142,6 +196,50 @@ typedef enum {
 } mode_incoming_kind_t;
 
 /**
+ * Which transport a client uses.
+ */
+typedef enum {
+  /**
+   * MQTT 3.1.1 over TCP, TLS on 8883 by default (the default).
+   */
+  MODE_TRANSPORT_MQTT = 0,
+  /**
+   * MQTT 3.1.1 over WebSocket.
+   */
+  MODE_TRANSPORT_MQTT_WEBSOCKET = 1,
+  /**
+   * REST events + WebSocket commands and DDP.
+   */
+  MODE_TRANSPORT_HTTP = 2,
+} mode_transport_t;
+
+/**
+ * What a send does when the outgoing queue is full.
+ */
+typedef enum {
+  /**
+   * Fail with MODE_ERR_QUEUE_FULL (C sends never wait). The default.
+   */
+  MODE_QUEUE_ERROR = 0,
+  /**
+   * Drop the oldest queued message to make room; counted in the stats and logged.
+   */
+  MODE_QUEUE_DROP_OLDEST = 1,
+} mode_full_queue_policy_t;
+
+/**
+ * A connected device. Every function taking a `const mode_client_t *` may be called from any
+ * thread at any time, callbacks included.
+ */
+typedef struct mode_client_t mode_client_t;
+
+/**
+ * Connection settings for one device. Not thread-safe: build it on one thread, then hand it
+ * to ::mode_client_new, which consumes it.
+ */
+typedef struct mode_config_t mode_config_t;
+
+/**
  * A DDP mirror. Not thread-safe: use one from one thread at a time.
  */
 typedef struct mode_mirror_t mode_mirror_t;
@@ -152,12 +250,102 @@ typedef struct mode_mirror_t mode_mirror_t;
 typedef struct mode_session_t mode_session_t;
 
 /**
+ * Receives a command: its action and its parameters as JSON object text, borrowed for the call.
+ */
+typedef void (*mode_command_cb)(void *userdata, const char *action, size_t action_len, const char *parameters, size_t parameters_len);
+
+/**
+ * Frees a callback's userdata when the client no longer needs it.
+ */
+typedef void (*mode_free_userdata_cb)(void *userdata);
+
+/**
  * Receives one change. `key`, `value` and `previous` are borrowed, not NUL-terminated, valid
  * only during the call; `value`/`previous` are JSON text or NULL (see ::mode_change_kind_t).
  * Runs on the calling thread, after the mirror is updated: it may call the mirror's read
  * functions, but must not free the mirror.
  */
 typedef void (*mode_change_cb)(void *userdata, mode_change_kind_t kind, const char *key, size_t key_len, const char *value, size_t value_len, const char *previous, size_t previous_len);
+
+/**
+ * Receives connection changes: `connected` true once connected and subscribed; false with a
+ * `reason` (borrowed text) and `retry_in_ms` (-1 when no retry follows) when it ends.
+ */
+typedef void (*mode_connection_cb)(void *userdata, bool connected, const char *reason, size_t reason_len, int64_t retry_in_ms);
+
+/**
+ * Receives the outcome of a ::mode_client_bulk_request: `status` is MODE_OK with the module's
+ * `bulk_status` (e.g. "OK") and `payload` JSON, or an error (MODE_ERR_TIMEOUT, MODE_ERR_CLOSED)
+ * with empty texts. All texts borrowed for the call.
+ */
+typedef void (*mode_bulk_result_cb)(void *userdata, mode_status_t status, const char *request_id, size_t request_id_len, const char *bulk_status, size_t bulk_status_len, const char *payload, size_t payload_len);
+
+/**
+ * Receives a log line (borrowed text, no newline).
+ */
+typedef void (*mode_log_cb)(void *userdata, mode_log_level_t level, const char *message, size_t message_len);
+
+/**
+ * Counters of one client (see ::mode_client_stats).
+ */
+typedef struct {
+  /**
+   * Messages accepted for sending.
+   */
+  uint64_t messages_queued;
+  /**
+   * Messages written to the network (re-sends included).
+   */
+  uint64_t messages_sent;
+  /**
+   * QoS 1 messages acknowledged by the cloud.
+   */
+  uint64_t messages_acked;
+  /**
+   * Messages dropped by the full-queue policy.
+   */
+  uint64_t messages_dropped;
+  /**
+   * Messages waiting for delivery now.
+   */
+  uint64_t pending;
+  /**
+   * Connections made after the first.
+   */
+  uint64_t reconnects;
+  /**
+   * Connection attempts.
+   */
+  uint64_t connection_attempts;
+  /**
+   * DDP sync messages applied.
+   */
+  uint64_t kv_applied;
+  /**
+   * DDP sync messages ignored as stale or duplicate.
+   */
+  uint64_t kv_stale;
+  /**
+   * DDP sync messages that could not be decoded.
+   */
+  uint64_t kv_invalid;
+  /**
+   * Commands received.
+   */
+  uint64_t commands_received;
+  /**
+   * Bytes received.
+   */
+  uint64_t bytes_in;
+  /**
+   * Bytes sent.
+   */
+  uint64_t bytes_out;
+  /**
+   * Notifications dropped because the application fell behind.
+   */
+  uint64_t notifications_dropped;
+} mode_stats_t;
 
 /**
  * A summary of one applied sync message.
@@ -194,11 +382,6 @@ typedef void (*mode_entry_cb)(void *userdata, const char *key, size_t key_len, c
  * Receives one topic name (NUL-terminated, borrowed for the call).
  */
 typedef void (*mode_topic_cb)(void *userdata, const char *topic, size_t topic_len);
-
-/**
- * Receives a command: its action and its parameters as JSON object text, borrowed for the call.
- */
-typedef void (*mode_command_cb)(void *userdata, const char *action, size_t action_len, const char *parameters, size_t parameters_len);
 
 /**
  * Receives a bulk-data response: label, request id, status (e.g. "OK") and payload JSON text,
@@ -273,6 +456,336 @@ const char *mode_status_str(int status);
  * The library's version, "MAJOR.MINOR.PATCH", equal to `MODE_VERSION`. Static, never NULL.
  */
 const char *mode_version(void);
+
+/**
+ * Creates a client from `config`, which it consumes (even on failure: do not free it after),
+ * into `*out`. Nothing connects until ::mode_client_start. MODE_ERR_CONFIG: the settings cannot
+ * work (the reason is in ::mode_client_last_error of no client, so it is printed to stderr by
+ * nothing: call ::mode_config_validate first to read it).
+ *
+ * # Safety
+ * `config` from ::mode_config_new, not freed; `out` writable.
+ */
+mode_status_t mode_client_new(mode_config_t *config, mode_client_t **out);
+
+/**
+ * Sets the command callback (before ::mode_client_start). Every callback of a client runs on
+ * its one dispatcher thread, in order; `free_userdata` (may be NULL) is called once the client
+ * no longer needs `userdata` (replaced, or at ::mode_client_free).
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_command_cb(const mode_client_t *client, mode_command_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
+
+/**
+ * Sets the DDP change callback (before start): each change of a reload's diff, then each set
+ * and delete as the cloud reports them.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_kv_cb(const mode_client_t *client, mode_change_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
+
+/**
+ * Sets the connection-state callback (before start).
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_connection_cb(const mode_client_t *client, mode_connection_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
+
+/**
+ * Sets the bulk-request result callback (before start).
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_bulk_cb(const mode_client_t *client, mode_bulk_result_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
+
+/**
+ * Sets the log callback (before start): connection changes, malformed messages from the cloud,
+ * messages dropped by the queue policy.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_log_cb(const mode_client_t *client, mode_log_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
+
+/**
+ * Starts connecting (in the background; the connection callback says when it is up) and starts
+ * the dispatcher thread. Messages sent before the connection is up are queued.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_start(const mode_client_t *client);
+
+/**
+ * Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at QoS 0 or
+ * 1. Never waits: queued for the connection (kept across reconnects), or MODE_ERR_QUEUE_FULL.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; strings NUL-terminated (or NULL where allowed).
+ */
+mode_status_t mode_client_send_event(const mode_client_t *client, const char *event_type, const char *data_json, int qos);
+
+/**
+ * Sets DDP `key` to `value_json` (any JSON) in the cloud (QoS 1, queued like an event). The
+ * local mirror changes when the cloud reports the change back (the kv callback).
+ *
+ * # Safety
+ * `client` from ::mode_client_new; strings NUL-terminated.
+ */
+mode_status_t mode_client_kv_set(const mode_client_t *client, const char *key, const char *value_json);
+
+/**
+ * Deletes DDP `key` in the cloud (QoS 1, queued).
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `key` NUL-terminated.
+ */
+mode_status_t mode_client_kv_delete(const mode_client_t *client, const char *key);
+
+/**
+ * Copies the JSON value of `key` in the local mirror and a NUL into `buf`: MODE_ERR_NOT_FOUND
+ * if the mirror does not hold it, MODE_ERR_BUFFER_TOO_SMALL with `*out_len` = length needed.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `key` NUL-terminated; `buf` NULL or `buf_len` bytes.
+ */
+mode_status_t mode_client_kv_get(const mode_client_t *client, const char *key, char *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Copies the keys of the local mirror as a JSON array of strings, in key order, into `buf`.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
+ */
+mode_status_t mode_client_kv_keys(const mode_client_t *client, char *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Sends `data_len` bytes of bulk data to the smart module of `label` at QoS 0 or 1 (queued).
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `label` NUL-terminated; `data` `data_len` bytes.
+ */
+mode_status_t mode_client_send_bulk_data(const mode_client_t *client, const char *label, const uint8_t *data, size_t data_len, int qos);
+
+/**
+ * Sends a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`); its
+ * response, or MODE_ERR_TIMEOUT after `timeout_ms`, goes to the bulk callback. The request id is
+ * copied into `request_id_buf` (NULL allowed: then it is not reported) as with every buffer.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; strings NUL-terminated; buffer as documented.
+ */
+mode_status_t mode_client_bulk_request(const mode_client_t *client, const char *label, const char *payload_json, uint32_t timeout_ms, char *request_id_buf, size_t request_id_buf_len);
+
+/**
+ * Fetches the device's info from the cloud (REST, waits up to `timeout_ms`) as JSON text into
+ * `buf`.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
+ */
+mode_status_t mode_client_device_info(const mode_client_t *client, uint32_t timeout_ms, char *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Writes the client's counters to `*out`.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `out` writable.
+ */
+mode_status_t mode_client_stats(const mode_client_t *client, mode_stats_t *out);
+
+/**
+ * True once connected and subscribed (false before start, while reconnecting, after stop).
+ *
+ * # Safety
+ * `client` NULL or from ::mode_client_new.
+ */
+bool mode_client_is_connected(const mode_client_t *client);
+
+/**
+ * Stops the client: unsubscribes, delivers what is queued within `timeout_ms`, disconnects.
+ * MODE_ERR_TIMEOUT if messages were still undelivered at the deadline (they are given up).
+ * Later sends return MODE_ERR_CLOSED. Callbacks already queued still run.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_stop(const mode_client_t *client, uint32_t timeout_ms);
+
+/**
+ * Copies the text of the client's last error ("" if none) and a NUL into `buf`. Safe from any
+ * thread; the text is that of the most recent failing call on this client from any thread.
+ *
+ * # Safety
+ * `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
+ */
+mode_status_t mode_client_last_error(const mode_client_t *client, char *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Destroys the client: stops it at once if running (what is queued is given up: call
+ * ::mode_client_stop first to deliver it), waits for a callback in progress on another thread
+ * to return, then calls each `free_userdata`. May be called from inside a callback: the client
+ * is then released when that callback returns. NULL is a no-op; do not use the pointer after.
+ *
+ * # Safety
+ * `client` NULL or from ::mode_client_new, not freed.
+ */
+void mode_client_free(mode_client_t *client);
+
+/**
+ * Creates settings for device `device_id` with its API key (copied) into `*out`, with every
+ * default of the real cloud (MQTT over TLS to mqtt.tinkermode.com:8883). The API key is never
+ * logged. Free with ::mode_config_free unless consumed by ::mode_client_new.
+ *
+ * # Safety
+ * `api_key` NUL-terminated; `out` writable.
+ */
+mode_status_t mode_config_new(uint64_t device_id, const char *api_key, mode_config_t **out);
+
+/**
+ * Destroys settings that were not consumed. NULL is a no-op.
+ *
+ * # Safety
+ * `config` NULL or from ::mode_config_new, not consumed or freed.
+ */
+void mode_config_free(mode_config_t *config);
+
+/**
+ * Sets the transport: a ::mode_transport_t value (MODE_ERR_INVALID_ARGUMENT for others).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_transport(mode_config_t *config, int transport);
+
+/**
+ * Sets the MQTT broker's host name (copied).
+ *
+ * # Safety
+ * `config` from ::mode_config_new; `host` NUL-terminated.
+ */
+mode_status_t mode_config_set_mqtt_host(mode_config_t *config, const char *host);
+
+/**
+ * Sets the MQTT broker's port, 1 to 65535.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_mqtt_port(mode_config_t *config, int port);
+
+/**
+ * Sets the URL of MQTT over WebSocket, e.g. "ws://127.0.0.1:8081/mqtt" (copied).
+ *
+ * # Safety
+ * `config` from ::mode_config_new; `url` NUL-terminated.
+ */
+mode_status_t mode_config_set_mqtt_ws_url(mode_config_t *config, const char *url);
+
+/**
+ * Sets the REST/WebSocket API base URL, e.g. "http://127.0.0.1:8080" (copied).
+ *
+ * # Safety
+ * `config` from ::mode_config_new; `url` NUL-terminated.
+ */
+mode_status_t mode_config_set_api_url(mode_config_t *config, const char *url);
+
+/**
+ * Turns TLS off for MQTT (plain TCP: for a local simulator only). TLS is on by default.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_plain_tcp(mode_config_t *config);
+
+/**
+ * Trusts the CA certificates in PEM file `path` as well as the built-in roots.
+ *
+ * # Safety
+ * `config` from ::mode_config_new; `path` NUL-terminated.
+ */
+mode_status_t mode_config_set_ca_file(mode_config_t *config, const char *path);
+
+/**
+ * Uses the client certificate chain and private key in PEM files `cert_path` and `key_path`.
+ *
+ * # Safety
+ * `config` from ::mode_config_new; paths NUL-terminated.
+ */
+mode_status_t mode_config_set_client_cert(mode_config_t *config, const char *cert_path, const char *key_path);
+
+/**
+ * DANGER: accepts any server certificate, removing all protection against an impostor. For
+ * local development against a self-signed server only; never in a product.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_danger_accept_invalid_certs(mode_config_t *config, bool accept);
+
+/**
+ * Sets the MQTT keepalive in milliseconds (default 60000; at least 1000).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_keepalive_ms(mode_config_t *config, uint32_t keepalive_ms);
+
+/**
+ * Sets how many messages may wait for delivery (at least 1).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_queue_size(mode_config_t *config, size_t queue_size);
+
+/**
+ * Sets the full-queue policy: a ::mode_full_queue_policy_t value.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_full_queue_policy(mode_config_t *config, int policy);
+
+/**
+ * Sets the largest message the client sends or accepts, in bytes (default 1 MiB).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_max_message_size(mode_config_t *config, size_t bytes);
+
+/**
+ * Sets the reconnect schedule: Fibonacci multiples of `unit_ms` (default 1000), at most
+ * `cap_ms` (default 60000). Both at least 1, `cap_ms` >= `unit_ms`.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_backoff_ms(mode_config_t *config, uint32_t unit_ms, uint32_t cap_ms);
+
+/**
+ * Checks the settings without creating a client. MODE_ERR_CONFIG means they cannot work;
+ * ::mode_config_last_error says why.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_validate(mode_config_t *config);
+
+/**
+ * Why the settings cannot work ("" if nothing went wrong), owned by the config and valid until
+ * its next call. Never NULL.
+ *
+ * # Safety
+ * `config` NULL or from ::mode_config_new.
+ */
+const char *mode_config_last_error(const mode_config_t *config);
 
 /**
  * Creates an empty mirror at revision 0 into `*out`; free it with ::mode_mirror_free.

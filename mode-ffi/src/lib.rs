@@ -5,6 +5,8 @@
 #![allow(non_camel_case_types)] // C names for C types
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod config;
 pub mod mirror;
 pub mod session;
 mod util;
@@ -31,6 +33,26 @@ pub enum ModeStatus {
     ModeErrNotFound = 6,
     /// JSON text passed by the caller is not valid JSON (or not of the required type).
     ModeErrInvalidJson = 7,
+    /// The call does not fit the object's state (e.g. a send before ::mode_client_start).
+    ModeErrInvalidState = 8,
+    /// The configuration cannot work; ::mode_config_last_error says why.
+    ModeErrConfig = 9,
+    /// The message is larger than the configured maximum message size.
+    ModeErrTooLarge = 10,
+    /// The outgoing queue is full; retry later or raise the queue size.
+    ModeErrQueueFull = 11,
+    /// The client is stopped; nothing more is sent.
+    ModeErrClosed = 12,
+    /// No answer, or not everything delivered, within the time given.
+    ModeErrTimeout = 13,
+    /// The cloud refused the device id or API key.
+    ModeErrAuth = 14,
+    /// The cloud answered a REST request with an error; the last error holds status and reason.
+    ModeErrRest = 15,
+    /// The network failed (connection refused, reset, DNS, TLS).
+    ModeErrConnection = 16,
+    /// Not available with this transport or in this version.
+    ModeErrUnsupported = 17,
     /// An internal bug was caught before it could cross the boundary. Please report it.
     ModeErrPanic = 99,
 }

@@ -1,37 +1,64 @@
 #!/usr/bin/env bash
 # Builds libmode's C library, checks the committed header is what cbindgen generates, then
-# compiles every C test as C11 and as C++17 with -Wall -Wextra -Wpedantic -Werror and runs it
-# plainly, under AddressSanitizer + UBSan, and under valgrind (zero errors, zero leaks).
+# compiles every C test with -Wall -Wextra -Wpedantic -Werror (test_core also as C++17: the
+# header is C++-safe) and runs each plainly, under AddressSanitizer + UBSan, and under valgrind
+# (zero errors, zero leaks). test_client runs against a mode-sim subprocess started here.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
 out=$target/c-tests
 mkdir -p "$out"
+fail() { echo "tests/c: FAIL: $*" >&2; exit 1; }
 
 echo "-- header is up to date"
 fresh=$(mktemp)
 cbindgen --quiet --config mode-ffi/cbindgen.toml --crate mode-ffi --output "$fresh"
-if ! diff -u include/mode.h "$fresh"; then
-  echo "include/mode.h is stale: run scripts/gen-header and commit it" >&2
-  exit 1
-fi
+diff -u include/mode.h "$fresh" || fail "include/mode.h is stale: run scripts/gen-header and commit it"
 rm -f "$fresh"
 
-echo "-- building libmode"
-cargo build -q -p mode-ffi
+echo "-- building libmode and mode-sim"
+cargo build -q -p mode-ffi -p mode-sim
 lib=$target/debug
 
+# The simulator, on free ports, with its console on a FIFO the client test writes to.
+work=$(mktemp -d)
+sim=""
+cleanup() {
+  exec 3>&- 2>/dev/null || true # end the console first: the simulator waits for it to close
+  [ -n "$sim" ] && kill "$sim" 2>/dev/null && wait "$sim" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkfifo "$work/console"
+"$lib/mode-sim" --mqtt-port 0 --ws-port 0 --http-port 0 --tls-port 0 \
+  <"$work/console" >"$work/sim.out" 2>"$work/sim.err" &
+sim=$!
+exec 3>"$work/console" # held open so the console never sees end-of-file
+for _ in $(seq 100); do grep -q '^  MQTT ' "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
+export MODE_TEST_MQTT_PORT=$(awk '$1 == "MQTT" { split($2, a, ":"); print a[2]; exit }' "$work/sim.out")
+export MODE_TEST_HTTP_URL=$(awk '$1 == "HTTP" && $2 ~ /^http/ { print $2; exit }' "$work/sim.out")
+export MODE_TEST_CONSOLE=$work/console
+[ -n "$MODE_TEST_MQTT_PORT" ] || { cat "$work/sim.err" >&2; fail "mode-sim did not start"; }
+
 warn=(-Wall -Wextra -Wpedantic -Werror -I include)
-for src in tests/c/test_*.c; do
-  name=$(basename "$src" .c)
-  gcc -std=c11 "${warn[@]}" -g -o "$out/$name" "$src" -L"$lib" -lmode -Wl,-rpath,"$lib"
-  g++ -std=c++17 -x c++ "${warn[@]}" -g -o "$out/$name-cpp" "$src" -L"$lib" -lmode -Wl,-rpath,"$lib"
-  gcc -std=c11 "${warn[@]}" -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
-    -o "$out/$name-asan" "$src" "$lib/libmode.a" -lpthread -ldl -lm
-  echo "-- $name (C11)";        "$out/$name"
-  echo "-- $name (C++17)";      "$out/$name-cpp"
-  echo "-- $name (ASan+UBSan)"; ASAN_OPTIONS=detect_leaks=1 "$out/$name-asan"
+run_all_ways() { # NAME LANGS...: compile tests/c/NAME.c in each language, run each build
+  local name=$1 src=tests/c/$1.c
+  shift
+  for lang in "$@"; do
+    case $lang in
+      c11) gcc -std=c11 "${warn[@]}" -g -pthread -o "$out/$name" "$src" -L"$lib" -lmode -Wl,-rpath,"$lib"
+           echo "-- $name (C11)"; "$out/$name" ;;
+      c++17) g++ -std=c++17 -x c++ "${warn[@]}" -g -pthread -o "$out/$name-cpp" "$src" -L"$lib" -lmode -Wl,-rpath,"$lib"
+           echo "-- $name (C++17)"; "$out/$name-cpp" ;;
+    esac
+  done
+  gcc -std=c11 "${warn[@]}" -g -pthread -fsanitize=address,undefined -fno-omit-frame-pointer \
+    -fno-sanitize-recover=all -o "$out/$name-asan" "$src" "$lib/libmode.a" -lpthread -ldl -lm
+  echo "-- $name (ASan+UBSan)"
+  ASAN_OPTIONS=detect_leaks=1 "$out/$name-asan"
   echo "-- $name (valgrind)"
   valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect "$out/$name"
-done
+}
+run_all_ways test_core c11 c++17
+run_all_ways test_client c11

@@ -1,0 +1,360 @@
+//! `mode_config_*`: a device's connection settings, built up field by field and consumed by
+//! ::mode_client_new. Every setter validates what it is given and says so by status.
+
+use std::ffi::{CString, c_char, c_int};
+use std::time::Duration;
+
+use mode_core::backoff::BackoffPolicy;
+use mode_core::client::{ClientConfig, ClientConfigBuilder, FullQueuePolicy, Transport};
+
+use crate::util::{borrow, borrow_mut, error_text, str_arg};
+use crate::{ModeStatus, ffi_guard};
+
+/// Connection settings for one device. Not thread-safe: build it on one thread, then hand it
+/// to ::mode_client_new, which consumes it.
+pub struct ModeConfig {
+    builder: ClientConfigBuilder,
+    pub(crate) last_error: CString,
+}
+
+/// Which transport a client uses.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeTransport {
+    /// MQTT 3.1.1 over TCP, TLS on 8883 by default (the default).
+    ModeTransportMqtt = 0,
+    /// MQTT 3.1.1 over WebSocket.
+    ModeTransportMqttWebsocket = 1,
+    /// REST events + WebSocket commands and DDP.
+    ModeTransportHttp = 2,
+}
+
+/// What a send does when the outgoing queue is full.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeFullQueuePolicy {
+    /// Fail with MODE_ERR_QUEUE_FULL (C sends never wait). The default.
+    ModeQueueError = 0,
+    /// Drop the oldest queued message to make room; counted in the stats and logged.
+    ModeQueueDropOldest = 1,
+}
+
+impl ModeConfig {
+    /// Applies one builder step.
+    fn update(&mut self, step: impl FnOnce(ClientConfigBuilder) -> ClientConfigBuilder) {
+        let builder = self.builder.clone();
+        self.builder = step(builder);
+    }
+
+    /// The finished configuration, or the reason it cannot work.
+    pub(crate) fn build(&self) -> Result<ClientConfig, String> {
+        self.builder.clone().build().map_err(|err| err.to_string())
+    }
+}
+
+/// Runs a setter on a config.
+///
+/// # Safety
+/// `config` NULL or from ::mode_config_new.
+unsafe fn set(
+    config: *mut ModeConfig,
+    step: impl FnOnce(ClientConfigBuilder) -> ClientConfigBuilder,
+) -> ModeStatus {
+    ffi_guard!({
+        unsafe { borrow_mut(config) }?.update(step);
+        Ok(())
+    })
+}
+
+/// Runs a setter that takes a string.
+///
+/// # Safety
+/// As [`set`]; `value` NUL-terminated.
+unsafe fn set_str(
+    config: *mut ModeConfig,
+    value: *const c_char,
+    step: impl FnOnce(ClientConfigBuilder, String) -> ClientConfigBuilder,
+) -> ModeStatus {
+    ffi_guard!({
+        let value = unsafe { str_arg(value) }?.to_owned();
+        unsafe { borrow_mut(config) }?.update(|b| step(b, value));
+        Ok(())
+    })
+}
+
+/// Creates settings for device `device_id` with its API key (copied) into `*out`, with every
+/// default of the real cloud (MQTT over TLS to mqtt.tinkermode.com:8883). The API key is never
+/// logged. Free with ::mode_config_free unless consumed by ::mode_client_new.
+///
+/// # Safety
+/// `api_key` NUL-terminated; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_new(
+    device_id: u64,
+    api_key: *const c_char,
+    out: *mut *mut ModeConfig,
+) -> ModeStatus {
+    ffi_guard!({
+        let api_key = unsafe { str_arg(api_key) }?;
+        let out = unsafe { borrow_mut(out) }?;
+        let builder =
+            ClientConfig::builder(device_id, api_key).full_queue_policy(FullQueuePolicy::Error);
+        *out = Box::into_raw(Box::new(ModeConfig {
+            builder,
+            last_error: CString::default(),
+        }));
+        Ok(())
+    })
+}
+
+/// Destroys settings that were not consumed. NULL is a no-op.
+///
+/// # Safety
+/// `config` NULL or from ::mode_config_new, not consumed or freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_free(config: *mut ModeConfig) {
+    let _ = ffi_guard!({
+        if !config.is_null() {
+            drop(unsafe { Box::from_raw(config) });
+        }
+        Ok(())
+    });
+}
+
+/// Sets the transport: a ::mode_transport_t value (MODE_ERR_INVALID_ARGUMENT for others).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_transport(
+    config: *mut ModeConfig,
+    transport: c_int,
+) -> ModeStatus {
+    let transport = match transport {
+        0 => Transport::Mqtt,
+        1 => Transport::MqttWebSocket,
+        2 => Transport::Http,
+        _ => return ModeStatus::ModeErrInvalidArgument,
+    };
+    unsafe { set(config, |b| b.transport(transport)) }
+}
+
+/// Sets the MQTT broker's host name (copied).
+///
+/// # Safety
+/// `config` from ::mode_config_new; `host` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_mqtt_host(
+    config: *mut ModeConfig,
+    host: *const c_char,
+) -> ModeStatus {
+    unsafe { set_str(config, host, |b, host| b.mqtt_host(host)) }
+}
+
+/// Sets the MQTT broker's port, 1 to 65535.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_mqtt_port(
+    config: *mut ModeConfig,
+    port: c_int,
+) -> ModeStatus {
+    match u16::try_from(port) {
+        Ok(port) if port > 0 => unsafe { set(config, |b| b.mqtt_port(port)) },
+        _ => ModeStatus::ModeErrInvalidArgument,
+    }
+}
+
+/// Sets the URL of MQTT over WebSocket, e.g. "ws://127.0.0.1:8081/mqtt" (copied).
+///
+/// # Safety
+/// `config` from ::mode_config_new; `url` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_mqtt_ws_url(
+    config: *mut ModeConfig,
+    url: *const c_char,
+) -> ModeStatus {
+    unsafe { set_str(config, url, |b, url| b.mqtt_ws_url(url)) }
+}
+
+/// Sets the REST/WebSocket API base URL, e.g. "http://127.0.0.1:8080" (copied).
+///
+/// # Safety
+/// `config` from ::mode_config_new; `url` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_api_url(
+    config: *mut ModeConfig,
+    url: *const c_char,
+) -> ModeStatus {
+    unsafe { set_str(config, url, |b, url| b.api_url(url)) }
+}
+
+/// Turns TLS off for MQTT (plain TCP: for a local simulator only). TLS is on by default.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_plain_tcp(config: *mut ModeConfig) -> ModeStatus {
+    unsafe { set(config, |b| b.plain_tcp()) }
+}
+
+/// Trusts the CA certificates in PEM file `path` as well as the built-in roots.
+///
+/// # Safety
+/// `config` from ::mode_config_new; `path` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_ca_file(
+    config: *mut ModeConfig,
+    path: *const c_char,
+) -> ModeStatus {
+    unsafe { set_str(config, path, |b, path| b.extra_ca_file(path)) }
+}
+
+/// Uses the client certificate chain and private key in PEM files `cert_path` and `key_path`.
+///
+/// # Safety
+/// `config` from ::mode_config_new; paths NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_client_cert(
+    config: *mut ModeConfig,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> ModeStatus {
+    ffi_guard!({
+        let cert = unsafe { str_arg(cert_path) }?.to_owned();
+        let key = unsafe { str_arg(key_path) }?.to_owned();
+        unsafe { borrow_mut(config) }?.update(|b| b.client_cert(cert, key));
+        Ok(())
+    })
+}
+
+/// DANGER: accepts any server certificate, removing all protection against an impostor. For
+/// local development against a self-signed server only; never in a product.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_danger_accept_invalid_certs(
+    config: *mut ModeConfig,
+    accept: bool,
+) -> ModeStatus {
+    unsafe { set(config, |b| b.danger_accept_invalid_certs(accept)) }
+}
+
+/// Sets the MQTT keepalive in milliseconds (default 60000; at least 1000).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_keepalive_ms(
+    config: *mut ModeConfig,
+    keepalive_ms: u32,
+) -> ModeStatus {
+    if keepalive_ms < 1000 {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe {
+        set(config, |b| {
+            b.keepalive(Duration::from_millis(keepalive_ms.into()))
+        })
+    }
+}
+
+/// Sets how many messages may wait for delivery (at least 1).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_queue_size(
+    config: *mut ModeConfig,
+    queue_size: usize,
+) -> ModeStatus {
+    if queue_size == 0 {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe { set(config, |b| b.queue_size(queue_size)) }
+}
+
+/// Sets the full-queue policy: a ::mode_full_queue_policy_t value.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_full_queue_policy(
+    config: *mut ModeConfig,
+    policy: c_int,
+) -> ModeStatus {
+    let policy = match policy {
+        0 => FullQueuePolicy::Error,
+        1 => FullQueuePolicy::DropOldest,
+        _ => return ModeStatus::ModeErrInvalidArgument,
+    };
+    unsafe { set(config, |b| b.full_queue_policy(policy)) }
+}
+
+/// Sets the largest message the client sends or accepts, in bytes (default 1 MiB).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_max_message_size(
+    config: *mut ModeConfig,
+    bytes: usize,
+) -> ModeStatus {
+    if bytes < 64 {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe { set(config, |b| b.max_message_size(bytes)) }
+}
+
+/// Sets the reconnect schedule: Fibonacci multiples of `unit_ms` (default 1000), at most
+/// `cap_ms` (default 60000). Both at least 1, `cap_ms` >= `unit_ms`.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_backoff_ms(
+    config: *mut ModeConfig,
+    unit_ms: u32,
+    cap_ms: u32,
+) -> ModeStatus {
+    if unit_ms == 0 || cap_ms < unit_ms {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    let policy = BackoffPolicy {
+        unit: Duration::from_millis(unit_ms.into()),
+        cap: Duration::from_millis(cap_ms.into()),
+        ..BackoffPolicy::default()
+    };
+    unsafe { set(config, |b| b.backoff(policy)) }
+}
+
+/// Checks the settings without creating a client. MODE_ERR_CONFIG means they cannot work;
+/// ::mode_config_last_error says why.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_validate(config: *mut ModeConfig) -> ModeStatus {
+    ffi_guard!({
+        let config = unsafe { borrow_mut(config) }?;
+        config.build().map(drop).map_err(|err| {
+            config.last_error = error_text(err);
+            ModeStatus::ModeErrConfig
+        })
+    })
+}
+
+/// Why the settings cannot work ("" if nothing went wrong), owned by the config and valid until
+/// its next call. Never NULL.
+///
+/// # Safety
+/// `config` NULL or from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_last_error(config: *const ModeConfig) -> *const c_char {
+    match unsafe { borrow(config) } {
+        Ok(config) => config.last_error.as_ptr(),
+        Err(_) => c"config is NULL".as_ptr(),
+    }
+}

@@ -1,0 +1,390 @@
+/*
+ * The managed client through the C API, against a mode-sim subprocess started by
+ * tests/c/run.sh, which passes MODE_TEST_MQTT_PORT and MODE_TEST_CONSOLE (a FIFO on the
+ * simulator's console: "command ID JSON", "kv ID KEY JSON", "drop ID") and MODE_TEST_HTTP_URL. Covers config
+ * validation, every client call's success and error paths, callbacks that call back in (free
+ * included), 8 threads sending at once, free while a callback runs, and the failure paths
+ * (wrong port, wrong key) for the leak checkers.
+ */
+#include "mode.h"
+#include "mode.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int passed, failed;
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (cond) {                                                                 \
+            atomic_fetch_add(&passed, 1);                                           \
+        } else {                                                                    \
+            atomic_fetch_add(&failed, 1);                                           \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                           \
+    } while (0)
+
+#define CHECK_STATUS(expr, want) CHECK((expr) == (want))
+
+static const uint64_t DEVICE = 1001;
+static const char *KEY = "v1.demo-device-1001";
+static int mqtt_port;
+static const char *http_url;
+static FILE *console;
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Polls `cond` every 10 ms for up to 10 s. */
+#define WAIT_FOR(cond)                                          \
+    do {                                                        \
+        for (int waited_ = 0; !(cond) && waited_ < 1000; waited_++) sleep_ms(10); \
+    } while (0)
+
+static void say(const char *line) {
+    fprintf(console, "%s\n", line);
+    fflush(console);
+}
+
+static mode_config_t *sim_config(uint64_t device, const char *key, int port) {
+    mode_config_t *config = NULL;
+    CHECK_STATUS(mode_config_new(device, key, &config), MODE_OK);
+    CHECK_STATUS(mode_config_set_mqtt_host(config, "127.0.0.1"), MODE_OK);
+    CHECK_STATUS(mode_config_set_mqtt_port(config, port), MODE_OK);
+    CHECK_STATUS(mode_config_set_plain_tcp(config), MODE_OK);
+    CHECK_STATUS(mode_config_set_keepalive_ms(config, 5000), MODE_OK);
+    CHECK_STATUS(mode_config_set_backoff_ms(config, 50, 200), MODE_OK);
+    CHECK_STATUS(mode_config_set_api_url(config, http_url), MODE_OK);
+    return config;
+}
+
+/* ---- what the callbacks saw ---------------------------------------------------------------- */
+
+typedef struct {
+    mode_client_t *client;
+    atomic_int connected;
+    atomic_int disconnects;
+    char reason[256];
+    atomic_int commands;
+    char command[256];
+    atomic_int reentrant_sends_ok;
+    atomic_int kv_changes;
+    char kv_log[512];
+    atomic_int bulk_results;
+    char bulk[256];
+    atomic_int logs;
+    atomic_int freed_userdata;
+    atomic_int free_self_on_command;
+    atomic_int slow_ms;
+    atomic_int in_callback;
+} state_t;
+
+static void on_connection(void *ud, bool connected, const char *reason, size_t reason_len, int64_t retry_in_ms) {
+    state_t *s = (state_t *)ud;
+    (void)retry_in_ms;
+    if (connected) {
+        atomic_store(&s->connected, 1);
+    } else {
+        atomic_store(&s->connected, 0);
+        snprintf(s->reason, sizeof s->reason, "%.*s", (int)reason_len, reason);
+        atomic_fetch_add(&s->disconnects, 1);
+    }
+}
+
+static void on_command(void *ud, const char *action, size_t action_len, const char *params, size_t params_len) {
+    state_t *s = (state_t *)ud;
+    atomic_store(&s->in_callback, 1);
+    snprintf(s->command, sizeof s->command, "%.*s %.*s", (int)action_len, action, (int)params_len, params);
+    if (atomic_load(&s->free_self_on_command)) {
+        mode_client_free(s->client); /* allowed from inside a callback */
+        atomic_fetch_add(&s->commands, 1);
+        atomic_store(&s->in_callback, 0);
+        return;
+    }
+    /* Calling the API from inside a callback must not deadlock. */
+    char buf[64];
+    size_t len = 0;
+    if (mode_client_send_event(s->client, "ack", "{\"from\":\"callback\"}", 1) == MODE_OK &&
+        mode_client_kv_get(s->client, "nothing-here", buf, sizeof buf, &len) == MODE_ERR_NOT_FOUND) {
+        atomic_fetch_add(&s->reentrant_sends_ok, 1);
+    }
+    if (atomic_load(&s->slow_ms)) sleep_ms(atomic_load(&s->slow_ms));
+    atomic_fetch_add(&s->commands, 1);
+    atomic_store(&s->in_callback, 0);
+}
+
+static void on_kv(void *ud, mode_change_kind_t kind, const char *key, size_t key_len, const char *value, size_t value_len,
+                  const char *previous, size_t previous_len) {
+    state_t *s = (state_t *)ud;
+    (void)previous, (void)previous_len;
+    size_t used = strlen(s->kv_log);
+    snprintf(s->kv_log + used, sizeof s->kv_log - used, "%s %.*s=%.*s;", kind == MODE_CHANGE_SET ? "set" : "del",
+             (int)key_len, key, value ? (int)value_len : 0, value ? value : "");
+    atomic_fetch_add(&s->kv_changes, 1);
+}
+
+static void on_bulk(void *ud, mode_status_t status, const char *request_id, size_t request_id_len, const char *bulk_status,
+                    size_t bulk_status_len, const char *payload, size_t payload_len) {
+    state_t *s = (state_t *)ud;
+    snprintf(s->bulk, sizeof s->bulk, "%d %.*s %.*s %.*s", (int)status, (int)request_id_len, request_id,
+             (int)bulk_status_len, bulk_status, (int)payload_len, payload);
+    atomic_fetch_add(&s->bulk_results, 1);
+}
+
+static void on_log(void *ud, mode_log_level_t level, const char *message, size_t message_len) {
+    state_t *s = (state_t *)ud;
+    (void)level, (void)message, (void)message_len;
+    atomic_fetch_add(&s->logs, 1);
+}
+
+static void free_state(void *ud) { atomic_fetch_add(&((state_t *)ud)->freed_userdata, 1); }
+
+static mode_client_t *start_client(state_t *s, mode_config_t *config) {
+    mode_client_t *client = NULL;
+    CHECK_STATUS(mode_client_new(config, &client), MODE_OK);
+    s->client = client;
+    CHECK_STATUS(mode_client_set_connection_cb(client, on_connection, s, NULL), MODE_OK);
+    CHECK_STATUS(mode_client_set_command_cb(client, on_command, s, free_state), MODE_OK);
+    CHECK_STATUS(mode_client_set_kv_cb(client, on_kv, s, NULL), MODE_OK);
+    CHECK_STATUS(mode_client_set_bulk_cb(client, on_bulk, s, NULL), MODE_OK);
+    CHECK_STATUS(mode_client_set_log_cb(client, on_log, s, NULL), MODE_OK);
+    CHECK_STATUS(mode_client_start(client), MODE_OK);
+    return client;
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+static void test_config_validates_what_it_is_given(void) {
+    mode_config_t *c = NULL;
+    CHECK_STATUS(mode_config_new(DEVICE, NULL, &c), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_new(DEVICE, KEY, NULL), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_new(DEVICE, KEY, &c), MODE_OK);
+    CHECK_STATUS(mode_config_set_transport(c, 7), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_transport(c, -1), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_transport(c, MODE_TRANSPORT_MQTT), MODE_OK);
+    CHECK_STATUS(mode_config_set_mqtt_port(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_mqtt_port(c, 70000), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_keepalive_ms(c, 10), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_queue_size(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_full_queue_policy(c, 9), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_full_queue_policy(c, MODE_QUEUE_DROP_OLDEST), MODE_OK);
+    CHECK_STATUS(mode_config_set_max_message_size(c, 1), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_backoff_ms(c, 100, 10), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_mqtt_host(c, NULL), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_mqtt_host(c, "\xff"), MODE_ERR_INVALID_UTF8);
+    CHECK_STATUS(mode_config_set_transport(NULL, 0), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_validate(c), MODE_OK);
+    mode_config_free(c);
+    mode_config_free(NULL);
+    CHECK_STATUS(mode_client_new(NULL, NULL), MODE_ERR_NULL);
+}
+
+static void test_calls_before_start_and_on_null_are_statuses(void) {
+    mode_client_t *client = NULL;
+    CHECK_STATUS(mode_client_new(sim_config(DEVICE, KEY, mqtt_port), &client), MODE_OK);
+    CHECK_STATUS(mode_client_send_event(client, "t", NULL, 0), MODE_ERR_INVALID_STATE);
+    char buf[256];
+    size_t len = 0;
+    CHECK_STATUS(mode_client_last_error(client, buf, sizeof buf, &len), MODE_OK);
+    CHECK(strstr(buf, "mode_client_start") != NULL);
+    CHECK_STATUS(mode_client_send_event(NULL, "t", NULL, 0), MODE_ERR_NULL);
+    CHECK_STATUS(mode_client_kv_get(NULL, "k", buf, sizeof buf, &len), MODE_ERR_NULL);
+    CHECK_STATUS(mode_client_stop(NULL, 0), MODE_ERR_NULL);
+    CHECK_STATUS(mode_client_stats(client, NULL), MODE_ERR_NULL);
+    CHECK(!mode_client_is_connected(client));
+    CHECK(!mode_client_is_connected(NULL));
+    mode_client_free(client); /* never started: no thread, nothing to join */
+    mode_client_free(NULL);
+}
+
+static void test_a_device_sends_receives_and_mirrors(void) {
+    state_t s;
+    memset(&s, 0, sizeof s);
+    mode_client_t *client = start_client(&s, sim_config(DEVICE, KEY, mqtt_port));
+    CHECK_STATUS(mode_client_set_command_cb(client, on_command, &s, NULL), MODE_ERR_INVALID_STATE);
+    CHECK_STATUS(mode_client_start(client), MODE_ERR_INVALID_STATE);
+    WAIT_FOR(atomic_load(&s.connected));
+    CHECK(atomic_load(&s.connected) && mode_client_is_connected(client));
+
+    /* Events: bad arguments refused up front, good ones acknowledged by the cloud. */
+    CHECK_STATUS(mode_client_send_event(client, "t", "{}", 2), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_client_send_event(client, "t", "[1,2]", 1), MODE_ERR_INVALID_JSON);
+    CHECK_STATUS(mode_client_send_event(client, "", "{}", 1), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_client_send_event(client, "boot", "{\"version\":\"1.0\"}", 1), MODE_OK);
+    mode_stats_t stats;
+    memset(&stats, 0, sizeof stats);
+    WAIT_FOR(mode_client_stats(client, &stats) == MODE_OK && stats.messages_acked >= 1);
+    CHECK(stats.messages_acked >= 1 && stats.connection_attempts >= 1);
+
+    /* A command arrives with its integers exact, and the callback calls back in. */
+    say("command 1001 {\"action\":\"light\",\"parameters\":{\"on\":true,\"level\":12345678901234567890}}");
+    WAIT_FOR(atomic_load(&s.commands) == 1);
+    CHECK(strcmp(s.command, "light {\"level\":12345678901234567890,\"on\":true}") == 0);
+    CHECK(atomic_load(&s.reentrant_sends_ok) == 1);
+
+    /* DDP: a change made by the app arrives, and so does the device's own write. */
+    say("kv 1001 color \"red\"");
+    WAIT_FOR(strstr(s.kv_log, "set color=\"red\";") != NULL);
+    char buf[256];
+    size_t len = 0;
+    WAIT_FOR(mode_client_kv_get(client, "color", buf, sizeof buf, &len) == MODE_OK);
+    CHECK(strcmp(buf, "\"red\"") == 0 && len == 5);
+    char tiny[3];
+    CHECK_STATUS(mode_client_kv_get(client, "color", tiny, sizeof tiny, &len), MODE_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 5);
+    CHECK_STATUS(mode_client_kv_set(client, "mode", "{\"eco\":true}"), MODE_OK);
+    WAIT_FOR(strstr(s.kv_log, "set mode={\"eco\":true};") != NULL);
+    CHECK(strstr(s.kv_log, "set mode={\"eco\":true};") != NULL);
+    CHECK_STATUS(mode_client_kv_keys(client, buf, sizeof buf, &len), MODE_OK);
+    CHECK(strcmp(buf, "[\"color\",\"mode\"]") == 0);
+    CHECK_STATUS(mode_client_kv_delete(client, "mode"), MODE_OK);
+    WAIT_FOR(strstr(s.kv_log, "del mode=;") != NULL);
+    CHECK_STATUS(mode_client_kv_get(client, "mode", buf, sizeof buf, &len), MODE_ERR_NOT_FOUND);
+    CHECK_STATUS(mode_client_kv_set(client, "", "1"), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_client_kv_set(client, "k", "{nope"), MODE_ERR_INVALID_JSON);
+
+    /* Bulk data and a bulk request answered by the simulator's echo module. */
+    const uint8_t blob[] = {1, 2, 3, 0, 255};
+    CHECK_STATUS(mode_client_send_bulk_data(client, "echo", blob, sizeof blob, 1), MODE_OK);
+    CHECK_STATUS(mode_client_send_bulk_data(client, "a/b", blob, sizeof blob, 1), MODE_ERR_INVALID_ARGUMENT);
+    char request_id[128];
+    CHECK_STATUS(mode_client_bulk_request(client, "echo", "{\"q\":7}", 5000, request_id, sizeof request_id), MODE_OK);
+    WAIT_FOR(atomic_load(&s.bulk_results) == 1);
+    char want[256];
+    snprintf(want, sizeof want, "0 %s OK {\"q\":7}", request_id);
+    CHECK(strcmp(s.bulk, want) == 0);
+
+    /* Device info over REST. */
+    CHECK_STATUS(mode_client_device_info(client, 5000, buf, sizeof buf, &len), MODE_OK);
+    CHECK(strstr(buf, "\"id\":1001") != NULL && strstr(buf, "\"homeId\":10") != NULL);
+
+    CHECK_STATUS(mode_client_stop(client, 5000), MODE_OK);
+    CHECK_STATUS(mode_client_send_event(client, "late", NULL, 0), MODE_ERR_CLOSED);
+    CHECK(atomic_load(&s.logs) >= 1);
+    mode_client_free(client);
+    CHECK(atomic_load(&s.freed_userdata) == 1);
+}
+
+typedef struct {
+    mode_client_t *client;
+    int sent;
+} sender_t;
+
+static void *send_many(void *arg) {
+    sender_t *sender = (sender_t *)arg;
+    for (int i = 0; i < 100; i++) {
+        char data[64];
+        snprintf(data, sizeof data, "{\"i\":%d}", i);
+        mode_status_t st;
+        while ((st = mode_client_send_event(sender->client, "load", data, 1)) == MODE_ERR_QUEUE_FULL) sleep_ms(1);
+        if (st == MODE_OK) sender->sent++;
+    }
+    return NULL;
+}
+
+static void test_eight_threads_send_at_once_and_nothing_is_lost(void) {
+    state_t s;
+    memset(&s, 0, sizeof s);
+    mode_config_t *config = sim_config(DEVICE, KEY, mqtt_port);
+    CHECK_STATUS(mode_config_set_queue_size(config, 256), MODE_OK);
+    mode_client_t *client = start_client(&s, config);
+    pthread_t threads[8];
+    sender_t senders[8];
+    for (int t = 0; t < 8; t++) {
+        senders[t].client = client;
+        senders[t].sent = 0;
+        pthread_create(&threads[t], NULL, send_many, &senders[t]);
+    }
+    int sent = 0;
+    for (int t = 0; t < 8; t++) {
+        pthread_join(threads[t], NULL);
+        sent += senders[t].sent;
+    }
+    CHECK(sent == 800);
+    mode_stats_t stats;
+    memset(&stats, 0, sizeof stats);
+    WAIT_FOR(mode_client_stats(client, &stats) == MODE_OK && stats.messages_acked >= 800);
+    CHECK(stats.messages_acked == 800);
+    CHECK_STATUS(mode_client_stop(client, 5000), MODE_OK);
+    mode_client_free(client);
+}
+
+static void test_a_callback_may_free_its_own_client(void) {
+    state_t s;
+    memset(&s, 0, sizeof s);
+    atomic_store(&s.free_self_on_command, 1);
+    start_client(&s, sim_config(DEVICE, KEY, mqtt_port));
+    WAIT_FOR(atomic_load(&s.connected));
+    say("command 1001 {\"action\":\"bye\",\"parameters\":{}}");
+    WAIT_FOR(atomic_load(&s.commands) == 1 && atomic_load(&s.freed_userdata) == 1);
+    CHECK(atomic_load(&s.commands) == 1);
+    CHECK(atomic_load(&s.freed_userdata) == 1);
+}
+
+static void test_free_waits_for_a_callback_in_flight(void) {
+    state_t s;
+    memset(&s, 0, sizeof s);
+    atomic_store(&s.slow_ms, 300);
+    mode_client_t *client = start_client(&s, sim_config(DEVICE, KEY, mqtt_port));
+    WAIT_FOR(atomic_load(&s.connected));
+    say("command 1001 {\"action\":\"slow\",\"parameters\":{}}");
+    WAIT_FOR(atomic_load(&s.in_callback));
+    CHECK(atomic_load(&s.in_callback));
+    mode_client_free(client); /* must wait for the callback, then free its userdata */
+    CHECK(atomic_load(&s.in_callback) == 0);
+    CHECK(atomic_load(&s.commands) == 1);
+    CHECK(atomic_load(&s.freed_userdata) == 1);
+}
+
+static void test_failures_to_connect_are_reported_and_leak_nothing(void) {
+    /* A port where nothing listens. */
+    state_t s;
+    memset(&s, 0, sizeof s);
+    mode_client_t *client = start_client(&s, sim_config(DEVICE, KEY, 1));
+    WAIT_FOR(atomic_load(&s.disconnects) >= 1);
+    CHECK(atomic_load(&s.disconnects) >= 1 && !atomic_load(&s.connected));
+    CHECK(strlen(s.reason) > 0);
+    CHECK_STATUS(mode_client_send_event(client, "queued", NULL, 1), MODE_OK); /* queued while offline */
+    mode_client_free(client);
+
+    /* A wrong API key: an authentication failure, said so. */
+    state_t t;
+    memset(&t, 0, sizeof t);
+    client = start_client(&t, sim_config(DEVICE, "v1.wrong", mqtt_port));
+    WAIT_FOR(atomic_load(&t.disconnects) >= 1);
+    CHECK(strstr(t.reason, "authentication") != NULL);
+    mode_client_free(client);
+}
+
+int main(void) {
+    const char *port = getenv("MODE_TEST_MQTT_PORT");
+    const char *console_path = getenv("MODE_TEST_CONSOLE");
+    http_url = getenv("MODE_TEST_HTTP_URL");
+    if (!port || !console_path || !http_url) {
+        fprintf(stderr, "run through tests/c/run.sh (needs MODE_TEST_MQTT_PORT, MODE_TEST_HTTP_URL, MODE_TEST_CONSOLE)\n");
+        return 2;
+    }
+    mqtt_port = atoi(port);
+    console = fopen(console_path, "w");
+    if (!console) {
+        perror("console");
+        return 2;
+    }
+    test_config_validates_what_it_is_given();
+    test_calls_before_start_and_on_null_are_statuses();
+    test_a_device_sends_receives_and_mirrors();
+    test_eight_threads_send_at_once_and_nothing_is_lost();
+    test_a_callback_may_free_its_own_client();
+    test_free_waits_for_a_callback_in_flight();
+    test_failures_to_connect_are_reported_and_leak_nothing();
+    fclose(console);
+    printf("%d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
+    return atomic_load(&failed) == 0 ? 0 : 1;
+}

@@ -73,7 +73,7 @@ impl Backoff {
         &self.policy
     }
 
-    /// Consecutive failures counted so far (reset by a stable connection).
+    /// Consecutive connection failures counted so far (reset by a stable connection).
     pub fn failures(&self) -> u32 {
         self.failures
     }
@@ -95,9 +95,13 @@ impl Backoff {
         {
             self.failures = 0;
         }
-        self.failures = self.failures.saturating_add(1);
+        // The two schedules are apart: refused credentials say nothing of the network, so they
+        // do not push the next connection failure further up the Fibonacci schedule.
         let wait = match failure {
-            Failure::Connection => fibonacci(self.failures, self.policy.unit, self.policy.cap),
+            Failure::Connection => {
+                self.failures = self.failures.saturating_add(1);
+                fibonacci(self.failures, self.policy.unit, self.policy.cap)
+            }
             Failure::Auth => {
                 self.auth_failures = self.auth_failures.saturating_add(1);
                 let doublings = (self.auth_failures - 1).min(31);
@@ -232,6 +236,19 @@ mod tests {
             backoff.on_failure(Failure::Auth, now, 0.0),
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn authentication_failures_do_not_advance_the_connection_schedule() {
+        let mut backoff = Backoff::new(no_jitter());
+        let now = Instant::now();
+        backoff.on_failure(Failure::Auth, now, 0.0);
+        backoff.on_failure(Failure::Auth, now, 0.0);
+        assert_eq!(
+            backoff.on_failure(Failure::Connection, now, 0.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(backoff.failures(), 1);
     }
 
     #[test]

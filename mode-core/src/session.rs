@@ -113,8 +113,9 @@ impl Session {
         topics
     }
 
-    /// Call once the subscriptions are in place after every (re)connect: the `reload` that
-    /// follows is the new truth, even if the cloud's revisions went backwards meanwhile.
+    /// Call on every (re)connect when the SUBSCRIBE to the kv topic is sent, before its SUBACK:
+    /// the cloud may send the `reload` before the SUBACK arrives, and that reload is the new
+    /// truth even if the cloud's revisions went backwards meanwhile.
     pub fn on_subscribed(&mut self) {
         self.mirror.expect_reload();
     }

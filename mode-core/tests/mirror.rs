@@ -314,9 +314,13 @@ fn compacting_never_raises_the_floor_past_what_was_seen() {
 #[test]
 fn a_raw_payload_is_decoded_and_applied_and_a_bad_one_changes_nothing() {
     let mut mirror = Mirror::new();
-    let applied = mirror.apply_json(br#"{"action":"set","rev":1,"key":"a","value":1}"#).unwrap();
+    let applied = mirror
+        .apply_json(br#"{"action":"set","rev":1,"key":"a","value":1}"#)
+        .unwrap();
     assert_eq!(applied.changes().len(), 1);
-    let err = mirror.apply_json(br#"{"action":"set","rev":2,"key":"a"}"#).unwrap_err();
+    let err = mirror
+        .apply_json(br#"{"action":"set","rev":2,"key":"a"}"#)
+        .unwrap_err();
     assert_eq!(err.path, "value");
     assert_eq!(mirror.snapshot(), json!({"a": 1}));
     assert_eq!(mirror.rev(), 1);

@@ -19,6 +19,10 @@ pub enum MessageKind {
     KvUpdate,
     /// A `{"value": ...}` body of the REST key-value API.
     KvValue,
+    /// One key of the REST key-value API (`key`, `value`, `modificationTime`).
+    KvItem,
+    /// The list of all keys of the REST key-value API.
+    KvList,
     /// A bulk-data request.
     BulkRequest,
     /// A bulk-data response.
@@ -39,6 +43,8 @@ impl MessageKind {
             MessageKind::KvSync => "kv sync message",
             MessageKind::KvUpdate => "kv update",
             MessageKind::KvValue => "kv value body",
+            MessageKind::KvItem => "kv item",
+            MessageKind::KvList => "kv list",
             MessageKind::BulkRequest => "bulk data request",
             MessageKind::BulkResponse => "bulk data response",
             MessageKind::DeviceInfo => "device info",

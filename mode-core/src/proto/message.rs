@@ -494,12 +494,12 @@ pub fn encode_kv_list(items: &[KvItem]) -> Vec<u8> {
 
 /// Decodes the list form of `GET /devices/{id}/kv`.
 pub fn decode_kv_list(bytes: &[u8]) -> Result<Vec<KvItem>, DecodeError> {
-    decode_json(MessageKind::KvValue, bytes)
+    decode_json(MessageKind::KvList, bytes)
 }
 
 /// Decodes the single-key form of `GET /devices/{id}/kv/{key}`.
 pub fn decode_kv_item(bytes: &[u8]) -> Result<KvItem, DecodeError> {
-    decode_json(MessageKind::KvValue, bytes)
+    decode_json(MessageKind::KvItem, bytes)
 }
 
 /// Encodes the single-key form of `GET /devices/{id}/kv/{key}`.

@@ -7,6 +7,8 @@
 //! per-subscriber queues, and a subscriber whose queue is full is disconnected (its
 //! [`Subscription`] ends and its connection, if any, is cancelled) with a logged reason.
 //!
+//! - [`Cloud::open`] builds it from a [`SimConfig`] (loading `data_dir` when set);
+//!   [`Cloud::new`] is the in-memory form.
 //! - A device connection (MQTT, MQTT over WebSocket, or the HTTP server's `/devices/{id}/command`
 //!   and `/devices/{id}/kv` WebSockets) starts with [`Cloud::connect_device`]: it checks the
 //!   key, counts the attempt, and returns a [`ConnectionGuard`]. Keep the guard for as long as
@@ -677,6 +679,10 @@ struct State {
     connect_stats: HashMap<DeviceId, ConnectStats>,
     live_total: usize,
     records: Records,
+    /// The writer of `--data-dir`, when persistence is on.
+    persist: Option<crate::persist::Writer>,
+    /// Sequence number of the next event in the persistent log.
+    event_seq: u64,
 }
 
 struct Inner {
@@ -706,8 +712,57 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cloud {
-    /// A cloud holding the projects of `config` (already validated by
-    /// [`SimConfig::validate`]; invalid parts are skipped).
+    /// A cloud holding the projects of `config`, with the stores and event log kept in
+    /// `config.data_dir` when it is set (loaded now, written as they change), in memory
+    /// otherwise. Stored keys of devices the configuration no longer has are ignored.
+    pub fn open(config: &SimConfig) -> Result<Cloud, crate::persist::PersistError> {
+        let cloud = Cloud::new(config);
+        if let Some(dir) = &config.data_dir {
+            let (loaded, writer) = crate::persist::open(dir)?;
+            let mut state = cloud.state();
+            for (device_id, rev, items) in loaded.stores {
+                match state.devices.get_mut(&device_id) {
+                    Some(device) => {
+                        device.rev = rev;
+                        device.store = items
+                            .into_iter()
+                            .map(|item| {
+                                (
+                                    item.key,
+                                    (item.value, item.modification_time.unwrap_or_default()),
+                                )
+                            })
+                            .collect();
+                    }
+                    None => tracing::warn!(
+                        device_id,
+                        "stored keys of a device not in the configuration are ignored"
+                    ),
+                }
+            }
+            state.event_seq = loaded.events.len() as u64;
+            state.records.events = loaded
+                .events
+                .into_iter()
+                .map(|(project_id, event)| EventRecord { project_id, event })
+                .collect();
+            state.persist = Some(writer);
+        }
+        Ok(cloud)
+    }
+
+    /// Waits until every change so far is on disk (a no-op without persistence).
+    pub fn flush(&self) {
+        // Flushing under the state lock would stall the cloud; the writer keeps order anyway.
+        let writer_tx = self.state().persist.as_ref().map(|w| w.flusher());
+        if let Some(flush) = writer_tx {
+            flush();
+        }
+    }
+
+    /// An in-memory cloud holding the projects of `config` (already validated by
+    /// [`SimConfig::validate`]; invalid parts are skipped; `data_dir` is not used: see
+    /// [`Cloud::open`]).
     pub fn new(config: &SimConfig) -> Cloud {
         let mut state = State::default();
         for project in &config.projects {
@@ -1132,6 +1187,27 @@ impl Cloud {
         };
         let rev = device.rev;
         fan_out(&mut device.kv_subs, &sync, "kv sync");
+        let persisted = match &update {
+            KvUpdate::Set { key, .. } => {
+                device
+                    .store
+                    .get(key)
+                    .map(|(value, time)| crate::persist::Op::KvSet {
+                        device: device_id,
+                        item: KvItem {
+                            key: key.clone(),
+                            value: value.clone(),
+                            modification_time: Some(time.clone()),
+                        },
+                        rev,
+                    })
+            }
+            KvUpdate::Delete { key } => Some(crate::persist::Op::KvDelete {
+                device: device_id,
+                key: key.clone(),
+                rev,
+            }),
+        };
         let (project_id, home_id) = (device.project_id, device.home_id);
         let home_event = HomeEvent {
             home_id: home_id.unwrap_or(0),
@@ -1140,6 +1216,9 @@ impl Cloud {
             event_data: event.event_data,
             origin_device_id: None,
         };
+        if let (Some(persist), Some(op)) = (&state.persist, persisted) {
+            persist.send(op);
+        }
         state.deliver_home_event(project_id, home_id, home_event);
         state.records.kv_ops.push(KvOpRecord {
             device_id,
@@ -1534,6 +1613,14 @@ impl State {
         if let Some(home) = home_id.and_then(|id| self.homes.get_mut(&id)) {
             fan_out(&mut home.subs, &event, "home events");
         }
+        if let Some(persist) = &self.persist {
+            persist.send(crate::persist::Op::Event {
+                seq: self.event_seq,
+                project: project_id,
+                event: event.clone(),
+            });
+        }
+        self.event_seq += 1;
         self.records.events.push(EventRecord { project_id, event });
     }
 }

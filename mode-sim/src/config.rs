@@ -27,8 +27,8 @@ pub struct SimConfig {
     pub tls: Option<TlsConfig>,
     /// The key guarding the admin (test control) API of the HTTP server; no admin API without it.
     pub admin_key: Option<String>,
-    /// Where stores and the event log persist; in memory when `None` (persistence is not
-    /// implemented yet: setting it is refused at start).
+    /// Where the DDP stores and the event log persist (file `mode-sim.redb`); in memory when
+    /// `None`. Devices, keys and homes always come from the configuration.
     pub data_dir: Option<PathBuf>,
     /// Largest MQTT packet accepted (remaining length, bytes); larger ones close the connection.
     pub max_packet_size: usize,

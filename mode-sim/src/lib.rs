@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 mod mqtt;
 mod net;
+pub mod persist;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -52,11 +53,9 @@ pub enum SimError {
     /// The TLS certificate or key cannot be used.
     #[error("cannot set up MQTT over TLS: {0}")]
     Tls(String),
-    /// `data_dir` was set, but this build keeps everything in memory.
-    #[error(
-        "data_dir is set, but persistence is not implemented yet: remove --data-dir / data_dir"
-    )]
-    PersistenceUnsupported,
+    /// The data directory (`--data-dir`) cannot be used.
+    #[error(transparent)]
+    Persistence(#[from] persist::PersistError),
 }
 
 /// A running simulator: its cloud and its listeners.
@@ -108,14 +107,11 @@ impl Sim {
     /// a free port; read the real ones from the `*_addr` methods).
     pub async fn start(config: SimConfig) -> Result<Sim, SimError> {
         config.validate()?;
-        if config.data_dir.is_some() {
-            return Err(SimError::PersistenceUnsupported);
-        }
         let tls = match &config.tls {
             Some(t) => Some(net::tls_acceptor(&t.cert, &t.key).map_err(SimError::Tls)?),
             None => None,
         };
-        let cloud = Cloud::new(&config);
+        let cloud = Cloud::open(&config)?;
         let at = |port| SocketAddr::new(config.bind, port);
         let mqtt = bind("MQTT", at(config.mqtt_port)).await?;
         let ws = bind("MQTT over WebSocket", at(config.mqtt_ws_port)).await?;
@@ -248,8 +244,10 @@ impl Sim {
         Ok(())
     }
 
-    /// Stops everything.
+    /// Stops everything, and with `data_dir` waits until every change is on disk.
     pub async fn shutdown(self) {
         self.stop_listeners().await;
+        let cloud = self.cloud.clone();
+        let _ = tokio::task::spawn_blocking(move || cloud.flush()).await;
     }
 }

@@ -150,6 +150,13 @@ fn print_banner(sim: &Sim) {
         Some(http) => line(format!("  HTTP           http://{http}")),
         None => line("  HTTP           (not in this build)".into()),
     }
+    match &config.data_dir {
+        Some(dir) => line(format!(
+            "  data dir       {} (stores and event log persist)",
+            dir.display()
+        )),
+        None => line("  data dir       none (in memory; --data-dir DIR to persist)".into()),
+    }
     let mut example = None;
     for project in &config.projects {
         line(format!("project {}", project.id));

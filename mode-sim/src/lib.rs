@@ -251,3 +251,18 @@ impl Sim {
         let _ = tokio::task::spawn_blocking(move || cloud.flush()).await;
     }
 }
+
+impl Drop for Sim {
+    /// A dropped simulator stops its listeners and connections (without waiting for them):
+    /// a test that ends without `shutdown` leaves nothing serving.
+    fn drop(&mut self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(running) = running {
+            running.stop.cancel();
+        }
+    }
+}

@@ -291,3 +291,20 @@ async fn serves_mqtt_over_tls() {
     .await;
     assert_eq!(sim.cloud().events_from(D1)[0].event_type, "tls");
 }
+
+#[tokio::test]
+async fn dropping_the_simulator_stops_its_listeners() {
+    let sim = demo().await;
+    let addr = sim.mqtt_addr();
+    let mut raw = Raw::connected(&sim, D1, 30).await;
+    drop(sim);
+    raw.expect_closed().await;
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still listening on {addr} after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -459,3 +459,44 @@ async fn a_command_sent_as_soon_as_the_suback_arrives_is_delivered() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_bulk_response_goes_only_to_a_connection_subscribed_to_it() {
+    let sim = demo().await;
+    let (client, mut eventloop) = client(&sim, D1).await;
+    let request = BulkDataRequest {
+        bulk_data_label: "echo".into(),
+        request_id: "unheard".into(),
+        payload: json!({}),
+    };
+    client
+        .publish(
+            "/devices/1001/bulkData/echo/request",
+            QoS::AtLeastOnce,
+            false,
+            request.encode(),
+        )
+        .await
+        .unwrap();
+    next_incoming(&mut eventloop, |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sim.cloud().bulk_requests().len(),
+        1,
+        "the request was answered"
+    );
+    // Anything the server sent for the request would arrive before this SUBACK.
+    client
+        .subscribe("/devices/1001/command", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let got = next_incoming(&mut eventloop, |p| match p {
+        rumqttc::Packet::Publish(p) => Some(Some(p.topic.clone())),
+        rumqttc::Packet::SubAck(_) => Some(None),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, None, "a response arrived without a subscription");
+}

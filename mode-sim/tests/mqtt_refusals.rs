@@ -365,3 +365,27 @@ async fn refuses_connections_beyond_max_connections_with_server_unavailable() {
         .map(|a| a.code);
     assert_eq!(code, Some(ConnectReturnCode::ServiceUnavailable));
 }
+
+#[tokio::test]
+async fn survives_random_bytes_after_a_connect() {
+    let sim = demo().await;
+    // A fixed xorshift sequence: the same bytes on every run.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..50 {
+        let mut raw = Raw::connected(&sim, D1, 30).await;
+        let len = (next() % 64) as usize + 1;
+        let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        raw.send_bytes(&bytes).await;
+        // Whatever the server makes of them, it answers or closes; it does not hang or die.
+        drop(raw);
+    }
+    let mut raw = Raw::connected(&sim, D1, 30).await;
+    raw.send(Packet::PingReq).await;
+    assert_eq!(raw.recv().await, Some(Packet::PingResp));
+}

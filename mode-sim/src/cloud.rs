@@ -295,12 +295,6 @@ pub struct SyncFaults {
     pub seed: u64,
 }
 
-impl SyncFaults {
-    fn is_none(&self) -> bool {
-        self.delay.is_zero() && self.duplicate_percent == 0 && self.reorder_percent == 0
-    }
-}
-
 /// An event as the cloud recorded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
@@ -467,50 +461,129 @@ fn fan_out<T: Clone>(subs: &mut Vec<Subscriber<T>>, msg: &T, what: &str) -> usiz
 }
 
 /// A device's DDP sync stream after the `reload`, with the device's [`SyncFaults`] applied.
+/// [`KvSubscription::recv`] is cancel-safe: a message waiting out a delay or held back for
+/// reordering stays in the subscription when the future is dropped (a server selects on it
+/// next to its socket).
 pub struct KvSubscription {
     inner: Subscription<SyncMessage>,
     faults: Arc<Mutex<SyncFaults>>,
+    device_id: DeviceId,
+    /// Boxed so the subscription stays small next to the other streams a server holds.
+    queue: Box<FaultQueue>,
+}
+
+/// Where [`KvSubscription`] keeps messages between its fault decisions.
+struct FaultQueue {
     rng: SplitMix64,
     seeded_with: Option<u64>,
-    device_id: DeviceId,
+    /// Decided, delivered in this order.
     ready: VecDeque<SyncMessage>,
+    /// Received, waiting out its delay until then.
+    delayed: Option<(SyncMessage, tokio::time::Instant)>,
+    /// Held back to go after its successor, or alone at that time.
+    held: Option<(SyncMessage, tokio::time::Instant)>,
 }
 
 /// How long a message held back for reordering waits for a successor before going out alone.
 const REORDER_WAIT: Duration = Duration::from_millis(20);
 
 impl KvSubscription {
+    fn new(
+        inner: Subscription<SyncMessage>,
+        faults: Arc<Mutex<SyncFaults>>,
+        device_id: DeviceId,
+    ) -> Self {
+        KvSubscription {
+            inner,
+            faults,
+            device_id,
+            queue: Box::new(FaultQueue {
+                rng: SplitMix64(0),
+                seeded_with: None,
+                ready: VecDeque::new(),
+                delayed: None,
+                held: None,
+            }),
+        }
+    }
+
     /// The next sync message; `None` when the stream ended.
     pub async fn recv(&mut self) -> Option<SyncMessage> {
-        if let Some(msg) = self.ready.pop_front() {
-            return Some(msg);
+        loop {
+            if let Some(msg) = self.queue.ready.pop_front() {
+                return Some(msg);
+            }
+            if let Some((_, until)) = &self.queue.delayed {
+                tokio::time::sleep_until(*until).await;
+                if let Some((msg, _)) = self.queue.delayed.take() {
+                    self.decide(msg);
+                }
+                continue;
+            }
+            let received = match &self.queue.held {
+                Some((_, until)) => {
+                    let until = *until;
+                    tokio::select! {
+                        msg = self.inner.recv() => Some(msg),
+                        _ = tokio::time::sleep_until(until) => None,
+                    }
+                }
+                None => Some(self.inner.recv().await),
+            };
+            match received {
+                // The held message waited long enough for a successor: it goes alone.
+                None => {
+                    if let Some((held, _)) = self.queue.held.take() {
+                        self.deliver(held);
+                    }
+                }
+                Some(None) => match self.queue.held.take() {
+                    Some((held, _)) => self.deliver(held),
+                    None => return None,
+                },
+                Some(Some(msg)) => {
+                    let delay = self.faults().delay;
+                    if delay.is_zero() {
+                        self.decide(msg);
+                    } else {
+                        self.queue.delayed = Some((msg, tokio::time::Instant::now() + delay));
+                    }
+                }
+            }
         }
-        let msg = self.inner.recv().await?;
+    }
+
+    /// The device's faults now, with the generator seeded for them.
+    fn faults(&mut self) -> SyncFaults {
         let faults = lock(&self.faults).clone();
-        if faults.is_none() {
-            return Some(msg);
+        if self.queue.seeded_with != Some(faults.seed) {
+            self.queue.rng =
+                SplitMix64(faults.seed ^ self.device_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            self.queue.seeded_with = Some(faults.seed);
         }
-        if self.seeded_with != Some(faults.seed) {
-            self.rng = SplitMix64(faults.seed ^ self.device_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            self.seeded_with = Some(faults.seed);
+        faults
+    }
+
+    /// Places a message that is due: after a held one's successor, held back itself, or ready.
+    fn decide(&mut self, msg: SyncMessage) {
+        let faults = self.faults();
+        if let Some((held, _)) = self.queue.held.take() {
+            self.deliver(msg);
+            self.deliver(held);
+        } else if self.queue.rng.percent(faults.reorder_percent) {
+            self.queue.held = Some((msg, tokio::time::Instant::now() + REORDER_WAIT));
+        } else {
+            self.deliver(msg);
         }
-        if !faults.delay.is_zero() {
-            tokio::time::sleep(faults.delay).await;
+    }
+
+    /// Makes `msg` ready, twice when the duplicate fault says so.
+    fn deliver(&mut self, msg: SyncMessage) {
+        let faults = self.faults();
+        if self.queue.rng.percent(faults.duplicate_percent) {
+            self.queue.ready.push_back(msg.clone());
         }
-        let mut out = vec![msg];
-        if self.rng.percent(faults.reorder_percent)
-            && let Ok(Some(next)) = tokio::time::timeout(REORDER_WAIT, self.inner.recv()).await
-        {
-            out.insert(0, next);
-        }
-        if self.rng.percent(faults.duplicate_percent) {
-            let last = out[out.len() - 1].clone();
-            out.push(last);
-        }
-        let mut out = out.into_iter();
-        let first = out.next();
-        self.ready.extend(out);
-        first
+        self.queue.ready.push_back(msg);
     }
 
     /// True when the stream was cut because the subscriber fell behind.
@@ -1088,14 +1161,7 @@ impl Cloud {
         let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
         device.kv_subs.push(sub);
         let reload = device.reload();
-        let kv = KvSubscription {
-            inner: subscription,
-            faults: device.faults.clone(),
-            rng: SplitMix64(0),
-            seeded_with: None,
-            device_id,
-            ready: VecDeque::new(),
-        };
+        let kv = KvSubscription::new(subscription, device.faults.clone(), device_id);
         Ok((reload, kv))
     }
 

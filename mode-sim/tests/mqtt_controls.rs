@@ -308,3 +308,47 @@ async fn dropping_the_simulator_stops_its_listeners() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_delayed_sync_message_is_not_lost_when_the_client_sends_meanwhile() {
+    let sim = demo().await;
+    let mut raw = Raw::connected(&sim, D1, 30).await;
+    let mut subscribe = Subscribe::new("/devices/1001/kv", rumqttc::mqttbytes::QoS::AtMostOnce);
+    subscribe.pkid = 1;
+    raw.send(Packet::Subscribe(subscribe)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    assert!(
+        matches!(raw.recv().await, Some(Packet::Publish(_))),
+        "the reload"
+    );
+    let faults = SyncFaults {
+        delay: Duration::from_millis(200),
+        reorder_percent: 50,
+        seed: 3,
+        ..SyncFaults::default()
+    };
+    sim.cloud().set_sync_faults(D1, faults).unwrap();
+    for i in 0..3 {
+        sim.cloud()
+            .kv_set(D1, "k", json!(i), KvSource::Rest)
+            .unwrap();
+    }
+    // Pings keep the server's connection task busy while the messages wait out their delay.
+    let mut revs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while revs.len() < 3 && Instant::now() < deadline {
+        raw.send(Packet::PingReq).await;
+        loop {
+            match raw.recv().await {
+                Some(Packet::PingResp) => break,
+                Some(Packet::Publish(p)) => {
+                    revs.push(SyncMessage::decode(&p.payload).unwrap().rev())
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    revs.sort();
+    assert_eq!(revs, [1, 2, 3]);
+}

@@ -1599,6 +1599,14 @@ impl Cloud {
             .collect()
     }
 
+    /// How many events `device_id` sent (system events excluded), without copying them: the
+    /// cheap check for [`Cloud::wait_for`] loops over long event streams.
+    pub fn count_events_from(&self, device_id: DeviceId) -> usize {
+        let state = self.state();
+        let from = |r: &&EventRecord| r.event.origin_device_id == Some(device_id);
+        state.records.events.iter().filter(from).count()
+    }
+
     /// Bulk data received, in order.
     pub fn bulk_data(&self) -> Vec<BulkRecord> {
         self.state().records.bulk.clone()

@@ -31,6 +31,8 @@ async fn an_event_arrives_in_the_home_with_the_fields_the_cloud_adds() {
     // The PUBACK came after the cloud recorded the event.
     let recorded = sim.cloud().events_from(D1);
     assert_eq!(recorded.len(), 1);
+    assert_eq!(sim.cloud().count_events_from(D1), 1);
+    assert_eq!(sim.cloud().count_events_from(D2), 0);
     let delivered: HomeEvent = home.recv().await.unwrap();
     assert_eq!(delivered, recorded[0]);
     assert_eq!(delivered.home_id, 10);

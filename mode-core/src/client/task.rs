@@ -108,6 +108,9 @@ pub(crate) struct Task {
     done: bool,
 }
 
+/// How many queued commands one wake-up of the connection task takes at most.
+const CMD_BATCH: usize = 64;
+
 /// Waits for `at`, or forever when there is nothing to wait for.
 async fn sleep_opt(at: Option<Instant>) {
     match at {
@@ -169,6 +172,11 @@ impl Task {
         let span = tracing::info_span!("mode_client", device_id = self.config.device_id);
         async move {
             tracing::debug!(transport = ?self.config.transport, "connection task started");
+            // One timer for the watchdog, armed when a link comes up and re-armed only when it
+            // fires: the deadline (last packet + 1.5 keepalives) only ever moves later, so
+            // detection stays exact without a timer-wheel insert for every packet.
+            let mut watchdog = Box::pin(sleep_until(Instant::now()));
+            let mut watchdog_armed = false;
             while !self.done {
                 let retry_at = match &self.link {
                     Link::Down { retry_at } if self.closing_deadline_passed().is_none() => {
@@ -182,11 +190,27 @@ impl Task {
                     }
                     _ => None,
                 };
+                match watchdog_at {
+                    Some(at) if !watchdog_armed => {
+                        watchdog.as_mut().reset(at);
+                        watchdog_armed = true;
+                    }
+                    None => watchdog_armed = false,
+                    Some(_) => {}
+                }
                 let close_at = self.closing.as_ref().map(|c| c.deadline);
                 tokio::select! {
                     biased;
                     cmd = self.cmds.recv(), if self.cmds_open => match cmd {
-                        Some(cmd) => self.on_cmd(cmd),
+                        Some(cmd) => {
+                            self.on_cmd(cmd);
+                            // Take what else is queued before pumping, so a burst of sends
+                            // costs one wake-up rather than one each.
+                            for _ in 0..CMD_BATCH {
+                                let Ok(cmd) = self.cmds.try_recv() else { break };
+                                self.on_cmd(cmd);
+                            }
+                        }
                         None => {
                             // Every handle is gone: nobody can wait for a flush.
                             self.cmds_open = false;
@@ -198,7 +222,10 @@ impl Task {
                         LinkEvent::Http(event) => self.on_http_event(event),
                     },
                     () = sleep_opt(retry_at) => self.connect(),
-                    () = sleep_opt(watchdog_at) => self.check_watchdog(),
+                    () = &mut watchdog, if watchdog_armed => {
+                        watchdog_armed = false;
+                        self.check_watchdog();
+                    }
                     () = sleep_opt(close_at) => self.finish_close(),
                 }
                 self.pump();

@@ -1,0 +1,22 @@
+//! `mode._mode`, the native half of the `mode` Python package: the managed client, the IO-free
+//! session and mirror, and the typed values they hand out. All protocol logic is mode-core's.
+
+mod client;
+mod errors;
+mod json;
+mod session;
+mod types;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _mode(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<session::Session>()?;
+    m.add_class::<session::Mirror>()?;
+    m.add_class::<types::Command>()?;
+    m.add_class::<types::KvChange>()?;
+    m.add_class::<types::BulkResponse>()?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+"""A mode-sim subprocess for the tests and the benchmark: free ports, the admin API on, its
+console on a stdin pipe, its banner parsed for the addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+import urllib.request
+from typing import Any, Callable, Optional
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+ADMIN_KEY = "test-admin-key"
+KEYS = {1001: "v1.demo-device-1001", 1002: "v1.demo-device-1002"}
+
+
+def sim_binary() -> str:
+    explicit = os.environ.get("MODE_SIM")
+    if explicit:
+        return explicit
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return str(target / "debug" / "mode-sim")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Sim:
+    """A running mode-sim: its ports, its console, its admin API."""
+
+    def __init__(self, workdir: pathlib.Path) -> None:
+        self.out_path = workdir / "sim.out"
+        self.err_path = workdir / "sim.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sim_binary(), "--mqtt-port", "0", "--ws-port", "0", "--http-port", "0",
+                 "--tls-port", "0", "--admin-key", ADMIN_KEY],
+                stdin=subprocess.PIPE, stdout=out, stderr=err,
+            )
+        banner = wait_until(self._banner, 30, "the mode-sim banner")
+        self.mqtt_port: int = banner[0]
+        self.http_url: str = banner[1]
+        self.ws_url: str = banner[2]
+
+    def _banner(self) -> Optional[tuple[int, str, str]]:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mode-sim exited: {self.err_path.read_text()}")
+        mqtt = http = ws = None
+        for line in self.out_path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "MQTT":
+                mqtt = int(fields[1].rsplit(":", 1)[1])
+            elif len(fields) >= 2 and fields[0] == "HTTP" and fields[1].startswith("http"):
+                http = fields[1]
+            elif len(fields) >= 2 and fields[0] == "MQTT/WebSocket":
+                ws = fields[1]
+        if mqtt and http and ws:
+            return mqtt, http, ws
+        return None
+
+    def console(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.http_url + path, data=data, method=method,
+            headers={"Authorization": f"ModeCloud {ADMIN_KEY}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read()
+        return json.loads(text) if text else None
+
+    def events(self, event_type: str) -> list[dict[str, Any]]:
+        """Events of `event_type` the cloud recorded, as home events."""
+        return [r["event"] for r in self.admin("GET", "/admin/records/events")
+                if r["event"]["eventType"] == event_type]
+
+    def device_options(self, transport: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"transport": transport, "tls": False, "api_url": self.http_url,
+                                   "backoff_unit": 0.05, "backoff_cap": 0.5}
+        if transport == "mqtt":
+            options.update(host="127.0.0.1", port=self.mqtt_port)
+        elif transport == "mqtt-ws":
+            options.update(ws_url=self.ws_url)
+        return options
+
+    def close(self) -> None:
+        # The console first: the simulator waits for its stdin to end.
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -12,6 +12,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod args;
 pub mod cloud;
 pub mod config;
 pub mod http;

@@ -3,78 +3,20 @@
 //! on stdin (send a command, set a key, drop a device's connections, list events).
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 
 use clap::Parser;
 use mode_core::proto::{Command, Value};
+use mode_sim::Sim;
+use mode_sim::args::SimArgs;
 use mode_sim::cloud::KvSource;
-use mode_sim::config::TlsConfig;
-use mode_sim::{Sim, SimConfig};
 use tokio::io::AsyncBufReadExt;
 
 /// A local MODE cloud: MQTT 3.1.1 (TCP, TLS, WebSocket) and, when built in, the REST API.
 #[derive(Debug, Parser)]
 #[command(name = "mode-sim", version)]
 struct Args {
-    /// TOML configuration (projects, homes, devices, keys; see mode-sim/examples/demo.toml).
-    /// Without it the built-in demo project runs.
-    #[arg(long, value_name = "FILE", env = "MODE_SIM_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
-    bind: IpAddr,
-    /// MQTT over TCP port (0: any free port).
-    #[arg(long, default_value_t = 1883)]
-    mqtt_port: u16,
-    /// MQTT over WebSocket port (0: any free port).
-    #[arg(long, default_value_t = 8081)]
-    ws_port: u16,
-    /// MQTT over TLS port, used with --tls-cert and --tls-key (0: any free port).
-    #[arg(long, default_value_t = 8883)]
-    tls_port: u16,
-    /// HTTP (REST + WebSocket) port (0: any free port).
-    #[arg(long, default_value_t = 8080)]
-    http_port: u16,
-    /// Certificate chain (PEM) for MQTT over TLS.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for MQTT over TLS.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Key of the admin (test control) HTTP API; no admin API without it.
-    #[arg(long, env = "MODE_SIM_ADMIN_KEY")]
-    admin_key: Option<String>,
-    /// Keep stores and the event log in this directory across restarts.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-impl Args {
-    fn config(&self) -> Result<SimConfig, Box<dyn std::error::Error>> {
-        let mut config = match &self.config {
-            Some(path) => SimConfig::from_file(path)?,
-            None => SimConfig::demo(),
-        };
-        config.bind = self.bind;
-        config.mqtt_port = self.mqtt_port;
-        config.mqtt_ws_port = self.ws_port;
-        config.mqtt_tls_port = self.tls_port;
-        config.http_port = self.http_port;
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            config.tls = Some(TlsConfig {
-                cert: cert.clone(),
-                key: key.clone(),
-            });
-        }
-        if self.admin_key.is_some() {
-            config.admin_key = self.admin_key.clone();
-        }
-        if self.data_dir.is_some() {
-            config.data_dir = self.data_dir.clone();
-        }
-        Ok(config)
-    }
+    #[command(flatten)]
+    flags: SimArgs,
 }
 
 #[tokio::main]
@@ -86,7 +28,7 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let sim = match args.config() {
+    let sim = match args.flags.config() {
         Ok(config) => Sim::start(config).await,
         Err(err) => {
             eprintln!("mode-sim: {err}");

@@ -1,0 +1,397 @@
+//! Where identity and endpoints come from: a flag, else its environment variable (clap merges
+//! the two), else the selected profile of the profile file, else the real cloud's defaults.
+//! The profile file holds keys, so like ssh we refuse one that others can read.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use mode_core::backoff::BackoffPolicy;
+use mode_core::client::{ClientConfig, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport};
+use serde::Deserialize;
+
+use crate::error::CliError;
+use crate::output;
+
+/// A transport on the command line or in a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportArg {
+    /// MQTT 3.1.1 over TCP (TLS unless --plain).
+    Mqtt,
+    /// MQTT 3.1.1 over WebSocket.
+    Ws,
+    /// REST for sending, WebSockets for commands and kv sync.
+    Http,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Transport {
+        match t {
+            TransportArg::Mqtt => Transport::Mqtt,
+            TransportArg::Ws => Transport::MqttWebSocket,
+            TransportArg::Http => Transport::Http,
+        }
+    }
+}
+
+/// Identity and endpoints, from flags or the environment.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection (flag, else environment, else profile)")]
+pub struct ConnArgs {
+    /// Device id, in decimal.
+    #[arg(long, global = true, env = "MODE_DEVICE_ID", value_name = "ID")]
+    pub device_id: Option<u64>,
+    /// Device API key (prefer MODE_API_KEY or a profile: flags show in `ps`).
+    #[arg(
+        long,
+        global = true,
+        env = "MODE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+    /// App API key, for `mode app`.
+    #[arg(
+        long,
+        global = true,
+        env = "MODE_APP_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub app_key: Option<String>,
+    /// MQTT host [default: mqtt.tinkermode.com].
+    #[arg(long, global = true, env = "MODE_HOST")]
+    pub host: Option<String>,
+    /// MQTT port [default: 8883, or 1883 with --plain].
+    #[arg(long, global = true, env = "MODE_PORT")]
+    pub port: Option<u16>,
+    /// MQTT over WebSocket URL, for --transport ws [default: wss://HOST/mqtt].
+    #[arg(long, global = true, env = "MODE_WS_URL", value_name = "URL")]
+    pub ws_url: Option<String>,
+    /// REST base URL [default: https://api.tinkermode.com].
+    #[arg(long, global = true, env = "MODE_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Transport: mqtt (TCP), ws (MQTT over WebSocket) or http (REST + WebSockets) [default: mqtt].
+    #[arg(long, global = true, value_enum, env = "MODE_TRANSPORT")]
+    pub transport: Option<TransportArg>,
+    /// Plain TCP and ws:// instead of TLS (the local simulator).
+    #[arg(long, global = true, env = "MODE_PLAIN")]
+    pub plain: bool,
+    /// Extra CA certificate to trust (PEM).
+    #[arg(long, global = true, env = "MODE_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Profile of the profile file ($MODE_CONFIG or ~/.config/mode/config.toml) [default: default].
+    #[arg(long, global = true, env = "MODE_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+/// One profile of the profile file: the same settings as the flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    device_id: Option<u64>,
+    api_key: Option<String>,
+    app_key: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    ws_url: Option<String>,
+    api_url: Option<String>,
+    transport: Option<TransportArg>,
+    plain: Option<bool>,
+    ca_file: Option<PathBuf>,
+}
+
+/// The settings in force, every source merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    device_id: Option<u64>,
+    api_key: Option<String>,
+    app_key: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    ws_url: Option<String>,
+    api_url: Option<String>,
+    /// The transport.
+    pub transport: TransportArg,
+    plain: bool,
+    ca_file: Option<PathBuf>,
+    /// Where values missing from flags and environment may be added, for messages.
+    hint: String,
+    /// Wait for the cloud this long.
+    pub wait: Duration,
+    /// Reconnect backoff unit.
+    pub backoff: Duration,
+}
+
+/// The profile file: `$MODE_CONFIG`, else `$XDG_CONFIG_HOME/mode/config.toml`, else
+/// `~/.config/mode/config.toml`. The flag says whether it was named explicitly.
+pub fn profile_path() -> Option<(PathBuf, bool)> {
+    if let Some(path) = std::env::var_os("MODE_CONFIG").filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(path), true));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some((base.join("mode").join("config.toml"), false))
+}
+
+/// Refuses a profile file that group or others may read or write, as ssh does for keys.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CliError::usage(format!(
+            "profile file {} is accessible by others (permissions {mode:04o}) and holds keys; \
+             refusing to use it. Run: chmod 600 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), CliError> {
+    Ok(())
+}
+
+/// Reads the whole profile file as a TOML table, after the privacy check.
+fn read_table(path: &Path) -> Result<toml::Table, CliError> {
+    check_private(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| CliError::usage(format!("{} is not valid TOML: {e}", path.display())))
+}
+
+/// The selected profile, or an empty one when there is no file and none was asked for.
+fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
+    let Some((path, explicit)) = profile_path() else {
+        return match name {
+            Some(name) => Err(CliError::usage(format!(
+                "--profile {name}: no profile file (set MODE_CONFIG or HOME)"
+            ))),
+            None => Ok((Profile::default(), "a profile".into())),
+        };
+    };
+    let shown = path.display().to_string();
+    if !path.exists() {
+        if explicit {
+            return Err(CliError::usage(format!(
+                "profile file {shown} (MODE_CONFIG) does not exist"
+            )));
+        }
+        if let Some(name) = name {
+            return Err(CliError::usage(format!(
+                "--profile {name}: there is no profile file {shown}"
+            )));
+        }
+        return Ok((Profile::default(), format!("a profile in {shown}")));
+    }
+    let table = read_table(&path)?;
+    let wanted = name.unwrap_or("default");
+    let Some(value) = table.get(wanted) else {
+        if name.is_some() {
+            let names: Vec<&str> = table.keys().map(String::as_str).collect();
+            return Err(CliError::usage(format!(
+                "no profile {wanted:?} in {shown} (it has: {})",
+                names.join(", ")
+            )));
+        }
+        return Ok((Profile::default(), format!("profile [default] in {shown}")));
+    };
+    // Register keys before decoding so a decoding error cannot show one.
+    for key in ["api_key", "app_key"] {
+        if let Some(secret) = value.get(key).and_then(|v| v.as_str()) {
+            output::register_secret(secret);
+        }
+    }
+    let profile = Profile::deserialize(value.clone())
+        .map_err(|e| CliError::usage(format!("profile [{wanted}] in {shown}: {}", e.message())))?;
+    Ok((profile, format!("profile [{wanted}] in {shown}")))
+}
+
+impl Settings {
+    /// Merges flags and environment with the profile file.
+    pub fn resolve(args: &ConnArgs, wait: Duration, backoff: Duration) -> Result<Self, CliError> {
+        for secret in [&args.api_key, &args.app_key].into_iter().flatten() {
+            output::register_secret(secret);
+        }
+        let (p, hint) = load_profile(args.profile.as_deref())?;
+        Ok(Settings {
+            device_id: args.device_id.or(p.device_id),
+            api_key: args.api_key.clone().or(p.api_key),
+            app_key: args.app_key.clone().or(p.app_key),
+            host: args.host.clone().or(p.host),
+            port: args.port.or(p.port),
+            ws_url: args.ws_url.clone().or(p.ws_url),
+            api_url: args.api_url.clone().or(p.api_url),
+            transport: args.transport.or(p.transport).unwrap_or(TransportArg::Mqtt),
+            plain: args.plain || p.plain.unwrap_or(false),
+            ca_file: args.ca_file.clone().or(p.ca_file),
+            hint,
+            wait,
+            backoff,
+        })
+    }
+
+    fn missing(&self, what: &str, flag: &str, env: &str, field: &str) -> CliError {
+        CliError::usage(format!(
+            "no {what}: pass {flag}, set {env}, or add {field} to {}",
+            self.hint
+        ))
+    }
+
+    /// The device id and API key, or a usage error naming where to give them.
+    pub fn device(&self) -> Result<(u64, &str), CliError> {
+        let id = self.device_id.ok_or_else(|| {
+            self.missing("device id", "--device-id", "MODE_DEVICE_ID", "device_id")
+        })?;
+        let key = self
+            .api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| self.missing("API key", "--api-key", "MODE_API_KEY", "api_key"))?;
+        Ok((id, key))
+    }
+
+    /// The app key, or a usage error naming where to give it.
+    pub fn app_key(&self) -> Result<&str, CliError> {
+        self.app_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| self.missing("app key", "--app-key", "MODE_APP_KEY", "app_key"))
+    }
+
+    /// The REST base URL.
+    pub fn api_url(&self) -> String {
+        self.api_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_API_URL.to_owned())
+    }
+
+    /// The extra CA file, if any.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// TLS settings for mode-core.
+    pub fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            enabled: !self.plain,
+            extra_ca_files: self.ca_file.iter().cloned().collect(),
+            ..TlsOptions::default()
+        }
+    }
+
+    /// Where the device connects, in words for messages.
+    pub fn endpoint(&self) -> String {
+        let host = self.host.as_deref().unwrap_or(DEFAULT_MQTT_HOST);
+        match self.transport {
+            TransportArg::Mqtt => {
+                let port = self.port.unwrap_or(if self.plain { 1883 } else { 8883 });
+                format!("MQTT {host}:{port}")
+            }
+            TransportArg::Ws => match &self.ws_url {
+                Some(url) => format!("MQTT over WebSocket {url}"),
+                None => {
+                    let scheme = if self.plain { "ws" } else { "wss" };
+                    format!("MQTT over WebSocket {scheme}://{host}/mqtt")
+                }
+            },
+            TransportArg::Http => format!("HTTP {}", self.api_url()),
+        }
+    }
+
+    /// The device client's configuration.
+    pub fn client_config(&self) -> Result<ClientConfig, CliError> {
+        let (id, key) = self.device()?;
+        let mut builder = ClientConfig::builder(id, key)
+            .transport(self.transport.into())
+            .tls(self.tls())
+            .api_url(self.api_url())
+            .connect_timeout(self.wait)
+            .request_timeout(self.wait)
+            .backoff(BackoffPolicy {
+                unit: self.backoff,
+                auth_failure_wait: self.backoff * 60,
+                ..BackoffPolicy::default()
+            });
+        if let Some(host) = &self.host {
+            builder = builder.mqtt_host(host.clone());
+        }
+        if let Some(port) = self.port {
+            builder = builder.mqtt_port(port);
+        }
+        if let Some(url) = &self.ws_url {
+            builder = builder.mqtt_ws_url(url.clone());
+        }
+        builder.build().map_err(|e| CliError::usage(e.to_string()))
+    }
+}
+
+/// Writes `entries` as profile `name` of the profile file, creating it private (0600) or
+/// keeping it so. Other profiles are kept; comments are not.
+pub fn save_profile(name: &str, entries: toml::Table) -> Result<PathBuf, CliError> {
+    let (path, _) = profile_path()
+        .ok_or_else(|| CliError::usage("no profile file location: set MODE_CONFIG or HOME"))?;
+    let mut table = if path.exists() {
+        read_table(&path)?
+    } else {
+        toml::Table::new()
+    };
+    table.insert(name.to_owned(), toml::Value::Table(entries));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let text = toml::to_string(&table).map_err(|e| CliError::other(e.to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(|e| CliError::other(format!("cannot write {}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(|e| CliError::other(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// The settings of a fresh profile for a provisioned device: its identity plus the endpoints
+/// in force now.
+pub fn profile_entries(settings: &Settings, device_id: u64, api_key: &str) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("device_id".into(), toml::Value::Integer(device_id as i64));
+    t.insert("api_key".into(), api_key.into());
+    if let Some(host) = &settings.host {
+        t.insert("host".into(), host.clone().into());
+    }
+    if let Some(port) = settings.port {
+        t.insert("port".into(), toml::Value::Integer(port.into()));
+    }
+    if let Some(url) = &settings.ws_url {
+        t.insert("ws_url".into(), url.clone().into());
+    }
+    if let Some(url) = &settings.api_url {
+        t.insert("api_url".into(), url.clone().into());
+    }
+    if settings.plain {
+        t.insert("plain".into(), true.into());
+    }
+    let transport = match settings.transport {
+        TransportArg::Mqtt => "mqtt",
+        TransportArg::Ws => "ws",
+        TransportArg::Http => "http",
+    };
+    t.insert("transport".into(), transport.into());
+    if let Some(ca) = &settings.ca_file {
+        t.insert("ca_file".into(), ca.display().to_string().into());
+    }
+    t
+}

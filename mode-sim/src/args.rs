@@ -1,0 +1,75 @@
+//! The simulator's command-line flags as a clap struct, so the `mode-sim` binary and the `mode`
+//! command line's `mode sim` take the same flags and build the same configuration.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::SimConfig;
+use crate::config::TlsConfig;
+
+/// The simulator's command-line flags, shared by the `mode-sim` binary and `mode sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// TOML configuration (projects, homes, devices, keys; see mode-sim/examples/demo.toml).
+    /// Without it the built-in demo project runs.
+    #[arg(long, value_name = "FILE", env = "MODE_SIM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// MQTT over TCP port (0: any free port).
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+    /// MQTT over WebSocket port (0: any free port).
+    #[arg(long, default_value_t = 8081)]
+    ws_port: u16,
+    /// MQTT over TLS port, used with --tls-cert and --tls-key (0: any free port).
+    #[arg(long, default_value_t = 8883)]
+    tls_port: u16,
+    /// HTTP (REST + WebSocket) port (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Certificate chain (PEM) for MQTT over TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for MQTT over TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Key of the admin (test control) HTTP API; no admin API without it.
+    #[arg(long, env = "MODE_SIM_ADMIN_KEY")]
+    admin_key: Option<String>,
+    /// Keep stores and the event log in this directory across restarts.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl SimArgs {
+    /// The configuration these flags ask for: the `--config` file or the demo, with the
+    /// flags written over it.
+    pub fn config(&self) -> Result<SimConfig, Box<dyn std::error::Error>> {
+        let mut config = match &self.config {
+            Some(path) => SimConfig::from_file(path)?,
+            None => SimConfig::demo(),
+        };
+        config.bind = self.bind;
+        config.mqtt_port = self.mqtt_port;
+        config.mqtt_ws_port = self.ws_port;
+        config.mqtt_tls_port = self.tls_port;
+        config.http_port = self.http_port;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if self.admin_key.is_some() {
+            config.admin_key = self.admin_key.clone();
+        }
+        if self.data_dir.is_some() {
+            config.data_dir = self.data_dir.clone();
+        }
+        Ok(config)
+    }
+}

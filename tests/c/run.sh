@@ -22,24 +22,9 @@ cargo build -q -p mode-ffi -p mode-sim
 lib=$target/debug
 
 # The simulator, on free ports, with its console on a FIFO the client test writes to.
-work=$(mktemp -d)
-sim=""
-cleanup() {
-  exec 3>&- 2>/dev/null || true # end the console first: the simulator waits for it to close
-  [ -n "$sim" ] && kill "$sim" 2>/dev/null && wait "$sim" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkfifo "$work/console"
-"$lib/mode-sim" --mqtt-port 0 --ws-port 0 --http-port 0 --tls-port 0 \
-  <"$work/console" >"$work/sim.out" 2>"$work/sim.err" &
-sim=$!
-exec 3>"$work/console" # held open so the console never sees end-of-file
-for _ in $(seq 100); do grep -q '^  MQTT ' "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-export MODE_TEST_MQTT_PORT=$(awk '$1 == "MQTT" { split($2, a, ":"); print a[2]; exit }' "$work/sim.out")
-export MODE_TEST_HTTP_URL=$(awk '$1 == "HTTP" && $2 ~ /^http/ { print $2; exit }' "$work/sim.out")
-export MODE_TEST_CONSOLE=$work/console
-[ -n "$MODE_TEST_MQTT_PORT" ] || { cat "$work/sim.err" >&2; fail "mode-sim did not start"; }
+. tests/c/sim.sh
+trap stop_sim EXIT
+start_sim "$lib/mode-sim" || fail "mode-sim did not start"
 
 warn=(-Wall -Wextra -Wpedantic -Werror -I include)
 run_all_ways() { # NAME LANGS...: compile tests/c/NAME.c in each language, run each build

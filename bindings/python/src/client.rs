@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use crate::errors::{client_error, config_error, raise};
 use crate::json;
+use crate::log;
 use crate::session::qos_arg;
 use crate::types::{BulkResponse, Command, KvChange};
 
@@ -576,6 +577,13 @@ fn complete<T>(
     let _ = cb.call1(py, (ok, value));
 }
 
+/// Why the dispatcher woke up.
+enum Wake {
+    Stop,
+    Note(Notification),
+    Log,
+}
+
 /// The dispatcher: waits (detached) for the next notification, then attaches and hands it to
 /// Python. Ends when the client closes, at shutdown, or when the interpreter is finalizing.
 fn dispatch_loop(inner: Arc<Inner>, mut notifications: Notifications, dispatch: Py<PyAny>) {
@@ -586,15 +594,26 @@ fn dispatch_loop(inner: Arc<Inner>, mut notifications: Notifications, dispatch: 
         let next = inner.handle.block_on(async {
             tokio::select! {
                 biased;
-                _ = inner.stop.notified() => None,
-                note = notifications.recv() => note,
+                _ = inner.stop.notified() => Wake::Stop,
+                note = notifications.recv() => note.map_or(Wake::Stop, Wake::Note),
+                _ = log::ready() => Wake::Log,
             }
         });
-        let Some(note) = next else { break };
+        let note = match next {
+            Wake::Stop => break,
+            Wake::Log => None,
+            Wake::Note(note) => Some(note),
+        };
         if inner.stopping.load(Ordering::Acquire) {
             break;
         }
-        if Python::try_attach(|py| deliver(py, &dispatch, note)).is_none() {
+        let attached = Python::try_attach(|py| {
+            log::drain(py);
+            if let Some(note) = note {
+                deliver(py, &dispatch, note);
+            }
+        });
+        if attached.is_none() {
             break;
         }
     }

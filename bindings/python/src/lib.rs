@@ -4,6 +4,7 @@
 mod client;
 mod errors;
 mod json;
+mod log;
 mod session;
 mod types;
 
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _mode(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    log::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::Client>()?;
     m.add_class::<session::Session>()?;

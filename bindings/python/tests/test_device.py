@@ -329,3 +329,17 @@ def test_the_device_repr_and_json_of_values(make_device: MakeDevice) -> None:
     with device:
         assert "connected" in repr(device)
         assert json.loads(json.dumps(device.kv.snapshot())) == device.kv.snapshot()
+
+
+def test_core_logs_reach_the_mode_logger(make_device: MakeDevice, caplog: pytest.LogCaptureFixture) -> None:
+    # The simulator refuses keys with spaces (400); over HTTP the refusal is mode-core's to log.
+    with caplog.at_level(logging.INFO, logger="mode"):
+        with make_device("http") as device:
+            device.kv.set("not a valid key", 1)
+            wait_until(
+                lambda: any(r.name == "mode.core" and "refused" in r.getMessage() for r in caplog.records),
+                what="mode-core's warning in logging",
+            )
+    refused = [r for r in caplog.records if r.name == "mode.core" and "refused" in r.getMessage()]
+    assert refused[0].levelno == logging.WARNING
+    assert "v1.demo-device-1001" not in caplog.text, "the API key never shows in a log"

@@ -75,8 +75,14 @@ pub struct ConnArgs {
     /// Transport: mqtt (TCP), ws (MQTT over WebSocket) or http (REST + WebSockets) [default: mqtt].
     #[arg(long, global = true, value_enum, env = "MODE_TRANSPORT")]
     pub transport: Option<TransportArg>,
-    /// Plain TCP and ws:// instead of TLS (the local simulator).
-    #[arg(long, global = true, env = "MODE_PLAIN")]
+    /// Plain TCP and ws:// instead of TLS (the local simulator); MODE_PLAIN=1 (or true, yes).
+    #[arg(
+        long,
+        global = true,
+        env = "MODE_PLAIN",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub plain: bool,
     /// Extra CA certificate to trust (PEM).
     #[arg(long, global = true, env = "MODE_CA_FILE", value_name = "PEM")]
@@ -125,16 +131,16 @@ pub struct Settings {
 }
 
 /// The profile file: `$MODE_CONFIG`, else `$XDG_CONFIG_HOME/mode/config.toml`, else
-/// `~/.config/mode/config.toml`. The flag says whether it was named explicitly.
-pub fn profile_path() -> Option<(PathBuf, bool)> {
+/// `~/.config/mode/config.toml`.
+pub fn profile_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("MODE_CONFIG").filter(|p| !p.is_empty()) {
-        return Some((PathBuf::from(path), true));
+        return Some(PathBuf::from(path));
     }
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some((base.join("mode").join("config.toml"), false))
+    Some(base.join("mode").join("config.toml"))
 }
 
 /// Refuses a profile file that group or others may read or write, as ssh does for keys.
@@ -171,7 +177,9 @@ fn read_table(path: &Path) -> Result<toml::Table, CliError> {
 
 /// The selected profile, or an empty one when there is no file and none was asked for.
 fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
-    let Some((path, explicit)) = profile_path() else {
+    // A missing file is no profile (`mode provision --save-profile` creates it), unless one
+    // was asked for by name.
+    let Some(path) = profile_path() else {
         return match name {
             Some(name) => Err(CliError::usage(format!(
                 "--profile {name}: no profile file (set MODE_CONFIG or HOME)"
@@ -181,11 +189,6 @@ fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
     };
     let shown = path.display().to_string();
     if !path.exists() {
-        if explicit {
-            return Err(CliError::usage(format!(
-                "profile file {shown} (MODE_CONFIG) does not exist"
-            )));
-        }
         if let Some(name) = name {
             return Err(CliError::usage(format!(
                 "--profile {name}: there is no profile file {shown}"
@@ -338,7 +341,7 @@ impl Settings {
 /// Writes `entries` as profile `name` of the profile file, creating it private (0600) or
 /// keeping it so. Other profiles are kept; comments are not.
 pub fn save_profile(name: &str, entries: toml::Table) -> Result<PathBuf, CliError> {
-    let (path, _) = profile_path()
+    let path = profile_path()
         .ok_or_else(|| CliError::usage("no profile file location: set MODE_CONFIG or HOME"))?;
     let mut table = if path.exists() {
         read_table(&path)?

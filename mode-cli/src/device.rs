@@ -304,6 +304,12 @@ pub async fn listen(
     commands: bool,
 ) -> Result<(), CliError> {
     let mut session = Session::connect(settings, true).await?;
+    // On stderr, so stdout holds only records; scripts and tests may wait for it.
+    output::note(format!(
+        "mode: listening as device {} on {}",
+        session.client.device_id(),
+        settings.endpoint()
+    ));
     if !commands {
         print_snapshot(&session.client, json);
     }

@@ -328,12 +328,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 fn init_logs(verbose: bool) {
     let filter = if verbose {
         // Only our crates: HTTP and WebSocket libraries log headers at their debug levels.
-        "mode_core=debug,mode_cli=debug,mode_sim=info"
+        "mode=debug,mode_core=debug,mode_sim=info"
     } else {
         "mode_sim=warn,mode_core=off"
     };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(!no_color && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(output::RedactingStderr)
         .try_init();
 }

@@ -43,18 +43,13 @@ async fn event_send_works_over_http_and_mqtt_on_websocket() {
     assert_eq!(env.cloud().count_events_from(1001), 2);
 }
 
-#[tokio::test]
-async fn listen_prints_commands_and_kv_changes_then_stops_at_count() {
+async fn listen_prints_commands_and_kv_changes(transport: &str, connections: usize) {
     let env = Env::start().await;
-    let child = env.spawn(&["--json", "listen", "--count", "2"]);
+    let mut child = env.spawn(&["--transport", transport, "--json", "listen", "--count", "2"]);
+    // Subscribed once it says so (after the reload, which follows the subscriptions).
+    common::stderr_until(&mut child, "listening as device 1001").await;
     let cloud = env.cloud();
-    assert!(
-        cloud
-            .wait_for(Duration::from_secs(5), |c| c.live_connections(1001) == 1)
-            .await
-    );
-    // Subscribed once the connection is live and the reload went out; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cloud.live_connections(1001), connections);
     cloud
         .send_command(
             1001,
@@ -73,6 +68,17 @@ async fn listen_prints_commands_and_kv_changes_then_stops_at_count() {
     assert_eq!(lines[1]["type"], "kvSet");
     assert_eq!(lines[1]["key"], "color");
     assert_eq!(lines[1]["value"], "red");
+}
+
+#[tokio::test]
+async fn listen_prints_commands_and_kv_changes_then_stops_at_count_over_mqtt() {
+    listen_prints_commands_and_kv_changes("mqtt", 1).await;
+}
+
+#[tokio::test]
+async fn listen_prints_commands_and_kv_changes_then_stops_at_count_over_http() {
+    // Two WebSockets: commands and kv sync.
+    listen_prints_commands_and_kv_changes("http", 2).await;
 }
 
 #[tokio::test]
@@ -148,6 +154,7 @@ async fn kv_watch_prints_the_store_then_each_change() {
         .kv_set(1001, "interval", json!(5), mode_sim::cloud::KvSource::Rest)
         .unwrap();
     let mut child = env.spawn(&["kv", "watch", "--count", "1"]);
+    common::stderr_until(&mut child, "listening as device 1001").await;
     let first = common::read_until(&mut child, "interval = 5").await;
     assert_eq!(first, vec!["interval = 5"]);
     cloud

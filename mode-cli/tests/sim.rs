@@ -26,7 +26,7 @@ async fn mode_sim_runs_the_simulator_and_its_banner_environment_works() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let banner = common::read_until(&mut sim, "export MODE_PLAIN=1").await;
+    let banner = common::read_banner_until(&mut sim, "export MODE_PLAIN=1").await;
     let export = banner.last().unwrap().trim().trim_start_matches("export ");
     // Parse NAME=VALUE words (values quoted with '').
     let vars: Vec<(String, String)> = export

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mode_sim::config::{DEMO_APP_KEY, demo_device_key};
 use mode_sim::{Sim, SimConfig};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 
 /// Keys that must never appear in any output.
 pub const SECRETS: &[&str] = &[
@@ -160,12 +160,42 @@ pub async fn finish(child: tokio::process::Child) -> Run {
 /// Reads a started child's stdout until a line contains `needle`; returns the lines so far.
 pub async fn read_until(child: &mut tokio::process::Child, needle: &str) -> Vec<String> {
     let stdout = child.stdout.as_mut().expect("piped stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let lines = lines_until(stdout, needle).await;
+    lines.iter().for_each(|l| assert_no_secret(l));
+    lines
+}
+
+/// Reads `mode sim`'s banner until `needle`: the simulator's own keys are meant to show there.
+pub async fn read_banner_until(child: &mut tokio::process::Child, needle: &str) -> Vec<String> {
+    lines_until(child.stdout.as_mut().expect("piped stdout"), needle).await
+}
+
+/// Reads a started child's stderr until a line contains `needle`.
+pub async fn stderr_until(child: &mut tokio::process::Child, needle: &str) -> Vec<String> {
+    let stderr = child.stderr.as_mut().expect("piped stderr");
+    let lines = lines_until(stderr, needle).await;
+    lines.iter().for_each(|l| assert_no_secret(l));
+    lines
+}
+
+async fn lines_until(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    needle: &str,
+) -> Vec<String> {
+    // Byte by byte, so nothing past the line is consumed from the pipe.
     let mut seen = Vec::new();
+    let mut line = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let done = line.contains(needle);
-            seen.push(line);
+        let mut byte = [0u8; 1];
+        while let Ok(1) = stream.read(&mut byte).await {
+            if byte[0] != b'\n' {
+                line.push(byte[0]);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            let done = text.contains(needle);
+            seen.push(text);
             if done {
                 return true;
             }

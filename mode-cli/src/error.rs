@@ -109,3 +109,37 @@ impl From<std::io::Error> for CliError {
         CliError::other(err.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_map_to_the_documented_exit_codes() {
+        let rest = |status| ClientError::Rest {
+            status,
+            reason: Some("X".into()),
+            data: serde_json::json!({"message": "why"}),
+        };
+        assert_eq!(CliError::from(rest(401)).exit, Exit::Auth);
+        assert_eq!(CliError::from(rest(403)).exit, Exit::Auth);
+        assert_eq!(CliError::from(rest(404)).exit, Exit::Refused);
+        assert_eq!(
+            CliError::from(rest(404)).message,
+            "the cloud answered HTTP 404 X: why"
+        );
+        assert_eq!(
+            CliError::from(ClientError::Http("refused".into())).exit,
+            Exit::Connection
+        );
+        assert_eq!(
+            CliError::from(ClientError::Timeout(std::time::Duration::from_secs(1))).exit,
+            Exit::Timeout
+        );
+        assert_eq!(
+            CliError::from(ClientError::Unsupported("bulk over HTTP")).exit,
+            Exit::Usage
+        );
+        assert_eq!(CliError::from(ClientError::Closed).exit, Exit::Other);
+    }
+}

@@ -165,3 +165,26 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_secrets_are_blanked_wherever_they_appear() {
+        register_secret("v1.unit-test-secret");
+        register_secret("abc"); // too short to blank without mangling ordinary text
+        assert_eq!(
+            redact("key v1.unit-test-secret and again v1.unit-test-secret, abc"),
+            "key <redacted> and again <redacted>, abc"
+        );
+    }
+
+    #[test]
+    fn plain_style_adds_no_escape_codes() {
+        let style = Style { color: false };
+        assert_eq!(style.paint(Paint::Red, "x"), "x");
+        let style = Style { color: true };
+        assert_eq!(style.paint(Paint::Red, "x"), "\x1b[31mx\x1b[0m");
+    }
+}

@@ -354,3 +354,19 @@ async fn a_profile_file_readable_by_others_is_refused_like_ssh_does() {
         .await;
     assert_eq!(run.code, 2, "{run:?}");
 }
+
+#[tokio::test]
+async fn help_lists_the_exit_codes_and_never_shows_a_key_from_the_environment() {
+    let env = Env::start().await;
+    for args in [
+        &["--help"][..],
+        &["event", "send", "--help"],
+        &["app", "--help"],
+    ] {
+        let run = env.mode(args).await; // the helper fails on any key in the output
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let run = env.mode(&["--help"]).await;
+    assert!(run.stdout.contains("3  authentication refused"), "{run:?}");
+    assert!(run.stdout.contains("[env: MODE_API_KEY]"), "{run:?}");
+}

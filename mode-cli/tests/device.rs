@@ -22,6 +22,7 @@ async fn event_send_is_acknowledged_and_recorded_by_the_cloud() {
         .await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json_lines()[0]["eventType"], "boot");
+    assert_eq!(run.json_lines()[0]["acknowledged"], false);
     assert!(
         env.cloud()
             .wait_for(Duration::from_secs(5), |c| c.count_events_from(1001) == 2)

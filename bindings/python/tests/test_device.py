@@ -343,3 +343,19 @@ def test_core_logs_reach_the_mode_logger(make_device: MakeDevice, caplog: pytest
     refused = [r for r in caplog.records if r.name == "mode.core" and "refused" in r.getMessage()]
     assert refused[0].levelno == logging.WARNING
     assert "v1.demo-device-1001" not in caplog.text, "the API key never shows in a log"
+
+
+def test_a_forgotten_device_stops_its_threads(sim: Sim) -> None:
+    import gc
+    import os
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    device = mode.Device(1002, "v1.demo-device-1002", **sim.device_options("mqtt"))
+    device.connect()
+    assert threads() >= before + 2  # the IO thread and the dispatcher
+    del device
+    gc.collect()
+    wait_until(lambda: threads() <= before, what="the device's threads to end")

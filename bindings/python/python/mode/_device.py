@@ -328,26 +328,27 @@ class Device(_DeviceBase):
         if timeout is None:
             return self
         deadline = time.monotonic() + timeout
+        failure: Optional[Exception] = None
         with self._state:
             # Up and synced: the first reload proves the subscriptions are live.
             while not (self._up and self._native.kv_rev() is not None):
                 if self._auth_failure is not None:
-                    failure = self._auth_failure
-                    self._close_quietly()
-                    raise _errors.AuthError(f"device {self.device_id}: {failure}")
+                    failure = _errors.AuthError(f"device {self.device_id}: {self._auth_failure}")
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    failure = self._last_failure or "no answer"
-                    self._close_quietly()
-                    raise _errors.TimeoutError(
+                    failure = _errors.TimeoutError(
                         f"device {self.device_id} did not connect within {timeout} s "
-                        f"(last error: {failure}); check host, port, tls and the key"
+                        f"(last error: {self._last_failure or 'no answer'}); "
+                        "check host, port, tls and the key"
                     )
+                    break
                 self._state.wait(min(left, 0.1))
+        if failure is not None:
+            # Outside the lock: closing joins the dispatcher, which may be waiting for it.
+            self._shutdown_now(timeout=0.0)
+            raise failure
         return self
-
-    def _close_quietly(self) -> None:
-        threading.Thread(target=self._shutdown_now, args=(0.0,), daemon=True).start()
 
     def close(self, timeout: float = 5.0) -> None:
         """Delivers what is queued (up to ``timeout`` s) and disconnects. Raises

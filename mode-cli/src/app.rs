@@ -23,6 +23,8 @@ pub struct AppClient {
     http: reqwest::Client,
     base: String,
     key: String,
+    /// TLS for `wss://` WebSockets: the webpki roots plus the extra CA, if one was given.
+    ws_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl AppClient {
@@ -41,6 +43,7 @@ impl AppClient {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout);
+        let mut ws_tls = None;
         if let Some(path) = ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 CliError::usage(format!("cannot read CA file {}: {e}", path.display()))
@@ -49,6 +52,7 @@ impl AppClient {
                 CliError::usage(format!("CA file {} is not PEM: {e}", path.display()))
             })?;
             builder = builder.add_root_certificate(cert);
+            ws_tls = Some(std::sync::Arc::new(ws_tls_config(path, &pem)?));
         }
         let http = builder
             .build()
@@ -57,6 +61,7 @@ impl AppClient {
             http,
             base: api_url.trim_end_matches('/').to_owned(),
             key: key.to_owned(),
+            ws_tls,
         })
     }
 
@@ -166,23 +171,28 @@ impl AppClient {
         request
             .headers_mut()
             .insert(http_auth_name(), self.authorization_ws());
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| match e {
-                tungstenite::Error::Http(response) => {
-                    let status = response.status().as_u16();
-                    let body = response.body().as_deref().unwrap_or_default();
-                    let (reason, data) = match ErrorBody::decode(body) {
-                        Ok(b) => (Some(b.reason), b.data),
-                        Err(_) => (None, Value::Null),
-                    };
-                    CliError::new(
-                        rest_exit(status),
-                        format!("{url}: {}", rest_refusal(status, reason.as_deref(), &data)),
-                    )
-                }
-                other => CliError::new(Exit::Connection, format!("{url}: {other}")),
-            })?;
+        let connector = self
+            .ws_tls
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls);
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(response) => {
+                        let status = response.status().as_u16();
+                        let body = response.body().as_deref().unwrap_or_default();
+                        let (reason, data) = match ErrorBody::decode(body) {
+                            Ok(b) => (Some(b.reason), b.data),
+                            Err(_) => (None, Value::Null),
+                        };
+                        CliError::new(
+                            rest_exit(status),
+                            format!("{url}: {}", rest_refusal(status, reason.as_deref(), &data)),
+                        )
+                    }
+                    other => CliError::new(Exit::Connection, format!("{url}: {other}")),
+                })?;
         Ok(HomeEvents { socket, url })
     }
 
@@ -193,6 +203,34 @@ impl AppClient {
         value.set_sensitive(true);
         value
     }
+}
+
+/// A rustls configuration trusting the webpki roots and the certificates of `pem` (read from
+/// `path`), as the REST client and mode-core's client do.
+fn ws_tls_config(path: &Path, pem: &[u8]) -> Result<rustls::ClientConfig, CliError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |detail: String| {
+        CliError::usage(format!(
+            "CA file {} cannot be used: {detail}",
+            path.display()
+        ))
+    };
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("it holds no certificate".into()));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 fn http_auth_name() -> tungstenite::http::HeaderName {

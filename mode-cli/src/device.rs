@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mode_core::client::{Client, DisconnectReason, Notification, Notifications, provision};
+use mode_core::ddp::Change;
 use mode_core::proto::{Map, Qos, Value};
 use serde_json::json;
 
@@ -253,7 +254,7 @@ fn show(note: &Notification, json: bool, commands: bool) -> u64 {
                     "type": "kvSet", "rev": rev, "key": key, "value": value, "previous": previous,
                 }));
             } else {
-                let change = mode_core::ddp::Change::Set {
+                let change = Change::Set {
                     key: key.clone(),
                     value: value.clone(),
                     previous: previous.clone(),
@@ -268,7 +269,7 @@ fn show(note: &Notification, json: bool, commands: bool) -> u64 {
                     "type": "kvDelete", "rev": rev, "key": key, "previous": previous,
                 }));
             } else {
-                let change = mode_core::ddp::Change::Deleted {
+                let change = Change::Deleted {
                     key: key.clone(),
                     previous: previous.clone(),
                 };
@@ -282,7 +283,7 @@ fn show(note: &Notification, json: bool, commands: bool) -> u64 {
                 return 0;
             }
             if json {
-                let changes: Vec<String> = diff.iter().map(describe).collect();
+                let changes: Vec<Value> = diff.iter().map(change_json).collect();
                 output::json_line(&json!({"type": "kvReload", "rev": rev, "changes": changes}));
             } else {
                 let changes: Vec<String> = diff.iter().map(describe).collect();
@@ -302,6 +303,21 @@ fn show(note: &Notification, json: bool, commands: bool) -> u64 {
             0
         }
         _ => 0,
+    }
+}
+
+/// One change of a reload as JSON: `{"key", "value", "previous"}` or
+/// `{"key", "deleted": true, "previous"}`.
+fn change_json(change: &Change) -> Value {
+    match change {
+        Change::Set {
+            key,
+            value,
+            previous,
+        } => json!({"key": key, "value": value, "previous": previous}),
+        Change::Deleted { key, previous } => {
+            json!({"key": key, "deleted": true, "previous": previous})
+        }
     }
 }
 

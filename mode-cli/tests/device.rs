@@ -371,3 +371,24 @@ async fn help_lists_the_exit_codes_and_never_shows_a_key_from_the_environment() 
     assert!(run.stdout.contains("3  authentication refused"), "{run:?}");
     assert!(run.stdout.contains("[env: MODE_API_KEY]"), "{run:?}");
 }
+
+#[tokio::test]
+async fn listen_survives_a_dropped_connection_and_reports_the_reload_diff() {
+    let env = Env::start().await;
+    let mut child = env.spawn(&["--json", "listen", "--count", "1"]);
+    common::stderr_until(&mut child, "listening as device 1001").await;
+    let cloud = env.cloud();
+    // Half-open first, so the change reaches the device only through the reload.
+    cloud.pause_connections(1001);
+    cloud
+        .kv_set(1001, "mode", json!("eco"), mode_sim::cloud::KvSource::Rest)
+        .unwrap();
+    cloud.drop_connections(1001);
+    let run = common::finish(child).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.json_lines()[0],
+        json!({"type": "kvReload", "rev": 1, "changes": [{"key": "mode", "value": "eco", "previous": null}]})
+    );
+    assert!(run.stderr.contains("mode: disconnected"), "{run:?}");
+}

@@ -2,14 +2,16 @@
 """Events per second from Python: `mode.Device.send_event` against the same events published
 with paho-mqtt, to the same mode-sim, in one run. Each figure is N events from the first send
 until the last is acknowledged (QoS 1: PUBACK) or written (QoS 0), JSON encoding included on
-both sides. Build the extension in release mode first (`maturin develop --release`).
+both sides. Build the extension and the simulator in release mode first:
 
+    (cd bindings/python && maturin develop --release) && cargo build --release -p mode-sim
     python bindings/python/bench/events.py [--events 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import pathlib
 import sys
@@ -18,12 +20,13 @@ import threading
 import time
 import uuid
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 
 import mode
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from simproc import KEYS, Sim  # noqa: E402
+from simproc import KEYS, Sim, sim_binary  # noqa: E402
 
 
 def bench_mode(sim: Sim, n: int, qos: int, kind: str) -> float:
@@ -75,6 +78,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
     n = args.events
+    if "MODE_SIM" not in os.environ:  # the release simulator when built: it must not be the limit
+        release = pathlib.Path(sim_binary()).parents[1] / "release" / "mode-sim"
+        os.environ["MODE_SIM"] = str(release if release.exists() else sim_binary())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sim = Sim(pathlib.Path(tmp))
@@ -88,7 +94,7 @@ def main() -> None:
                 rows.append((qos, t_mode, t_paho))
         finally:
             sim.close()
-    print(f"\n{n} events per run, one mode-sim, Python {sys.version.split()[0]}, mode {mode.__version__}, paho-mqtt {mqtt.__version__ if hasattr(mqtt, '__version__') else '2'}")
+    print(f"\n{n} events per run, one mode-sim, Python {sys.version.split()[0]}, mode {mode.__version__}, paho-mqtt {paho.mqtt.__version__}, sim {os.environ['MODE_SIM']}")
     print(f"| {'QoS':>3} | {'mode.Device ev/s':>16} | {'paho-mqtt ev/s':>14} | {'ratio':>5} |")
     print(f"|{'-' * 5}|{'-' * 18}|{'-' * 16}|{'-' * 7}|")
     for qos, t_mode, t_paho in rows:

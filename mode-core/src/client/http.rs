@@ -265,9 +265,15 @@ impl HttpConn {
         *self.closing.borrow()
     }
 
-    /// True while a REST request is in flight.
+    /// True while a REST request is in flight: from [`send`](Self::send) until its
+    /// [`HttpEvent::Sent`] has been handled ([`request_ended`](Self::request_ended)).
     pub(crate) fn busy(&self) -> bool {
-        self.request.as_ref().is_some_and(|r| !r.is_finished())
+        self.request.is_some()
+    }
+
+    /// The outcome of the request in flight has arrived.
+    pub(crate) fn request_ended(&mut self) {
+        self.request = None;
     }
 
     /// Sends one outgoing message (`topic`, `payload` as the session encoded it for MQTT) as the

@@ -439,6 +439,11 @@ impl Task {
         let Link::Http(conn) = &mut self.link else {
             return;
         };
+        if let Some(HttpEvent::Sent(_)) = &event {
+            // The request's task may not have finished yet, but its outcome is here: the link is
+            // free for the next message now (asking the task instead could stall the queue).
+            conn.request_ended();
+        }
         match event {
             Some(HttpEvent::Connected) => {
                 conn.connected = true;

@@ -47,6 +47,31 @@ async fn events_sent_over_http_arrive_in_order_with_their_fields() {
     assert_eq!(client.stats().messages_acked, 50);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_sends_over_http_never_stalls_between_requests() {
+    // With messages waiting, the next request starts the moment the previous one's answer is
+    // handled, often before that request's task has finished on the other worker thread: the
+    // moment a stale "busy" once left the queue stuck until something else woke the client.
+    let sim = demo().await;
+    let (client, _notifications) = start(http_config(&sim, D1)).await;
+    for round in 0..50u64 {
+        let deliveries: Vec<_> = (0..20)
+            .map(|i| {
+                client
+                    .try_send_event("step", numbered(round * 20 + i), Qos::AtLeastOnce)
+                    .unwrap()
+            })
+            .collect();
+        for delivery in deliveries {
+            tokio::time::timeout(Duration::from_secs(5), delivery.wait())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the queue stalled"))
+                .unwrap();
+        }
+    }
+    assert_eq!(sim.cloud().count_events_from(D1), 1000);
+}
+
 #[tokio::test]
 async fn commands_arrive_over_the_command_websocket_in_order() {
     let sim = demo().await;

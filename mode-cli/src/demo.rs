@@ -133,10 +133,7 @@ impl Device {
         }
     }
 
-    /// Waits for one message's acknowledgement, then pauses a
-    /// moment. The pause works around a mode-core bug (reported): over HTTP, a message queued
-    /// just as the previous REST request finishes can stay unsent until something else wakes
-    /// the connection task, because the task sees that request as still busy.
+    /// Waits for one message's acknowledgement, so the timeline shows each step done.
     async fn settle(&mut self, delivery: mode_core::client::Delivery) -> Result<(), CliError> {
         tokio::time::timeout(self.wait, delivery)
             .await
@@ -146,7 +143,6 @@ impl Device {
                     format!("no acknowledgement within {:?}", self.wait),
                 )
             })??;
-        tokio::time::sleep(Duration::from_millis(5)).await;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
@@ -45,9 +45,49 @@ struct Inner {
     stop: Notify,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     dispatcher_id: OnceLock<ThreadId>,
+    /// Blocking waits in progress: the runtime they drive is shut down only once they left.
+    waits: AtomicUsize,
+}
+
+/// Counts one blocking wait for as long as it lives.
+struct WaitGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Inner {
+    /// Waits for `fut` with the GIL released, checking for signals every 100 ms. Fails with
+    /// `ClosedError` once the device is shutting down, so no wait outlives its runtime.
+    fn wait<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        let _guard = WaitGuard(&self.waits);
+        let mut fut = pin!(fut);
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(raise(
+                    py,
+                    "ClosedError",
+                    ("the device was closed while waiting",),
+                ));
+            }
+            let step = py.detach(|| {
+                self.handle
+                    .block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
+            });
+            match step {
+                Ok(output) => return Ok(output),
+                Err(_) => py.check_signals()?,
+            }
+        }
+    }
+
     /// Ends the dispatcher (joined unless this is it) and the runtime. Idempotent.
     fn shutdown(&self, py: Python<'_>) {
         self.stopping.store(true, Ordering::Release);
@@ -58,6 +98,13 @@ impl Inner {
                 let _ = thread.join();
             });
         }
+        // Waits on other threads notice `stopping` within one slice (100 ms).
+        py.detach(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while self.waits.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
         if let Some(runtime) = lock(&self.runtime).take() {
             py.detach(|| runtime.shutdown_timeout(Duration::from_secs(1)));
         }
@@ -92,24 +139,6 @@ fn host_port(host: &str, port: Option<u16>) -> String {
     match port {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
-    }
-}
-
-/// Waits for `fut` with the GIL released, checking for signals every 100 ms.
-fn wait<F>(py: Python<'_>, handle: &Handle, fut: F) -> PyResult<F::Output>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    let mut fut = pin!(fut);
-    loop {
-        let step = py.detach(|| {
-            handle.block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
-        });
-        match step {
-            Ok(output) => return Ok(output),
-            Err(_) => py.check_signals()?,
-        }
     }
 }
 
@@ -250,6 +279,7 @@ impl Client {
                 stop: Notify::new(),
                 dispatcher: Mutex::new(None),
                 dispatcher_id: OnceLock::new(),
+                waits: AtomicUsize::new(0),
             }),
             full_queue,
         })
@@ -527,10 +557,15 @@ impl Client {
         T: Send + 'static,
     {
         match on_done {
-            None => match wait(py, &self.inner.handle, fut)? {
+            None => match self.inner.wait(py, fut)? {
                 Ok(value) => convert(py, value),
                 Err(err) => Err(client_error(py, err)),
             },
+            Some(cb) if self.inner.stopping.load(Ordering::SeqCst) => {
+                let closed = raise(py, "ClosedError", ("the device is closed",));
+                cb.call1(py, (false, closed.into_value(py)))?;
+                Ok(py.None())
+            }
             Some(cb) => {
                 self.inner.handle.spawn(async move {
                     let outcome = fut.await;

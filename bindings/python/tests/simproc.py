@@ -41,9 +41,13 @@ class Sim:
     def __init__(self, workdir: pathlib.Path) -> None:
         self.out_path = workdir / "sim.out"
         self.err_path = workdir / "sim.err"
+        binary = sim_binary()
+        if not os.path.exists(binary):
+            raise RuntimeError(f"mode-sim not found at {binary}: run `cargo build -p mode-sim` "
+                               "(with the same CARGO_TARGET_DIR) or set MODE_SIM to the binary")
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sim_binary(), "--mqtt-port", "0", "--ws-port", "0", "--http-port", "0",
+                [binary, "--mqtt-port", "0", "--ws-port", "0", "--http-port", "0",
                  "--tls-port", "0", "--admin-key", ADMIN_KEY],
                 stdin=subprocess.PIPE, stdout=out, stderr=err,
             )

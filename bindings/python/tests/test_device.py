@@ -359,3 +359,28 @@ def test_a_forgotten_device_stops_its_threads(sim: Sim) -> None:
     del device
     gc.collect()
     wait_until(lambda: threads() <= before, what="the device's threads to end")
+
+
+def test_closing_while_other_threads_wait_fails_their_calls_cleanly(make_device: MakeDevice) -> None:
+    device = make_device("mqtt")
+    device.connect()
+    outcomes: list[BaseException] = []
+    stop = threading.Event()
+
+    def wait_forever() -> None:
+        try:
+            while not stop.is_set():
+                device.bulk_request("echo", {}, timeout=5)
+                device.info()
+        except BaseException as err:  # noqa: BLE001 - what ends the loop is the point
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=wait_forever) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    device.close(timeout=1)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert all(isinstance(e, mode.ModeError) for e in outcomes), outcomes

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::ModeConfig;
-use crate::mirror::{ModeChangeCb, ModeChangeKind};
+use crate::mirror::{ModeChangeCb, ModeChangeKind, report_change};
 use crate::session::ModeCommandCb;
 use crate::util::{borrow, bytes_arg, json_arg, str_arg, write_out, write_text};
 use crate::{ModeStatus, ffi_guard};
@@ -520,36 +520,9 @@ impl CallbackRefs {
         }
     }
 
-    fn change(
-        &self,
-        kind: ModeChangeKind,
-        key: &str,
-        value: Option<&Value>,
-        previous: Option<&Value>,
-    ) {
-        let (Some(cb), userdata) = self.kv_change else {
-            return;
-        };
-        let value = value.map(Value::to_string);
-        let previous = previous.map(Value::to_string);
-        let view = |text: &Option<String>| {
-            text.as_ref()
-                .map_or((std::ptr::null(), 0), |t| (t.as_ptr().cast(), t.len()))
-        };
-        let (value_ptr, value_len) = view(&value);
-        let (previous_ptr, previous_len) = view(&previous);
-        unsafe {
-            cb(
-                userdata,
-                kind,
-                key.as_ptr().cast(),
-                key.len(),
-                value_ptr,
-                value_len,
-                previous_ptr,
-                previous_len,
-            )
-        };
+    fn change(&self, change: &Change) {
+        let (cb, userdata) = self.kv_change;
+        unsafe { report_change(cb, userdata, change) };
     }
 
     fn notification(&self, note: Notification) {
@@ -587,44 +560,21 @@ impl CallbackRefs {
                 }
             }
             Notification::KvReloaded { diff, .. } => {
-                for change in &diff {
-                    match change {
-                        Change::Set {
-                            key,
-                            value,
-                            previous,
-                        } => self.change(
-                            ModeChangeKind::ModeChangeSet,
-                            key,
-                            Some(value),
-                            previous.as_ref(),
-                        ),
-                        Change::Deleted { key, previous } => self.change(
-                            ModeChangeKind::ModeChangeDeleted,
-                            key,
-                            None,
-                            Some(previous),
-                        ),
-                    }
-                }
+                diff.iter().for_each(|change| self.change(change))
             }
             Notification::KvSet {
                 key,
                 value,
                 previous,
                 ..
-            } => self.change(
-                ModeChangeKind::ModeChangeSet,
-                &key,
-                Some(&value),
-                previous.as_ref(),
-            ),
-            Notification::KvDeleted { key, previous, .. } => self.change(
-                ModeChangeKind::ModeChangeDeleted,
-                &key,
-                None,
-                Some(&previous),
-            ),
+            } => self.change(&Change::Set {
+                key,
+                value,
+                previous,
+            }),
+            Notification::KvDeleted { key, previous, .. } => {
+                self.change(&Change::Deleted { key, previous })
+            }
             Notification::BulkResponse { response, .. } => {
                 self.bulk(&response.request_id.clone(), Ok(response))
             }

@@ -124,41 +124,50 @@ pub(crate) unsafe fn report_applied(
         },
     };
     unsafe { write_out(out_info, info) };
-    let Some(cb) = cb else { return };
     for change in applied.changes() {
-        let (kind, key, value, previous) = match change {
-            Change::Set {
-                key,
-                value,
-                previous,
-            } => (
-                ModeChangeKind::ModeChangeSet,
-                key,
-                Some(value.to_string()),
-                previous.as_ref().map(ToString::to_string),
-            ),
-            Change::Deleted { key, previous } => (
-                ModeChangeKind::ModeChangeDeleted,
-                key,
-                None,
-                Some(previous.to_string()),
-            ),
-        };
-        let (value_ptr, value_len) = text_view(value.as_deref());
-        let (previous_ptr, previous_len) = text_view(previous.as_deref());
-        unsafe {
-            cb(
-                userdata,
-                kind,
-                key.as_ptr().cast(),
-                key.len(),
-                value_ptr,
-                value_len,
-                previous_ptr,
-                previous_len,
-            )
-        };
+        unsafe { report_change(cb, userdata, change) };
     }
+}
+
+/// Hands one change to `cb` (if set) as JSON text views. The one place a [`Change`] meets C:
+/// the mirror, the session and the client all report changes through it.
+///
+/// # Safety
+/// `cb` and `userdata` as documented on ::mode_change_cb.
+pub(crate) unsafe fn report_change(cb: ModeChangeCb, userdata: *mut c_void, change: &Change) {
+    let Some(cb) = cb else { return };
+    let (kind, key, value, previous) = match change {
+        Change::Set {
+            key,
+            value,
+            previous,
+        } => (
+            ModeChangeKind::ModeChangeSet,
+            key,
+            Some(value.to_string()),
+            previous.as_ref().map(ToString::to_string),
+        ),
+        Change::Deleted { key, previous } => (
+            ModeChangeKind::ModeChangeDeleted,
+            key,
+            None,
+            Some(previous.to_string()),
+        ),
+    };
+    let (value_ptr, value_len) = text_view(value.as_deref());
+    let (previous_ptr, previous_len) = text_view(previous.as_deref());
+    unsafe {
+        cb(
+            userdata,
+            kind,
+            key.as_ptr().cast(),
+            key.len(),
+            value_ptr,
+            value_len,
+            previous_ptr,
+            previous_len,
+        )
+    };
 }
 
 fn text_view(text: Option<&str>) -> (*const c_char, usize) {

@@ -221,6 +221,14 @@ impl Inner {
         self.fail(status, err)
     }
 
+    /// Runs one call on the started client; its error becomes the status and the last error.
+    fn call<T>(
+        &self,
+        call: impl FnOnce(&Client) -> Result<T, ClientError>,
+    ) -> Result<T, ModeStatus> {
+        call(self.client()?).map_err(|err| self.client_error(err))
+    }
+
     fn client(&self) -> Result<&Client, ModeStatus> {
         self.client.get().ok_or_else(|| {
             self.fail(
@@ -662,10 +670,7 @@ pub unsafe extern "C" fn mode_client_send_event(
             ));
         };
         let qos = qos_arg(qos)?;
-        inner
-            .client()?
-            .try_send_event(event_type, data, qos)
-            .map_err(|e| inner.client_error(e))?;
+        inner.call(|c| c.try_send_event(event_type, data, qos))?;
         Ok(())
     })
 }
@@ -688,10 +693,7 @@ pub unsafe extern "C" fn mode_client_kv_set(
             return Err(ModeStatus::ModeErrNull);
         }
         let value = unsafe { json_arg(value_json, Value::Null) }?;
-        inner
-            .client()?
-            .try_kv_set(key, value)
-            .map_err(|e| inner.client_error(e))?;
+        inner.call(|c| c.try_kv_set(key, value))?;
         Ok(())
     })
 }
@@ -708,10 +710,7 @@ pub unsafe extern "C" fn mode_client_kv_delete(
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
         let key = unsafe { str_arg(key) }?;
-        inner
-            .client()?
-            .try_kv_delete(key)
-            .map_err(|e| inner.client_error(e))?;
+        inner.call(|c| c.try_kv_delete(key))?;
         Ok(())
     })
 }
@@ -780,10 +779,7 @@ pub unsafe extern "C" fn mode_client_send_bulk_data(
         let label = unsafe { str_arg(label) }?;
         let data = unsafe { bytes_arg(data, data_len) }?;
         let qos = qos_arg(qos)?;
-        inner
-            .client()?
-            .try_send_bulk_data(label, data, qos)
-            .map_err(|e| inner.client_error(e))?;
+        inner.call(|c| c.try_send_bulk_data(label, data, qos))?;
         Ok(())
     })
 }
@@ -807,10 +803,7 @@ pub unsafe extern "C" fn mode_client_bulk_request(
         let inner = unsafe { inner(client) }?;
         let label = unsafe { str_arg(label) }?;
         let payload = unsafe { json_arg(payload_json, Value::Object(Map::new())) }?;
-        let pending = inner
-            .client()?
-            .try_bulk_request(label, payload)
-            .map_err(|e| inner.client_error(e))?;
+        let pending = inner.call(|c| c.try_bulk_request(label, payload))?;
         let request_id = pending.request_id().to_owned();
         let extra = inner.extra_tx.clone();
         let timeout = Duration::from_millis(timeout_ms.into());

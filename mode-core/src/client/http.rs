@@ -8,20 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use http::Method;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::Instrument;
 
 use super::config::ClientConfig;
 use super::error::ClientError;
 use super::notification::DisconnectReason;
 use super::rest::{Rest, error_chain};
+use super::task::{describe_tls, find_rustls_error};
+use super::tls;
 use crate::backoff::Failure;
 use crate::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
 
@@ -58,7 +60,7 @@ impl Drop for HttpConn {
     }
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = WebSocketStream<tls::Stream>;
 
 fn ws_base(api_url: &str) -> String {
     match api_url.strip_prefix("https://") {
@@ -85,53 +87,51 @@ async fn open(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
-    let connector = Connector::Rustls(tls.clone());
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config),
-        true,
-        Some(connector),
-    );
-    let (socket, _) = match tokio::time::timeout(config.connect_timeout, connecting).await {
-        Err(_) => {
-            return Err(network(format!(
-                "{url}: no answer within {:?}",
-                config.connect_timeout
-            )));
-        }
-        Ok(Ok(connected)) => connected,
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
-            return Err(if status == 401 || status == 403 {
-                (
-                    DisconnectReason::AuthFailed(format!(
-                        "the cloud refused device {} on {path} (HTTP {status}: {body})",
-                        config.device_id
-                    )),
-                    Failure::Auth,
-                )
-            } else {
-                network(format!("{url}: HTTP {status}: {body}"))
-            });
-        }
-        Ok(Err(err)) => {
-            let text = error_chain(&err);
-            return Err(match super::task::find_rustls_error(&err) {
-                Some(tls_err) => (
-                    DisconnectReason::Tls(super::task::describe_tls(tls_err, &url)),
-                    Failure::Connection,
-                ),
-                None => network(format!("{url}: {text}")),
-            });
+    // A TLS alert can also arrive during the WebSocket handshake (TLS 1.3 reports a refused
+    // client certificate after its own handshake), so both steps are described alike.
+    let failed = |err: &(dyn std::error::Error + 'static)| match find_rustls_error(err) {
+        Some(tls_err) => (
+            DisconnectReason::Tls(describe_tls(tls_err, &url)),
+            Failure::Connection,
+        ),
+        None => network(format!("{url}: {}", error_chain(err))),
+    };
+    let connecting = async {
+        let stream = tls::connect(request.uri(), tls)
+            .await
+            .map_err(|e| failed(&e))?;
+        match tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                Err(if status == 401 || status == 403 {
+                    (
+                        DisconnectReason::AuthFailed(format!(
+                            "the cloud refused device {} on {path} (HTTP {status}: {body})",
+                            config.device_id
+                        )),
+                        Failure::Auth,
+                    )
+                } else {
+                    network(format!("{url}: HTTP {status}: {body}"))
+                })
+            }
+            Err(err) => Err(failed(&err)),
         }
     };
-    Ok(socket)
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(opened) => opened,
+        Err(_) => Err(network(format!(
+            "{url}: no answer within {:?}",
+            config.connect_timeout
+        ))),
+    }
 }
 
 /// Reads one socket until it fails: forwards text frames, answers pings (tungstenite queues the
@@ -301,26 +301,24 @@ pub(crate) fn rest_request(
     device_id: DeviceId,
     topic: &str,
     payload: &[u8],
-) -> Result<(reqwest::Method, String, Option<Vec<u8>>), ClientError> {
+) -> Result<(Method, String, Option<Vec<u8>>), ClientError> {
     let parsed =
         Topic::parse(topic).map_err(|_| ClientError::Unsupported("this message over HTTP"))?;
     match parsed.kind {
         TopicKind::Event => Ok((
-            reqwest::Method::PUT,
+            Method::PUT,
             paths::event_path(device_id),
             Some(payload.to_vec()),
         )),
         TopicKind::Kv => match KvUpdate::decode(payload)? {
             KvUpdate::Set { key, value } => Ok((
-                reqwest::Method::PUT,
+                Method::PUT,
                 paths::kv_key_path(device_id, &key)?,
                 Some(KvValue { value }.encode()),
             )),
-            KvUpdate::Delete { key } => Ok((
-                reqwest::Method::DELETE,
-                paths::kv_key_path(device_id, &key)?,
-                None,
-            )),
+            KvUpdate::Delete { key } => {
+                Ok((Method::DELETE, paths::kv_key_path(device_id, &key)?, None))
+            }
         },
         _ => Err(ClientError::Unsupported(
             "bulk data and data for routing have no REST form: use an MQTT transport",
@@ -366,17 +364,14 @@ mod tests {
             )
             .unwrap();
         let (method, path, body) = rest_request(7, &event.topic, &event.payload).unwrap();
-        assert_eq!(
-            (method, path.as_str()),
-            (reqwest::Method::PUT, "/devices/7/event")
-        );
+        assert_eq!((method, path.as_str()), (Method::PUT, "/devices/7/event"));
         assert_eq!(body.unwrap(), event.payload);
 
         let set = session.kv_set("a b", json!(1)).unwrap();
         let (method, path, body) = rest_request(7, &set.topic, &set.payload).unwrap();
         assert_eq!(
             (method, path.as_str()),
-            (reqwest::Method::PUT, "/devices/7/kv/a%20b")
+            (Method::PUT, "/devices/7/kv/a%20b")
         );
         assert_eq!(body.unwrap(), br#"{"value":1}"#);
 
@@ -384,7 +379,7 @@ mod tests {
         let (method, path, body) = rest_request(7, &delete.topic, &delete.payload).unwrap();
         assert_eq!(
             (method, path.as_str(), body),
-            (reqwest::Method::DELETE, "/devices/7/kv/k", None)
+            (Method::DELETE, "/devices/7/kv/k", None)
         );
 
         let bulk = session

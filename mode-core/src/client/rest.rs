@@ -1,18 +1,34 @@
 //! REST requests to the MODE API with the device's key: one function that sends, checks the
 //! status and turns MODE error bodies into [`ClientError::Rest`].
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 
 use super::config::{ApiKey, ClientConfig};
 use super::error::ClientError;
+use super::task::{describe_tls, find_rustls_error};
+use super::tls;
 use crate::proto::{ErrorBody, rest};
 
+/// Requests to one REST host over HTTP/1.1, one connection kept open between them.
 #[derive(Debug)]
 pub(crate) struct Rest {
-    http: reqwest::Client,
     base: String,
     key: Option<ApiKey>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
     max_body: usize,
+    tls: Arc<rustls::ClientConfig>,
+    /// The connection of the last request, for the next one: the HTTP link sends its requests
+    /// one after the other, and a new TCP (and TLS) handshake for each would slow it down.
+    idle: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl Rest {
@@ -39,45 +55,38 @@ impl Rest {
         max_body: usize,
         tls: &rustls::ClientConfig,
     ) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(connect_timeout)
-            .use_preconfigured_tls(tls.clone())
-            .build()
-            .map_err(|e| ClientError::Http(format!("cannot build the HTTP client: {e}")))?;
         Ok(Rest {
-            http,
             base: base.trim_end_matches('/').to_owned(),
             key,
+            request_timeout,
+            connect_timeout,
             max_body,
+            tls: Arc::new(tls.clone()),
+            idle: Mutex::new(None),
         })
     }
 
     /// Sends `method path` with an optional JSON body; returns the response body of a 2xx.
     pub(crate) async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url);
-        if let Some(key) = &self.key {
-            request = request.header("Authorization", rest::authorization_value(key.expose()));
-        }
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ClientError::Http(format!("{url}: {}", error_chain(&e))))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| {
-            ClientError::Http(format!("{url}: reading the answer: {}", error_chain(&e)))
-        })?;
+        let (status, bytes) =
+            match tokio::time::timeout(self.request_timeout, self.exchange(&url, method, body))
+                .await
+            {
+                Ok(answer) => answer?,
+                // `Http`, not `Timeout`: the link retries a send that timed out.
+                Err(_) => {
+                    return Err(ClientError::Http(format!(
+                        "{url}: no answer within {:?}",
+                        self.request_timeout
+                    )));
+                }
+            };
         if bytes.len() > self.max_body {
             return Err(ClientError::MessageTooLarge {
                 size: bytes.len(),
@@ -97,6 +106,111 @@ impl Rest {
             data,
         })
     }
+
+    /// One request and its whole answer.
+    async fn exchange(
+        &self,
+        url: &str,
+        method: Method,
+        body: Option<Vec<u8>>,
+    ) -> Result<(http::StatusCode, Bytes), ClientError> {
+        let failed = |what: &str, err: &(dyn std::error::Error + 'static)| {
+            ClientError::Http(match find_rustls_error(err) {
+                Some(tls) => describe_tls(tls, url),
+                None => format!("{url}: {what}{}", error_chain(err)),
+            })
+        };
+        let uri: Uri = url.parse().map_err(|e| failed("", &e))?;
+        // HTTP/1.1 wants the path as the target and the host in `Host` (hyper adds neither).
+        let host = uri.host().unwrap_or_default();
+        let host = match uri.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = Request::builder()
+            .method(method)
+            .uri(target)
+            .header(header::HOST, host);
+        if let Some(key) = &self.key {
+            request = request.header(
+                header::AUTHORIZATION,
+                rest::authorization_value(key.expose()),
+            );
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+            .map_err(|e| failed("", &e))?;
+        let (connection, response) = self.round_trip(&uri, request).await.map_err(|e| match e {
+            Failed::Connect(e) => failed("cannot connect: ", &e),
+            Failed::ConnectTimeout => ClientError::Http(format!(
+                "{url}: cannot connect within {:?}",
+                self.connect_timeout
+            )),
+            Failed::Request(e) => failed("", &e),
+        })?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| failed("reading the answer: ", &e))?
+            .to_bytes();
+        // Only a connection whose answer was read to the end can carry the next request.
+        self.idle
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(connection);
+        Ok((status, bytes))
+    }
+
+    /// Sends `request` on the kept connection, or on a new one when there is none or it has
+    /// closed (the server may close an idle connection at any time).
+    async fn round_trip(
+        &self,
+        uri: &Uri,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(SendRequest<Full<Bytes>>, Response<Incoming>), Failed> {
+        let kept = self.idle.lock().expect("not poisoned").take();
+        let mut request = request;
+        if let Some(mut connection) = kept
+            && connection.ready().await.is_ok()
+        {
+            match connection.try_send_request(request).await {
+                Ok(response) => return Ok((connection, response)),
+                // hyper hands the request back when it was not sent: send it anew.
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(Failed::Request(err.into_error())),
+                },
+            }
+        }
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, tls::connect(uri, &self.tls)).await {
+                Err(_) => return Err(Failed::ConnectTimeout),
+                Ok(stream) => stream.map_err(Failed::Connect)?,
+            };
+        let (mut connection, driver) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(Failed::Request)?;
+        // The driver reads and writes the socket; it ends when `connection` is dropped.
+        tokio::spawn(driver);
+        let response = connection
+            .send_request(request)
+            .await
+            .map_err(Failed::Request)?;
+        Ok((connection, response))
+    }
+}
+
+/// Why [`Rest::round_trip`] got no answer.
+enum Failed {
+    Connect(std::io::Error),
+    ConnectTimeout,
+    Request(hyper::Error),
 }
 
 /// An error and its sources on one line, so "connection refused" is not hidden behind

@@ -1,8 +1,9 @@
 //! The rustls configuration every transport uses: webpki roots plus extra CA files, an optional
-//! client certificate, and the explicitly named switch that turns verification off.
+//! client certificate, and the explicitly named switch that turns verification off; and the
+//! TCP/TLS stream of the HTTP transport (MQTT connects inside rumqttc with the same config).
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::config::{ConfigError, TlsOptions};
 
@@ -86,6 +89,45 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<ClientConfig, Config
                 .map_err(|e| tls_error("client certificate", cert, e))
         }
     }
+}
+
+/// A connection to a server, plain or TLS. One boxed type, so REST and the WebSockets share
+/// one copy of the code that drives it.
+pub(crate) type Stream = Box<dyn Io>;
+
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Connects to the host of `url` (`http`/`ws` in plain TCP, `https`/`wss` with TLS by `tls`).
+/// TLS failures come back as an `io::Error` holding the `rustls::Error`.
+pub(crate) async fn connect(url: &http::Uri, tls: &Arc<ClientConfig>) -> io::Result<Stream> {
+    let secure = match url.scheme_str() {
+        Some("http" | "ws") => false,
+        Some("https" | "wss") => true,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the URL must start with http://, https://, ws:// or wss://",
+            ));
+        }
+    };
+    // `Uri::host` keeps the brackets of an IPv6 literal; neither DNS nor rustls wants them.
+    let host = url.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host, port)).await?;
+    // Requests and frames are small and wait for an answer: send them without Nagle's delay.
+    tcp.set_nodelay(true)?;
+    if !secure {
+        return Ok(Box::new(tcp));
+    }
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(stream))
 }
 
 /// The verifier behind `danger_accept_invalid_certs`: signatures are still checked (so the

@@ -160,7 +160,7 @@ impl Client {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClientError::NoRuntime);
         }
-        // Built even for plain connections: reqwest needs one (it has no provider of its own).
+        // Built even for plain connections: REST and the WebSockets take it whatever the scheme.
         let tls = Arc::new(tls::client_config(&config.tls)?);
         let rest = Arc::new(Rest::new(&config, &tls)?);
         let session = Session::new(config.device_id, rand::random());
@@ -495,7 +495,7 @@ impl Client {
         let body = self
             .inner
             .rest
-            .send(reqwest::Method::GET, &path, None)
+            .send(::http::Method::GET, &path, None)
             .await?;
         Ok(DeviceInfo::decode(&body)?)
     }
@@ -510,7 +510,7 @@ impl Client {
         let answer = self
             .inner
             .rest
-            .send(reqwest::Method::POST, paths::REGISTRATION_PATH, Some(body))
+            .send(::http::Method::POST, paths::REGISTRATION_PATH, Some(body))
             .await?;
         if answer.is_empty() {
             return Ok(Value::Null);
@@ -579,7 +579,7 @@ pub async fn provision(
     body.insert("token".into(), token.into());
     let body = serde_json::to_vec(&body).expect("a JSON object serializes");
     let answer = rest
-        .send(reqwest::Method::POST, paths::PROVISION_PATH, Some(body))
+        .send(::http::Method::POST, paths::PROVISION_PATH, Some(body))
         .await?;
     let info = DeviceInfo::decode(&answer)?;
     let api_key = match info.raw.get("apiKey") {

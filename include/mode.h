@@ -737,6 +737,33 @@ mode_status_t mode_config_set_danger_accept_invalid_certs(mode_config_t *config,
 mode_status_t mode_config_set_keepalive_ms(mode_config_t *config, uint32_t keepalive_ms);
 
 /**
+ * Sets how long one connection attempt may take, TCP + TLS + MQTT CONNECT or both WebSockets,
+ * in milliseconds (default 10000; at least 1).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_connect_timeout_ms(mode_config_t *config, uint32_t timeout_ms);
+
+/**
+ * Sets how long one REST request may take (HTTP transport sends, device info, provisioning),
+ * in milliseconds (default 30000; at least 1).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_request_timeout_ms(mode_config_t *config, uint32_t timeout_ms);
+
+/**
+ * Sets how many QoS 1 messages may be on the network unacknowledged at once (default 100;
+ * 1 to 65535). 1 makes the cloud see messages strictly one at a time.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_max_inflight(mode_config_t *config, uint32_t max_inflight);
+
+/**
  * Sets how many messages may wait for delivery (at least 1).
  *
  * # Safety

@@ -261,6 +261,65 @@ pub unsafe extern "C" fn mode_config_set_keepalive_ms(
     }
 }
 
+/// Sets how long one connection attempt may take, TCP + TLS + MQTT CONNECT or both WebSockets,
+/// in milliseconds (default 10000; at least 1).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_connect_timeout_ms(
+    config: *mut ModeConfig,
+    timeout_ms: u32,
+) -> ModeStatus {
+    if timeout_ms == 0 {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe {
+        set(config, |b| {
+            b.connect_timeout(Duration::from_millis(timeout_ms.into()))
+        })
+    }
+}
+
+/// Sets how long one REST request may take (HTTP transport sends, device info, provisioning),
+/// in milliseconds (default 30000; at least 1).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_request_timeout_ms(
+    config: *mut ModeConfig,
+    timeout_ms: u32,
+) -> ModeStatus {
+    if timeout_ms == 0 {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe {
+        set(config, |b| {
+            b.request_timeout(Duration::from_millis(timeout_ms.into()))
+        })
+    }
+}
+
+/// Sets how many QoS 1 messages may be on the network unacknowledged at once (default 100;
+/// 1 to 65535). 1 makes the cloud see messages strictly one at a time.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_max_inflight(
+    config: *mut ModeConfig,
+    max_inflight: u32,
+) -> ModeStatus {
+    let Ok(max_inflight) = u16::try_from(max_inflight) else {
+        return ModeStatus::ModeErrInvalidArgument;
+    };
+    if max_inflight == 0 {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe { set(config, |b| b.max_inflight(max_inflight)) }
+}
+
 /// Sets how many messages may wait for delivery (at least 1).
 ///
 /// # Safety

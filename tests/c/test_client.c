@@ -177,6 +177,14 @@ static void test_config_validates_what_it_is_given(void) {
     CHECK_STATUS(mode_config_set_full_queue_policy(c, MODE_QUEUE_DROP_OLDEST), MODE_OK);
     CHECK_STATUS(mode_config_set_max_message_size(c, 1), MODE_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(mode_config_set_backoff_ms(c, 100, 10), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_connect_timeout_ms(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_connect_timeout_ms(c, 2000), MODE_OK);
+    CHECK_STATUS(mode_config_set_request_timeout_ms(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_request_timeout_ms(c, 2000), MODE_OK);
+    CHECK_STATUS(mode_config_set_max_inflight(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_max_inflight(c, 65536), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_config_set_max_inflight(c, 10), MODE_OK);
+    CHECK_STATUS(mode_config_set_max_inflight(NULL, 10), MODE_ERR_NULL);
     CHECK_STATUS(mode_config_set_mqtt_host(c, NULL), MODE_ERR_NULL);
     CHECK_STATUS(mode_config_set_mqtt_host(c, "\xff"), MODE_ERR_INVALID_UTF8);
     CHECK_STATUS(mode_config_set_transport(NULL, 0), MODE_ERR_NULL);

@@ -49,6 +49,20 @@ pub enum Failure {
 }
 
 /// The reconnect schedule of one connection.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use mode_core::backoff::{Backoff, BackoffPolicy, Failure};
+///
+/// let mut backoff = Backoff::new(BackoffPolicy { jitter: 0.0, ..BackoffPolicy::default() });
+/// let now = Instant::now(); // the caller's clock: the schedule never reads one
+/// let waits: Vec<u64> = (0..6)
+///     .map(|_| backoff.on_failure(Failure::Connection, now, 0.5).as_secs())
+///     .collect();
+/// assert_eq!(waits, [1, 2, 3, 5, 8, 13]); // Fibonacci seconds, up to the 60 s cap
+/// // A refused API key waits far longer: retrying it soon cannot help.
+/// assert!(backoff.on_failure(Failure::Auth, now, 0.5) >= Duration::from_secs(60));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Backoff {
     policy: BackoffPolicy,

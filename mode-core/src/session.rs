@@ -56,6 +56,28 @@ pub enum Incoming {
 
 /// The protocol state of one device: its id, its DDP mirror, the bulk-data labels whose
 /// responses it listens for, and the counter behind its bulk request ids.
+///
+/// ```
+/// use mode_core::proto::{Event, Map, Qos};
+/// use mode_core::session::{Incoming, Session};
+///
+/// let mut session = Session::new(1001, 42);
+/// // Subscribe to these with your MQTT client (QoS 0, as MODE's broker allows)...
+/// assert_eq!(session.subscriptions(), ["/devices/1001/command", "/devices/1001/kv"]);
+/// // ...and hand every publish that arrives to the session.
+/// let incoming = session.handle(
+///     "/devices/1001/command",
+///     br#"{"action":"blink","parameters":{"times":18446744073709551617}}"#,
+/// );
+/// let Incoming::Command(command) = incoming else { panic!("a command: {incoming:?}") };
+/// assert_eq!(command.parameters["times"].to_string(), "18446744073709551617"); // exact
+///
+/// // What the device sends comes back as (topic, payload, qos) for your client to publish.
+/// let out = session.event(&Event::new("boot", Map::new()), Qos::AtLeastOnce)?;
+/// assert_eq!(out.topic, "/devices/1001/event");
+/// assert_eq!(out.payload, br#"{"eventType":"boot","eventData":{}}"#);
+/// # Ok::<(), mode_core::proto::EncodeError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Session {
     device_id: DeviceId,

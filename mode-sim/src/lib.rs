@@ -1,14 +1,22 @@
 //! mode-sim: a local MODE cloud (MQTT 3.1.1 over TCP, TLS and WebSocket; the HTTP REST and
 //! WebSocket API, see [`http`]) that tests embed and firmware developers run.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), mode_sim::SimError> {
-//! let sim = mode_sim::Sim::start(mode_sim::SimConfig::demo()).await?;
-//! println!("MQTT on {}", sim.mqtt_addr());
-//! let cloud = sim.cloud(); // drive and inspect the cloud: commands, kv, records, test controls
-//! # drop(cloud);
+//! ```
+//! use mode_sim::cloud::KvSource;
+//! use mode_sim::{Sim, SimConfig};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let sim = Sim::start(SimConfig::demo()).await?; // free loopback ports
+//! println!("MQTT on {}, REST on {:?}", sim.mqtt_addr(), sim.http_addr());
+//! // Drive and inspect the cloud directly: commands, DDP stores, records, test controls.
+//! let cloud = sim.cloud();
+//! let rev = cloud.kv_set(1001, "firmware", "1.0.0".into(), KvSource::Rest)?;
+//! assert_eq!(cloud.kv_get(1001, "firmware")?.value, "1.0.0");
+//! assert_eq!(cloud.kv_snapshot(1001)?.rev, rev);
 //! sim.shutdown().await;
-//! # Ok(()) }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
 

@@ -111,6 +111,26 @@ impl Applied {
 /// - a reload older than the mirror's rev is stale, except the first one after
 ///   [`Mirror::expect_reload`]: a new subscription's snapshot is the truth even when the cloud's
 ///   revisions went backwards (a store that was reset).
+///
+/// ```
+/// use mode_core::ddp::{Change, IgnoreReason, Mirror};
+///
+/// let mut mirror = Mirror::new();
+/// // The cloud's snapshot first, then changes, each with the store's revision.
+/// let reload = br#"{"action":"reload","rev":7,"items":[{"key":"mode","value":"eco"}]}"#;
+/// mirror.apply_json(reload)?;
+/// let set = mirror.apply_json(br#"{"action":"set","rev":9,"key":"mode","value":"boost"}"#)?;
+/// assert_eq!(
+///     set.changes(),
+///     [Change::Set { key: "mode".into(), value: "boost".into(), previous: Some("eco".into()) }]
+/// );
+/// // A set from before it, arriving late, changes nothing and says why.
+/// let late = mirror.apply_json(br#"{"action":"set","rev":8,"key":"mode","value":"off"}"#)?;
+/// assert_eq!(late.ignored(), Some(IgnoreReason::Stale));
+/// assert_eq!(mirror.get("mode"), Some(&"boost".into()));
+/// assert_eq!(mirror.rev(), 9);
+/// # Ok::<(), mode_core::proto::DecodeError>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Mirror {
     entries: BTreeMap<String, Entry>,

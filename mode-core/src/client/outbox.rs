@@ -8,7 +8,7 @@
 //! takes, in the order it was handed, as `Outgoing::Publish(pkid)` (or `AwaitAck(pkid)` when the
 //! id collides with one still in flight, followed later by `Outgoing::Publish(pkid)`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
@@ -43,8 +43,47 @@ impl Message {
 pub(crate) struct Outbox {
     queue: VecDeque<Message>,
     handed: VecDeque<Message>,
-    inflight: HashMap<u16, Message>,
+    inflight: Inflight,
     collided: Option<(u16, Message)>,
+}
+
+/// Messages awaiting their PUBACK, indexed by packet id. rumqttc numbers publishes from 1 up
+/// to the inflight window and then starts over, so the table stays as small as the window, and
+/// each publish and acknowledgement costs an index rather than a hash.
+#[derive(Debug, Default)]
+struct Inflight {
+    slots: Vec<Option<Message>>,
+    len: usize,
+}
+
+impl Inflight {
+    /// Returns the message that held `pkid` before, if any.
+    fn insert(&mut self, pkid: u16, message: Message) -> Option<Message> {
+        let index = usize::from(pkid);
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, || None);
+        }
+        let previous = self.slots[index].replace(message);
+        if previous.is_none() {
+            self.len += 1;
+        }
+        previous
+    }
+
+    fn remove(&mut self, pkid: u16) -> Option<Message> {
+        let message = self.slots.get_mut(usize::from(pkid))?.take()?;
+        self.len -= 1;
+        Some(message)
+    }
+
+    fn contains(&self, pkid: u16) -> bool {
+        matches!(self.slots.get(usize::from(pkid)), Some(Some(_)))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Message> + use<> {
+        self.len = 0;
+        std::mem::take(&mut self.slots).into_iter().flatten()
+    }
 }
 
 impl Outbox {
@@ -59,7 +98,7 @@ impl Outbox {
 
     /// Messages given to the network and not yet acknowledged.
     pub fn in_network(&self) -> usize {
-        self.handed.len() + self.inflight.len() + usize::from(self.collided.is_some())
+        self.handed.len() + self.inflight.len + usize::from(self.collided.is_some())
     }
 
     pub fn push(&mut self, message: Message) {
@@ -83,7 +122,7 @@ impl Outbox {
     pub fn on_outgoing_publish(&mut self, pkid: u16) -> Option<Message> {
         if let Some((collided_pkid, _)) = &self.collided
             && *collided_pkid == pkid
-            && !self.inflight.contains_key(&pkid)
+            && !self.inflight.contains(pkid)
         {
             let (_, message) = self.collided.take()?;
             self.inflight.insert(pkid, message);
@@ -119,14 +158,14 @@ impl Outbox {
 
     /// The cloud acknowledged `pkid`; returns the message it acknowledged.
     pub fn on_puback(&mut self, pkid: u16) -> Option<Message> {
-        self.inflight.remove(&pkid)
+        self.inflight.remove(pkid)
     }
 
     /// The connection is gone: every message not acknowledged goes back to the queue, oldest
     /// first, to be sent again on the next connection.
     pub fn requeue(&mut self) {
         let mut all: Vec<Message> = self.handed.drain(..).collect();
-        all.extend(self.inflight.drain().map(|(_, message)| message));
+        all.extend(self.inflight.drain());
         all.extend(self.collided.take().map(|(_, message)| message));
         if all.is_empty() {
             return;

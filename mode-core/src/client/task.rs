@@ -2,22 +2,25 @@
 //! transport's WebSockets and REST sends), the reconnect schedule and the watchdog, and turns
 //! what arrives into notifications.
 //!
-//! Over MQTT each connection attempt gets a fresh rumqttc `EventLoop`, polled in a task of its own that
-//! only forwards events: `EventLoop::poll` must not be cancelled mid-write, so it never sits in
-//! this task's `select!`. Nothing carries over between connections inside rumqttc (cleanSession
-//! is true and rumqttc drops unacknowledged publishes on a new session); the outbox re-sends.
+//! Over MQTT each connection attempt gets a fresh rumqttc `EventLoop`, driven by this task
+//! itself as a stream of events: a hop through a forwarding task per event cost a third of the
+//! throughput. `EventLoop::poll` must not be cancelled mid-write, and it never is: the poll in
+//! progress lives inside the stream, and `select!` only drops the `next()` that borrows it.
+//! Nothing carries over between connections inside rumqttc (cleanSession is true and rumqttc
+//! drops unacknowledged publishes on a new session); the outbox re-sends.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::{FutureExt, Stream, StreamExt};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
     NetworkOptions, Outgoing, QoS, SubscribeFilter, TlsConfiguration,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
@@ -54,21 +57,18 @@ pub(crate) enum Cmd {
     },
 }
 
+/// rumqttc's event loop as a stream that ends after its first error (polling on would
+/// reconnect inside rumqttc, behind the outbox's back).
+type MqttEvents = Pin<Box<dyn Stream<Item = Result<Event, ConnectionError>> + Send>>;
+
 /// One rumqttc connection (attempt).
 struct Conn {
     client: AsyncClient,
-    events: mpsc::Receiver<Result<Event, ConnectionError>>,
-    poller: JoinHandle<()>,
+    events: MqttEvents,
     connected: bool,
     last_incoming: Instant,
     subscribed: HashSet<String>,
     disconnect_sent: bool,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.poller.abort();
-    }
 }
 
 enum Link {
@@ -106,10 +106,18 @@ pub(crate) struct Task {
     ever_connected: bool,
     dropped_total: u64,
     done: bool,
+    dead_after: Duration,
 }
 
-/// How many queued commands one wake-up of the connection task takes at most.
-const CMD_BATCH: usize = 64;
+/// How many queued commands, or events that are already there, one wake-up of the connection
+/// task takes at most; then the outbox is pumped once for all of them.
+const BATCH: usize = 64;
+
+/// How long close waits, after DISCONNECT is written, for the broker to close the connection.
+/// Dropping the socket before the broker has read everything can make the kernel answer the
+/// broker's last packets (UNSUBACK) with a reset, and a reset makes the broker's kernel throw
+/// away what the broker had not read yet: the last messages would be lost.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Waits for `at`, or forever when there is nothing to wait for.
 async fn sleep_opt(at: Option<Instant>) {
@@ -121,7 +129,7 @@ async fn sleep_opt(at: Option<Instant>) {
 
 async fn next_event(link: &mut Link) -> LinkEvent {
     match link {
-        Link::Up(conn) => LinkEvent::Mqtt(conn.events.recv().await),
+        Link::Up(conn) => LinkEvent::Mqtt(conn.events.next().await),
         Link::Http(conn) => LinkEvent::Http(conn.events.recv().await),
         Link::Down { .. } => std::future::pending().await,
     }
@@ -145,6 +153,7 @@ impl Task {
         cmds: mpsc::UnboundedReceiver<Cmd>,
     ) -> Self {
         let backoff = Backoff::new(config.backoff.clone());
+        let dead_after = config.keepalive.mul_f64(1.5);
         Task {
             config,
             tls,
@@ -165,6 +174,7 @@ impl Task {
             ever_connected: false,
             dropped_total: 0,
             done: false,
+            dead_after,
         }
     }
 
@@ -206,7 +216,7 @@ impl Task {
                             self.on_cmd(cmd);
                             // Take what else is queued before pumping, so a burst of sends
                             // costs one wake-up rather than one each.
-                            for _ in 0..CMD_BATCH {
+                            for _ in 0..BATCH {
                                 let Ok(cmd) = self.cmds.try_recv() else { break };
                                 self.on_cmd(cmd);
                             }
@@ -218,7 +228,10 @@ impl Task {
                         }
                     },
                     event = next_event(&mut self.link) => match event {
-                        LinkEvent::Mqtt(event) => self.on_event(event),
+                        LinkEvent::Mqtt(event) => {
+                            self.on_event(event);
+                            self.on_ready_events();
+                        }
                         LinkEvent::Http(event) => self.on_http_event(event),
                     },
                     () = sleep_opt(retry_at) => self.connect(),
@@ -236,8 +249,9 @@ impl Task {
         .await
     }
 
+    /// How long a silent connection is trusted: 1.5 keepalives, as MQTT gives the broker.
     fn dead_after(&self) -> Duration {
-        self.config.keepalive.mul_f64(1.5)
+        self.dead_after
     }
 
     fn closing_deadline_passed(&self) -> Option<()> {
@@ -398,24 +412,18 @@ impl Task {
             self.config.connect_timeout.as_secs_f64().ceil().max(1.0) as u64
         );
         eventloop.set_network_options(network);
-        let (tx, events) = mpsc::channel(256);
-        let poller = tokio::spawn(
-            async move {
-                loop {
-                    let event = eventloop.poll().await;
-                    let failed = event.is_err();
-                    if tx.send(event).await.is_err() || failed {
-                        break;
-                    }
-                }
-            }
-            .in_current_span(),
-        );
+        // Boxed so that each poll moves a pointer, not the whole event loop.
+        let events =
+            futures_util::stream::unfold(Some(Box::new(eventloop)), |eventloop| async move {
+                let mut eventloop = eventloop?;
+                let event = eventloop.poll().await;
+                let next = event.is_ok().then_some(eventloop);
+                Some((event, next))
+            });
         tracing::debug!("connecting");
         self.link = Link::Up(Box::new(Conn {
             client,
-            events,
-            poller,
+            events: Box::pin(events),
             connected: false,
             last_incoming: Instant::now(),
             subscribed: HashSet::new(),
@@ -508,6 +516,22 @@ impl Task {
     // Events from the connection
     // -----------------------------------------------------------------------------------------
 
+    /// Handles the events rumqttc has ready without waiting, so a burst of acknowledgements
+    /// costs one round of the task's loop and one pump.
+    fn on_ready_events(&mut self) {
+        for _ in 0..BATCH {
+            let Link::Up(conn) = &mut self.link else {
+                return;
+            };
+            // Only the `next()` is dropped when nothing is ready; a poll in progress stays in
+            // the stream, and the task's next `select!` polls it again with its own waker.
+            let Some(event) = conn.events.next().now_or_never() else {
+                return;
+            };
+            self.on_event(event);
+        }
+    }
+
     fn on_event(&mut self, event: Option<Result<Event, ConnectionError>>) {
         let event = match event {
             Some(Ok(event)) => event,
@@ -558,7 +582,13 @@ impl Task {
                 }
             }
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.outbox.on_await_ack(pkid),
-            Event::Outgoing(Outgoing::Disconnect) if self.closing.is_some() => self.finish_close(),
+            Event::Outgoing(Outgoing::Disconnect) => {
+                // The close ends when the broker closes the connection (it must, after
+                // DISCONNECT): by then it has read everything. See LINGER for why not sooner.
+                if let Some(closing) = &mut self.closing {
+                    closing.deadline = closing.deadline.min(Instant::now() + LINGER);
+                }
+            }
             _ => {}
         }
     }

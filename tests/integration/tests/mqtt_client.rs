@@ -662,6 +662,27 @@ async fn close_flushes_the_queue_then_unsubscribes_and_disconnects() {
 }
 
 #[tokio::test]
+async fn a_qos0_event_sent_right_before_close_has_reached_the_cloud_when_close_returns() {
+    // The loss this guards against came from closing a socket with unread data in it: the
+    // kernel answers with RST and the broker throws away what it had not read yet. It struck
+    // about one close in 30, so one round proves nothing; 150 rounds miss it about 1 time in 160.
+    let sim = demo().await;
+    for i in 0..150u64 {
+        let (client, _notifications) = connected(&sim, D1).await;
+        let mut d = Map::new();
+        d.insert("i".into(), i.into());
+        client.try_send_event("last", d, Qos::AtMostOnce).unwrap();
+        client.close(WAIT).await.unwrap();
+        let recorded = sim.cloud().events_from(D1);
+        assert_eq!(
+            recorded.len() as u64,
+            i + 1,
+            "round {i}: the event sent before close is missing"
+        );
+    }
+}
+
+#[tokio::test]
 async fn close_gives_up_at_its_deadline_and_says_how_much_was_left() {
     let sim = demo().await;
     let (client, mut notifications) = connected(&sim, D1).await;

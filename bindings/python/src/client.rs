@@ -635,11 +635,23 @@ fn dispatch_loop(inner: Arc<Inner>, mut notifications: Notifications, dispatch: 
             }
         });
         let note = match next {
-            Wake::Stop => break,
+            Wake::Stop => None,
             Wake::Log => None,
             Wake::Note(note) => Some(note),
         };
         if inner.stopping.load(Ordering::Acquire) {
+            // What arrived before the stop is handed over, not dropped: a closed device's
+            // handlers have then seen every change its mirror shows. Only what is already
+            // queued (at most the channel's capacity), so a stop never waits for the network.
+            let _ = Python::try_attach(|py| {
+                log::drain(py);
+                for note in note
+                    .into_iter()
+                    .chain(std::iter::from_fn(|| notifications.try_recv()))
+                {
+                    deliver(py, &dispatch, note);
+                }
+            });
             break;
         }
         let attached = Python::try_attach(|py| {

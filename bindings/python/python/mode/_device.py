@@ -351,8 +351,9 @@ class Device(_DeviceBase):
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Delivers what is queued (up to ``timeout`` s) and disconnects. Raises
-        ``TimeoutError`` if messages were left undelivered. Idempotent."""
+        """Delivers what is queued (up to ``timeout`` s) and disconnects; handlers still get
+        every notification that arrived before the disconnect. Raises ``TimeoutError`` if
+        messages were left undelivered. Idempotent."""
         if self._closed:
             return
         self._closed = True

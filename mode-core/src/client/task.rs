@@ -2,25 +2,27 @@
 //! transport's WebSockets and REST sends), the reconnect schedule and the watchdog, and turns
 //! what arrives into notifications.
 //!
-//! Over MQTT each connection attempt gets a fresh rumqttc `EventLoop`, driven by this task
-//! itself as a stream of events: a hop through a forwarding task per event cost a third of the
-//! throughput. `EventLoop::poll` must not be cancelled mid-write, and it never is: the poll in
-//! progress lives inside the stream, and `select!` only drops the `next()` that borrows it.
-//! Nothing carries over between connections inside rumqttc (cleanSession is true and rumqttc
-//! drops unacknowledged publishes on a new session); the outbox re-sends.
+//! Over MQTT each connection attempt gets a fresh rumqttc `EventLoop`, polled in a task of its
+//! own so that its socket writes run beside this task's work. `EventLoop::poll` must not be
+//! cancelled mid-write, and it never is: the poll in progress lives inside a stream, and only
+//! the `next()` that borrows it is ever dropped. The poller hands over every event that is
+//! already there in one batch, so a burst costs one channel hop and one wake-up of this task,
+//! not one per event. Nothing carries over between connections inside rumqttc (cleanSession
+//! is true and rumqttc drops unacknowledged publishes on a new session); the outbox re-sends.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
     NetworkOptions, Outgoing, QoS, SubscribeFilter, TlsConfiguration,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
@@ -57,18 +59,24 @@ pub(crate) enum Cmd {
     },
 }
 
-/// rumqttc's event loop as a stream that ends after its first error (polling on would
-/// reconnect inside rumqttc, behind the outbox's back).
-type MqttEvents = Pin<Box<dyn Stream<Item = Result<Event, ConnectionError>> + Send>>;
+/// Events of one rumqttc connection, in the order they happened; an error is always the last.
+type MqttEvents = Vec<Result<Event, ConnectionError>>;
 
 /// One rumqttc connection (attempt).
 struct Conn {
     client: AsyncClient,
-    events: MqttEvents,
+    events: mpsc::Receiver<MqttEvents>,
+    poller: JoinHandle<()>,
     connected: bool,
     last_incoming: Instant,
     subscribed: HashSet<String>,
     disconnect_sent: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
 }
 
 enum Link {
@@ -79,7 +87,7 @@ enum Link {
 
 /// What a link reported.
 enum LinkEvent {
-    Mqtt(Option<Result<Event, ConnectionError>>),
+    Mqtt(Option<MqttEvents>),
     Http(Option<HttpEvent>),
 }
 
@@ -129,7 +137,7 @@ async fn sleep_opt(at: Option<Instant>) {
 
 async fn next_event(link: &mut Link) -> LinkEvent {
     match link {
-        Link::Up(conn) => LinkEvent::Mqtt(conn.events.next().await),
+        Link::Up(conn) => LinkEvent::Mqtt(conn.events.recv().await),
         Link::Http(conn) => LinkEvent::Http(conn.events.recv().await),
         Link::Down { .. } => std::future::pending().await,
     }
@@ -228,8 +236,8 @@ impl Task {
                         }
                     },
                     event = next_event(&mut self.link) => match event {
-                        LinkEvent::Mqtt(event) => {
-                            self.on_event(event);
+                        LinkEvent::Mqtt(events) => {
+                            self.on_events(events);
                             self.on_ready_events();
                         }
                         LinkEvent::Http(event) => self.on_http_event(event),
@@ -413,17 +421,42 @@ impl Task {
         );
         eventloop.set_network_options(network);
         // Boxed so that each poll moves a pointer, not the whole event loop.
-        let events =
-            futures_util::stream::unfold(Some(Box::new(eventloop)), |eventloop| async move {
-                let mut eventloop = eventloop?;
-                let event = eventloop.poll().await;
-                let next = event.is_ok().then_some(eventloop);
-                Some((event, next))
-            });
+        let (tx, events) = mpsc::channel(64);
+        let poller = tokio::spawn(
+            async move {
+                // Boxed so that each poll moves a pointer, not the whole event loop. The stream
+                // ends after the first error: polling on would reconnect inside rumqttc, behind
+                // the outbox's back.
+                let events = futures_util::stream::unfold(
+                    Some(Box::new(eventloop)),
+                    |eventloop| async move {
+                        let mut eventloop = eventloop?;
+                        let event = eventloop.poll().await;
+                        let next = event.is_ok().then_some(eventloop);
+                        Some((event, next))
+                    },
+                );
+                // Fused: the batch loop may already have seen the end.
+                let mut events = pin!(events.fuse());
+                while let Some(event) = events.next().await {
+                    let mut batch = vec![event];
+                    while batch.len() < BATCH
+                        && let Some(Some(event)) = events.next().now_or_never()
+                    {
+                        batch.push(event);
+                    }
+                    if tx.send(batch).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
         tracing::debug!("connecting");
         self.link = Link::Up(Box::new(Conn {
             client,
-            events: Box::pin(events),
+            events,
+            poller,
             connected: false,
             last_incoming: Instant::now(),
             subscribed: HashSet::new(),
@@ -516,19 +549,27 @@ impl Task {
     // Events from the connection
     // -----------------------------------------------------------------------------------------
 
-    /// Handles the events rumqttc has ready without waiting, so a burst of acknowledgements
+    /// Handles the batches the poller has ready without waiting, so a burst of acknowledgements
     /// costs one round of the task's loop and one pump.
     fn on_ready_events(&mut self) {
         for _ in 0..BATCH {
             let Link::Up(conn) = &mut self.link else {
                 return;
             };
-            // Only the `next()` is dropped when nothing is ready; a poll in progress stays in
-            // the stream, and the task's next `select!` polls it again with its own waker.
-            let Some(event) = conn.events.next().now_or_never() else {
+            let Ok(events) = conn.events.try_recv() else {
                 return;
             };
-            self.on_event(event);
+            self.on_events(Some(events));
+        }
+    }
+
+    /// `None`: the poller ended without an error to say why.
+    fn on_events(&mut self, events: Option<MqttEvents>) {
+        let Some(events) = events else {
+            return self.on_event(None);
+        };
+        for event in events {
+            self.on_event(Some(event));
         }
     }
 

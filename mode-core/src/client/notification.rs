@@ -55,8 +55,9 @@ impl std::fmt::Display for DisconnectReason {
 /// One thing that happened, for the application.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
-    /// Connected (MQTT: CONNACK received, subscriptions sent; HTTP: both WebSockets open); a
-    /// DDP `reload` follows.
+    /// Connected and subscribed (MQTT: the broker acknowledged the subscriptions; HTTP: both
+    /// WebSockets open), so a command the cloud sends from now on reaches the device. The DDP
+    /// `reload` the subscription brings arrives as [`Notification::KvReloaded`].
     Connected,
     /// The connection ended or an attempt failed; `retry_in` says when the next attempt starts
     /// (`None` once closed).

@@ -70,6 +70,9 @@ struct Conn {
     connected: bool,
     last_incoming: Instant,
     subscribed: HashSet<String>,
+    /// `Connected` was announced: at the first SUBACK, not the CONNACK, so a command the cloud
+    /// sends once the application saw `Connected` cannot miss a subscription still in flight.
+    announced: bool,
     disconnect_sent: bool,
 }
 
@@ -460,6 +463,7 @@ impl Task {
             connected: false,
             last_incoming: Instant::now(),
             subscribed: HashSet::new(),
+            announced: false,
             disconnect_sent: false,
         }));
     }
@@ -542,7 +546,6 @@ impl Task {
             tracing::error!(error = %err, "could not queue the subscriptions");
         }
         conn.subscribed = topics.into_iter().collect();
-        self.link_up();
     }
 
     // -----------------------------------------------------------------------------------------
@@ -606,6 +609,12 @@ impl Task {
                 }
             }
             Event::Incoming(Incoming::SubAck(suback)) => {
+                if let Link::Up(conn) = &mut self.link
+                    && !conn.announced
+                {
+                    conn.announced = true;
+                    self.link_up();
+                }
                 let refused = suback
                     .return_codes
                     .iter()

@@ -156,12 +156,6 @@ pub async fn event_send(
         .send_event(event_type, data.clone(), qos)
         .await?;
     session.delivered(delivery).await?;
-    if qos == Qos::AtMostOnce {
-        // QoS 0 has no acknowledgement: "delivered" means written. Closing at once can reset
-        // the connection before the broker read the publish (seen against mode-sim, about 1
-        // in 30), so give it a moment first.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     session.close().await?;
     let outcome = match qos {
         Qos::AtMostOnce => "qos 0, written: QoS 0 has no acknowledgement",

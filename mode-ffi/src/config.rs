@@ -66,6 +66,22 @@ unsafe fn set(
     })
 }
 
+/// Runs a setter that takes a duration given in milliseconds, at least `min_ms`.
+///
+/// # Safety
+/// As [`set`].
+unsafe fn set_ms(
+    config: *mut ModeConfig,
+    ms: u32,
+    min_ms: u32,
+    step: impl FnOnce(ClientConfigBuilder, Duration) -> ClientConfigBuilder,
+) -> ModeStatus {
+    if ms < min_ms {
+        return ModeStatus::ModeErrInvalidArgument;
+    }
+    unsafe { set(config, |b| step(b, Duration::from_millis(ms.into()))) }
+}
+
 /// Runs a setter that takes a string.
 ///
 /// # Safety
@@ -251,14 +267,7 @@ pub unsafe extern "C" fn mode_config_set_keepalive_ms(
     config: *mut ModeConfig,
     keepalive_ms: u32,
 ) -> ModeStatus {
-    if keepalive_ms < 1000 {
-        return ModeStatus::ModeErrInvalidArgument;
-    }
-    unsafe {
-        set(config, |b| {
-            b.keepalive(Duration::from_millis(keepalive_ms.into()))
-        })
-    }
+    unsafe { set_ms(config, keepalive_ms, 1000, ClientConfigBuilder::keepalive) }
 }
 
 /// Sets how long one connection attempt may take, TCP + TLS + MQTT CONNECT or both WebSockets,
@@ -271,14 +280,7 @@ pub unsafe extern "C" fn mode_config_set_connect_timeout_ms(
     config: *mut ModeConfig,
     timeout_ms: u32,
 ) -> ModeStatus {
-    if timeout_ms == 0 {
-        return ModeStatus::ModeErrInvalidArgument;
-    }
-    unsafe {
-        set(config, |b| {
-            b.connect_timeout(Duration::from_millis(timeout_ms.into()))
-        })
-    }
+    unsafe { set_ms(config, timeout_ms, 1, ClientConfigBuilder::connect_timeout) }
 }
 
 /// Sets how long one REST request may take (HTTP transport sends, device info, provisioning),
@@ -291,14 +293,7 @@ pub unsafe extern "C" fn mode_config_set_request_timeout_ms(
     config: *mut ModeConfig,
     timeout_ms: u32,
 ) -> ModeStatus {
-    if timeout_ms == 0 {
-        return ModeStatus::ModeErrInvalidArgument;
-    }
-    unsafe {
-        set(config, |b| {
-            b.request_timeout(Duration::from_millis(timeout_ms.into()))
-        })
-    }
+    unsafe { set_ms(config, timeout_ms, 1, ClientConfigBuilder::request_timeout) }
 }
 
 /// Sets how many QoS 1 messages may be on the network unacknowledged at once (default 100;

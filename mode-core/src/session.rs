@@ -85,6 +85,10 @@ pub struct Session {
     bulk_labels: BTreeSet<String>,
     request_prefix: String,
     next_request: u64,
+    /// The topics of every event and kv write, built once: formatting one costs more than the
+    /// rest of queueing an event.
+    event_topic: String,
+    kv_topic: String,
 }
 
 impl Session {
@@ -97,6 +101,8 @@ impl Session {
             bulk_labels: BTreeSet::new(),
             request_prefix: format!("{device_id}-{request_seed:016x}-"),
             next_request: 0,
+            event_topic: Topic::event(device_id).to_string(),
+            kv_topic: Topic::kv(device_id).to_string(),
         }
     }
 
@@ -126,7 +132,7 @@ impl Session {
     /// sync, and the responses of each watched bulk-data label.
     pub fn subscriptions(&self) -> Vec<String> {
         let id = self.device_id;
-        let mut topics = vec![Topic::command(id).to_string(), Topic::kv(id).to_string()];
+        let mut topics = vec![Topic::command(id).to_string(), self.kv_topic.clone()];
         topics.extend(
             self.bulk_labels.iter().map(|label| {
                 Topic::new(id, TopicKind::BulkDataResponse(label.clone())).to_string()
@@ -181,9 +187,9 @@ impl Session {
         }
     }
 
-    fn outgoing(&self, topic: Topic, payload: Vec<u8>, qos: Qos) -> Outgoing {
+    fn outgoing(&self, topic: String, payload: Vec<u8>, qos: Qos) -> Outgoing {
         Outgoing {
-            topic: topic.to_string(),
+            topic,
             payload,
             qos,
         }
@@ -194,7 +200,7 @@ impl Session {
         if event.event_type.is_empty() {
             return Err(EncodeError::EmptyEventType);
         }
-        Ok(self.outgoing(Topic::event(self.device_id), event.encode(), qos))
+        Ok(self.outgoing(self.event_topic.clone(), event.encode(), qos))
     }
 
     /// A DDP update to publish (always QoS 1: a lost write would leave the cloud behind).
@@ -202,7 +208,7 @@ impl Session {
         if update.key().is_empty() {
             return Err(EncodeError::EmptyKey);
         }
-        Ok(self.outgoing(Topic::kv(self.device_id), update.encode(), Qos::AtLeastOnce))
+        Ok(self.outgoing(self.kv_topic.clone(), update.encode(), Qos::AtLeastOnce))
     }
 
     /// `kv_update` of a set.
@@ -222,12 +228,13 @@ impl Session {
 
     /// Raw bulk data for the smart module of `label`.
     pub fn bulk_data(&self, label: &str, data: &[u8], qos: Qos) -> Result<Outgoing, EncodeError> {
-        Ok(self.outgoing(Topic::bulk_data(self.device_id, label)?, data.to_vec(), qos))
+        let topic = Topic::bulk_data(self.device_id, label)?.to_string();
+        Ok(self.outgoing(topic, data.to_vec(), qos))
     }
 
     /// Data for routing, published on `/devices/{id}/data`.
     pub fn data(&self, data: &[u8], qos: Qos) -> Outgoing {
-        self.outgoing(Topic::data(self.device_id), data.to_vec(), qos)
+        self.outgoing(Topic::data(self.device_id).to_string(), data.to_vec(), qos)
     }
 
     /// A bulk-data request with a fresh request id; returns the id to match the response by.
@@ -246,6 +253,9 @@ impl Session {
             request_id: request_id.clone(),
             payload,
         };
-        Ok((request_id, self.outgoing(topic, request.encode(), qos)))
+        Ok((
+            request_id,
+            self.outgoing(topic.to_string(), request.encode(), qos),
+        ))
     }
 }

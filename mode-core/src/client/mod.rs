@@ -25,6 +25,7 @@
 
 mod config;
 mod error;
+mod gate;
 mod http;
 mod notification;
 mod outbox;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 pub use config::{
     ApiKey, ClientConfig, ClientConfigBuilder, ConfigError, DEFAULT_API_URL, DEFAULT_MQTT_HOST,
@@ -72,7 +73,7 @@ pub struct Client {
 struct Inner {
     shared: Arc<Shared>,
     cmds: mpsc::UnboundedSender<Cmd>,
-    permits: Arc<Semaphore>,
+    permits: Arc<gate::Gate>,
     config: Arc<ClientConfig>,
     rest: Arc<Rest>,
 }
@@ -167,7 +168,7 @@ impl Client {
         let shared = Arc::new(Shared::new(session));
         let (notifier, notifications) =
             notification::channel(config.notification_capacity, shared.clone());
-        let permits = Arc::new(Semaphore::new(config.queue_size));
+        let permits = gate::Gate::new(config.queue_size);
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
         let task = task::Task::new(
@@ -239,13 +240,12 @@ impl Client {
             FullQueuePolicy::Block => Some(
                 self.inner
                     .permits
-                    .clone()
-                    .acquire_owned()
+                    .acquire()
                     .await
-                    .map_err(|_| ClientError::Closed)?,
+                    .ok_or(ClientError::Closed)?,
             ),
             FullQueuePolicy::DropOldest | FullQueuePolicy::Error => {
-                self.inner.permits.clone().try_acquire_owned().ok()
+                self.inner.permits.try_acquire()
             }
         };
         self.submit(out, permit)
@@ -253,15 +253,11 @@ impl Client {
 
     fn try_enqueue(&self, out: Outgoing) -> Result<Delivery, ClientError> {
         self.check(&out)?;
-        let permit = self.inner.permits.clone().try_acquire_owned().ok();
+        let permit = self.inner.permits.try_acquire();
         self.submit(out, permit)
     }
 
-    fn submit(
-        &self,
-        out: Outgoing,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Result<Delivery, ClientError> {
+    fn submit(&self, out: Outgoing, permit: Option<gate::Slot>) -> Result<Delivery, ClientError> {
         if permit.is_none() && self.inner.config.full_queue != FullQueuePolicy::DropOldest {
             return Err(ClientError::QueueFull {
                 capacity: self.inner.config.queue_size,

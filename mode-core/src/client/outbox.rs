@@ -10,7 +10,9 @@
 
 use std::collections::VecDeque;
 
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
+
+use super::gate::Slot;
 
 use super::error::ClientError;
 use crate::proto::Qos;
@@ -26,7 +28,7 @@ pub(crate) struct Message {
     /// Told the outcome, if the sender is still listening.
     pub done: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// The message's place in the bounded queue, given back when it is dropped.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Slot>,
 }
 
 impl Message {

@@ -4,30 +4,29 @@
 //!
 //! Over MQTT each connection attempt gets a fresh rumqttc `EventLoop`, polled in a task of its
 //! own so that its socket writes run beside this task's work. `EventLoop::poll` must not be
-//! cancelled mid-write, and it never is: the poll in progress lives inside a stream, and only
-//! the `next()` that borrows it is ever dropped. The poller hands over every event that is
-//! already there in one batch, so a burst costs one channel hop and one wake-up of this task,
-//! not one per event. Nothing carries over between connections inside rumqttc (cleanSession
-//! is true and rumqttc drops unacknowledged publishes on a new session); the outbox re-sends.
+//! cancelled mid-write, and it never is: the poller awaits every poll to its end. This task
+//! takes every event that is already there in one go (`recv_many`), so a burst costs one
+//! wake-up of this task and one pump, not one per event. Nothing carries over between
+//! connections inside rumqttc (cleanSession is true and rumqttc drops unacknowledged publishes
+//! on a new session); the outbox re-sends.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
     NetworkOptions, Outgoing, QoS, SubscribeFilter, TlsConfiguration,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::config::{ClientConfig, Transport};
 use super::error::ClientError;
+use super::gate::Gate;
 use super::http::{HttpConn, HttpEvent, classify_send_error};
 use super::notification::{DisconnectReason, Notification, Notifier};
 use super::outbox::{Message, Outbox};
@@ -59,13 +58,67 @@ pub(crate) enum Cmd {
     },
 }
 
-/// Events of one rumqttc connection, in the order they happened; an error is always the last.
-type MqttEvents = Vec<Result<Event, ConnectionError>>;
+/// What this task needs of one rumqttc event: a few bytes to move between the tasks where
+/// rumqttc's `Result<Event, ConnectionError>` is over a hundred. Events it has no use for
+/// (pings, its own SUBSCRIBEs) are not sent at all. A failure is always the last.
+#[derive(Debug)]
+enum MqttEvent {
+    ConnAck,
+    Publish(Box<rumqttc::Publish>),
+    PubAck(u16),
+    SubAck {
+        refused: usize,
+    },
+    /// Any other packet from the broker: it only shows the connection is alive.
+    OtherIncoming,
+    /// A publish was written with this packet id (0 for QoS 0).
+    Written(u16),
+    /// The next publish waits for this packet id to be acknowledged.
+    AwaitAck(u16),
+    Disconnect,
+    Failed(Box<ConnectionError>),
+}
+
+impl MqttEvent {
+    fn from_rumqttc(event: Result<Event, ConnectionError>) -> Option<MqttEvent> {
+        Some(match event {
+            Err(err) => MqttEvent::Failed(Box::new(err)),
+            Ok(Event::Incoming(packet)) => match packet {
+                Incoming::ConnAck(_) => MqttEvent::ConnAck,
+                Incoming::Publish(publish) => MqttEvent::Publish(Box::new(publish)),
+                Incoming::PubAck(ack) => MqttEvent::PubAck(ack.pkid),
+                Incoming::SubAck(suback) => MqttEvent::SubAck {
+                    refused: suback
+                        .return_codes
+                        .iter()
+                        .filter(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                        .count(),
+                },
+                _ => MqttEvent::OtherIncoming,
+            },
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => MqttEvent::Written(pkid),
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => MqttEvent::AwaitAck(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => MqttEvent::Disconnect,
+            Ok(Event::Outgoing(_)) => return None,
+        })
+    }
+
+    fn is_incoming(&self) -> bool {
+        matches!(
+            self,
+            MqttEvent::ConnAck
+                | MqttEvent::Publish(_)
+                | MqttEvent::PubAck(_)
+                | MqttEvent::SubAck { .. }
+                | MqttEvent::OtherIncoming
+        )
+    }
+}
 
 /// One rumqttc connection (attempt).
 struct Conn {
     client: AsyncClient,
-    events: mpsc::Receiver<MqttEvents>,
+    events: mpsc::Receiver<MqttEvent>,
     poller: JoinHandle<()>,
     connected: bool,
     last_incoming: Instant,
@@ -90,7 +143,8 @@ enum Link {
 
 /// What a link reported.
 enum LinkEvent {
-    Mqtt(Option<MqttEvents>),
+    /// This many events were moved into the task's event buffer; 0: the poller ended.
+    Mqtt(usize),
     Http(Option<HttpEvent>),
 }
 
@@ -105,7 +159,7 @@ pub(crate) struct Task {
     rest: Arc<Rest>,
     shared: Arc<Shared>,
     notifier: Notifier,
-    permits: Arc<Semaphore>,
+    permits: Arc<Gate>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     cmds_open: bool,
     outbox: Outbox,
@@ -118,6 +172,8 @@ pub(crate) struct Task {
     dropped_total: u64,
     done: bool,
     dead_after: Duration,
+    /// Where the MQTT link's events are received, kept between rounds for its capacity.
+    mqtt_events: Vec<MqttEvent>,
 }
 
 /// How many queued commands, or events that are already there, one wake-up of the connection
@@ -138,9 +194,9 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-async fn next_event(link: &mut Link) -> LinkEvent {
+async fn next_event(link: &mut Link, buffer: &mut Vec<MqttEvent>) -> LinkEvent {
     match link {
-        Link::Up(conn) => LinkEvent::Mqtt(conn.events.recv().await),
+        Link::Up(conn) => LinkEvent::Mqtt(conn.events.recv_many(buffer, BATCH).await),
         Link::Http(conn) => LinkEvent::Http(conn.events.recv().await),
         Link::Down { .. } => std::future::pending().await,
     }
@@ -160,7 +216,7 @@ impl Task {
         rest: Arc<Rest>,
         shared: Arc<Shared>,
         notifier: Notifier,
-        permits: Arc<Semaphore>,
+        permits: Arc<Gate>,
         cmds: mpsc::UnboundedReceiver<Cmd>,
     ) -> Self {
         let backoff = Backoff::new(config.backoff.clone());
@@ -186,6 +242,7 @@ impl Task {
             dropped_total: 0,
             done: false,
             dead_after,
+            mqtt_events: Vec::with_capacity(BATCH),
         }
     }
 
@@ -238,11 +295,9 @@ impl Task {
                             self.begin_close(Instant::now(), None);
                         }
                     },
-                    event = next_event(&mut self.link) => match event {
-                        LinkEvent::Mqtt(events) => {
-                            self.on_events(events);
-                            self.on_ready_events();
-                        }
+                    event = next_event(&mut self.link, &mut self.mqtt_events) => match event {
+                        LinkEvent::Mqtt(0) => self.on_event(None),
+                        LinkEvent::Mqtt(_) => self.on_mqtt_events(),
                         LinkEvent::Http(event) => self.on_http_event(event),
                     },
                     () = sleep_opt(retry_at) => self.connect(),
@@ -258,6 +313,24 @@ impl Task {
         }
         .instrument(span)
         .await
+    }
+
+    /// Handles the events in `mqtt_events`, in order.
+    fn on_mqtt_events(&mut self) {
+        if self.mqtt_events.is_empty() {
+            return;
+        }
+        // Taken out and put back, so the buffer keeps its capacity.
+        let mut events = std::mem::take(&mut self.mqtt_events);
+        if events.iter().any(MqttEvent::is_incoming)
+            && let Link::Up(conn) = &mut self.link
+        {
+            conn.last_incoming = Instant::now();
+        }
+        for event in events.drain(..) {
+            self.on_event(Some(event));
+        }
+        self.mqtt_events = events;
     }
 
     /// How long a silent connection is trusted: 1.5 keepalives, as MQTT gives the broker.
@@ -285,7 +358,7 @@ impl Task {
                         message.finish(Err(ClientError::Closed));
                         return;
                     }
-                    message.permit = self.permits.clone().try_acquire_owned().ok();
+                    message.permit = self.permits.try_acquire();
                 }
                 if message.permit.is_none() {
                     // DropOldest with a full queue: the oldest unsent message gives its place.
@@ -423,38 +496,23 @@ impl Task {
             self.config.connect_timeout.as_secs_f64().ceil().max(1.0) as u64
         );
         eventloop.set_network_options(network);
-        // Boxed so that each poll moves a pointer, not the whole event loop.
-        let (tx, events) = mpsc::channel(64);
-        let poller = tokio::spawn(
-            async move {
-                // Boxed so that each poll moves a pointer, not the whole event loop. The stream
-                // ends after the first error: polling on would reconnect inside rumqttc, behind
-                // the outbox's back.
-                let events = futures_util::stream::unfold(
-                    Some(Box::new(eventloop)),
-                    |eventloop| async move {
-                        let mut eventloop = eventloop?;
-                        let event = eventloop.poll().await;
-                        let next = event.is_ok().then_some(eventloop);
-                        Some((event, next))
-                    },
-                );
-                // Fused: the batch loop may already have seen the end.
-                let mut events = pin!(events.fuse());
-                while let Some(event) = events.next().await {
-                    let mut batch = vec![event];
-                    while batch.len() < BATCH
-                        && let Some(Some(event)) = events.next().now_or_never()
-                    {
-                        batch.push(event);
-                    }
-                    if tx.send(batch).await.is_err() {
-                        break;
-                    }
+        let (tx, events) = mpsc::channel(BATCH);
+        let poller = tokio::spawn(async move {
+            // Ends after the first error: polling on would reconnect inside rumqttc, behind
+            // the outbox's back. No span: rumqttc logs through `log`, and this loop logs nothing.
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if let Some(event) = MqttEvent::from_rumqttc(event)
+                    && tx.send(event).await.is_err()
+                {
+                    break;
+                }
+                if failed {
+                    break;
                 }
             }
-            .in_current_span(),
-        );
+        });
         tracing::debug!("connecting");
         self.link = Link::Up(Box::new(Conn {
             client,
@@ -552,94 +610,54 @@ impl Task {
     // Events from the connection
     // -----------------------------------------------------------------------------------------
 
-    /// Handles the batches the poller has ready without waiting, so a burst of acknowledgements
-    /// costs one round of the task's loop and one pump.
-    fn on_ready_events(&mut self) {
-        for _ in 0..BATCH {
-            let Link::Up(conn) = &mut self.link else {
-                return;
-            };
-            let Ok(events) = conn.events.try_recv() else {
-                return;
-            };
-            self.on_events(Some(events));
-        }
-    }
-
     /// `None`: the poller ended without an error to say why.
-    fn on_events(&mut self, events: Option<MqttEvents>) {
-        let Some(events) = events else {
-            return self.on_event(None);
-        };
-        for event in events {
-            self.on_event(Some(event));
-        }
-    }
-
-    fn on_event(&mut self, event: Option<Result<Event, ConnectionError>>) {
-        let event = match event {
-            Some(Ok(event)) => event,
-            Some(Err(err)) => {
+    fn on_event(&mut self, event: Option<MqttEvent>) {
+        match event {
+            Some(MqttEvent::Failed(err)) => {
                 let (reason, failure) = classify(&err, &self.config);
                 self.connection_ended(reason, failure);
-                return;
             }
-            None => {
-                self.connection_ended(
-                    DisconnectReason::Network("connection task ended".into()),
-                    Failure::Connection,
-                );
-                return;
-            }
-        };
-        if let Event::Incoming(_) = &event
-            && let Link::Up(conn) = &mut self.link
-        {
-            conn.last_incoming = Instant::now();
-        }
-        match event {
-            Event::Incoming(Incoming::ConnAck(_)) => self.on_connack(),
-            Event::Incoming(Incoming::Publish(publish)) => {
+            None => self.connection_ended(
+                DisconnectReason::Network("connection task ended".into()),
+                Failure::Connection,
+            ),
+            Some(MqttEvent::ConnAck) => self.on_connack(),
+            Some(MqttEvent::Publish(publish)) => {
                 add(&self.shared.counters.bytes_in, publish.payload.len() as u64);
                 self.on_publish(&publish.topic, &publish.payload);
             }
-            Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(message) = self.outbox.on_puback(ack.pkid) {
+            Some(MqttEvent::PubAck(pkid)) => {
+                if let Some(message) = self.outbox.on_puback(pkid) {
                     self.acked(message);
                 }
             }
-            Event::Incoming(Incoming::SubAck(suback)) => {
+            Some(MqttEvent::SubAck { refused }) => {
                 if let Link::Up(conn) = &mut self.link
                     && !conn.announced
                 {
                     conn.announced = true;
                     self.link_up();
                 }
-                let refused = suback
-                    .return_codes
-                    .iter()
-                    .filter(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
                 if refused > 0 {
                     let error = format!("the broker refused {refused} of our subscriptions");
                     tracing::error!("{error}");
                     self.shared.set_last_error(error);
                 }
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            Some(MqttEvent::OtherIncoming) => {}
+            Some(MqttEvent::Written(pkid)) => {
                 if let Some(message) = self.outbox.on_outgoing_publish(pkid) {
                     self.acked(message);
                 }
             }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.outbox.on_await_ack(pkid),
-            Event::Outgoing(Outgoing::Disconnect) => {
+            Some(MqttEvent::AwaitAck(pkid)) => self.outbox.on_await_ack(pkid),
+            Some(MqttEvent::Disconnect) => {
                 // The close ends when the broker closes the connection (it must, after
                 // DISCONNECT): by then it has read everything. See LINGER for why not sooner.
                 if let Some(closing) = &mut self.closing {
                     closing.deadline = closing.deadline.min(Instant::now() + LINGER);
                 }
             }
-            _ => {}
         }
     }
 

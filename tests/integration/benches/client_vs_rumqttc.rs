@@ -2,8 +2,7 @@
 //! in-process simulator in one run, and command latency from the simulator to the handler.
 //! Prints a table; run with `cargo bench -p mode-integration --bench client_vs_rumqttc`.
 //!
-//! Both sides finish when the simulator has recorded every event, so both pay for the same
-//! broker work and the ratio measures only what the client adds on top of rumqttc.
+//! The two streams are in `mode_integration::streams`.
 //!
 //! On a shared 2-core machine one run's throughput swings by 2x with what the neighbours do,
 //! so the two are run in pairs, back to back, and the ratio reported is the median of the
@@ -11,99 +10,19 @@
 
 use std::time::{Duration, Instant};
 
-use mode_core::backoff::BackoffPolicy;
 use mode_core::client::{Client, ClientConfig, Notification};
-use mode_core::proto::{Command, Event, Map, Qos as ModeQos, Topic, Value};
+use mode_core::proto::{Command, Qos};
+use mode_integration::streams::{self, DEVICE, data};
 use mode_sim::{Sim, SimConfig};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
-use serde_json::json;
 
-const DEVICE: u64 = 1001;
 const EVENTS: usize = 20_000;
 const COMMANDS: usize = 2_000;
 const RUNS: usize = 7;
-const WAIT: Duration = Duration::from_secs(120);
-
-fn data(i: usize) -> Map<String, Value> {
-    match json!({"celsius": 21, "seq": i}) {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    }
-}
-
-fn key() -> String {
-    mode_sim::config::demo_device_key(DEVICE)
-}
-
-/// Waits until the simulator has recorded `total` events.
-async fn recorded(sim: &Sim, total: usize) {
-    assert!(
-        sim.cloud()
-            .wait_for(WAIT, |c| c.event_count() >= total)
-            .await,
-        "the simulator did not record every event"
-    );
-}
-
-/// Publishes EVENTS events with bare rumqttc; returns the time until the cloud has them all.
-async fn bare_rumqttc(sim: &Sim, qos: QoS) -> Duration {
-    let addr = sim.mqtt_addr();
-    let mut options = MqttOptions::new("", addr.ip().to_string(), addr.port());
-    options
-        .set_credentials(DEVICE.to_string(), key())
-        .set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(60))
-        .set_inflight(100);
-    let (client, mut eventloop) = AsyncClient::new(options, 1_000);
-    let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let topic = Topic::event(DEVICE).to_string();
-    let before = sim.cloud().event_count();
-    let start = Instant::now();
-    for i in 0..EVENTS {
-        let payload = Event::new("temperature", data(i)).encode();
-        client
-            .publish(&topic, qos, false, payload)
-            .await
-            .expect("publish");
-    }
-    recorded(sim, before + EVENTS).await;
-    let elapsed = start.elapsed();
-    let _ = client.disconnect().await;
-    driver.abort();
-    elapsed
-}
-
-/// Publishes EVENTS events through libmode's client; returns the time until the cloud has them.
-async fn libmode(sim: &Sim, qos: ModeQos) -> Duration {
-    let addr = sim.mqtt_addr();
-    let config = ClientConfig::builder(DEVICE, key())
-        .plain_tcp()
-        .mqtt_host(addr.ip().to_string())
-        .mqtt_port(addr.port())
-        .queue_size(EVENTS)
-        .backoff(BackoffPolicy::default())
-        .build()
-        .expect("config");
-    let (client, mut notes) = Client::connect(config).expect("connect");
-    while !matches!(notes.recv().await, Some(Notification::KvReloaded { .. })) {}
-    let before = sim.cloud().event_count();
-    let start = Instant::now();
-    for i in 0..EVENTS {
-        client
-            .send_event("temperature", data(i), qos)
-            .await
-            .expect("send");
-    }
-    recorded(sim, before + EVENTS).await;
-    let elapsed = start.elapsed();
-    client.close(Duration::from_secs(5)).await.expect("close");
-    elapsed
-}
 
 /// Command latency: the simulator sends, the client's notification stream receives.
 async fn command_latency(sim: &Sim) -> Vec<Duration> {
     let addr = sim.mqtt_addr();
-    let config = ClientConfig::builder(DEVICE, key())
+    let config = ClientConfig::builder(DEVICE, mode_integration::key(DEVICE))
         .plain_tcp()
         .mqtt_host(addr.ip().to_string())
         .mqtt_port(addr.port())
@@ -144,17 +63,14 @@ async fn main() {
         "| stream ({EVENTS} events, {RUNS} pairs of runs, same in-process simulator) | bare rumqttc (median) | libmode client (median) | client / rumqttc (median of pairs) | range of pairs |"
     );
     println!("|---|---|---|---|---|");
-    for (name, bare_qos, mode_qos) in [
-        ("QoS 0", QoS::AtMostOnce, ModeQos::AtMostOnce),
-        ("QoS 1", QoS::AtLeastOnce, ModeQos::AtLeastOnce),
-    ] {
+    for (name, qos) in [("QoS 0", Qos::AtMostOnce), ("QoS 1", Qos::AtLeastOnce)] {
         let mut bare = Vec::new();
         let mut ours = Vec::new();
         let mut ratios = Vec::new();
         for _ in 0..RUNS {
             let (b, o) = (
-                bare_rumqttc(&sim, bare_qos).await,
-                libmode(&sim, mode_qos).await,
+                streams::bare_rumqttc(&sim, qos, EVENTS).await,
+                streams::libmode(&sim, qos, EVENTS).await,
             );
             bare.push(b);
             ours.push(o);

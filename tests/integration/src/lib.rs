@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod streams;
+
 use mode_core::backoff::BackoffPolicy;
 use mode_core::client::{Client, ClientConfigBuilder, Notification, Notifications};
 use mode_sim::{Sim, SimConfig};

@@ -1,0 +1,96 @@
+//! One event stream, sent with bare rumqttc or through libmode's client, to the same simulator:
+//! what the `client_vs_rumqttc` benchmark compares and what `examples/profile_events` runs under
+//! a profiler. Both end when the simulator has recorded every event, so both pay for the same
+//! broker work and a ratio measures only what the client adds on top of rumqttc.
+
+use std::time::{Duration, Instant};
+
+use mode_core::backoff::BackoffPolicy;
+use mode_core::client::{Client, ClientConfig, Notification};
+use mode_core::proto::{Event, Map, Qos, Topic, Value};
+use mode_sim::Sim;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde_json::json;
+
+/// The device every stream sends as.
+pub const DEVICE: u64 = 1001;
+const WAIT: Duration = Duration::from_secs(300);
+
+/// The data of event `i`.
+pub fn data(i: usize) -> Map<String, Value> {
+    match json!({"celsius": 21, "seq": i}) {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+/// Waits until the simulator has recorded `total` events.
+async fn recorded(sim: &Sim, total: usize) {
+    assert!(
+        sim.cloud()
+            .wait_for(WAIT, |c| c.event_count() >= total)
+            .await,
+        "the simulator did not record every event"
+    );
+}
+
+/// Publishes `events` events with bare rumqttc (in-flight window 100, as the client's
+/// default); returns the time until the simulator has them all.
+pub async fn bare_rumqttc(sim: &Sim, qos: Qos, events: usize) -> Duration {
+    let addr = sim.mqtt_addr();
+    let mut options = MqttOptions::new("", addr.ip().to_string(), addr.port());
+    options
+        .set_credentials(DEVICE.to_string(), crate::key(DEVICE))
+        .set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(60))
+        .set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 1_000);
+    let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let topic = Topic::event(DEVICE).to_string();
+    let qos = match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    };
+    let before = sim.cloud().event_count();
+    let start = Instant::now();
+    for i in 0..events {
+        let payload = Event::new("temperature", data(i)).encode();
+        client
+            .publish(&topic, qos, false, payload)
+            .await
+            .expect("publish");
+    }
+    recorded(sim, before + events).await;
+    let elapsed = start.elapsed();
+    let _ = client.disconnect().await;
+    driver.abort();
+    elapsed
+}
+
+/// Publishes `events` events through libmode's client (queue as large as the stream, so the
+/// sender never waits); returns the time until the simulator has them all.
+pub async fn libmode(sim: &Sim, qos: Qos, events: usize) -> Duration {
+    let addr = sim.mqtt_addr();
+    let config = ClientConfig::builder(DEVICE, crate::key(DEVICE))
+        .plain_tcp()
+        .mqtt_host(addr.ip().to_string())
+        .mqtt_port(addr.port())
+        .queue_size(events)
+        .backoff(BackoffPolicy::default())
+        .build()
+        .expect("config");
+    let (client, mut notes) = Client::connect(config).expect("connect");
+    while !matches!(notes.recv().await, Some(Notification::KvReloaded { .. })) {}
+    let before = sim.cloud().event_count();
+    let start = Instant::now();
+    for i in 0..events {
+        client
+            .send_event("temperature", data(i), qos)
+            .await
+            .expect("send");
+    }
+    recorded(sim, before + events).await;
+    let elapsed = start.elapsed();
+    client.close(Duration::from_secs(5)).await.expect("close");
+    elapsed
+}

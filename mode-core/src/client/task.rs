@@ -315,11 +315,8 @@ impl Task {
         .await
     }
 
-    /// Handles the events in `mqtt_events`, in order.
+    /// Handles the events `recv_many` put in `mqtt_events`, in order.
     fn on_mqtt_events(&mut self) {
-        if self.mqtt_events.is_empty() {
-            return;
-        }
         // Taken out and put back, so the buffer keeps its capacity.
         let mut events = std::mem::take(&mut self.mqtt_events);
         if events.iter().any(MqttEvent::is_incoming)

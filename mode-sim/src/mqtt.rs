@@ -73,6 +73,7 @@ pub(crate) async fn serve<S>(
             commands: None,
             kv: None,
             bulk_responses: Vec::new(),
+            unflushed: false,
         };
         let reason = conn.run().await;
         tracing::info!(%reason, "mqtt connection closed");
@@ -326,6 +327,27 @@ struct Connection<S> {
     kv: Option<KvSubscription>,
     /// Labels whose response topic the device subscribed to.
     bulk_responses: Vec<String>,
+    /// Packets were queued with `feed` and not flushed yet.
+    unflushed: bool,
+}
+
+/// The next packet from the client if one is already there; otherwise, flushes what was
+/// written (when `unflushed`) while waiting for one. Answers to a burst of packets so go out
+/// in one write, as a broker under load writes them, rather than one system call each.
+async fn next_packet_or_flush<S>(framed: &mut Io<S>, unflushed: bool) -> Wake
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(packet) = framed.poll_next_unpin(cx) {
+            return std::task::Poll::Ready(Wake::Packet(packet));
+        }
+        if unflushed {
+            return framed.poll_flush_unpin(cx).map(Wake::Flushed);
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// What the event loop woke up for.
@@ -334,6 +356,8 @@ enum Wake {
     Paused,
     Expired,
     Packet(Option<Result<Packet, FrameError>>),
+    /// Everything written so far reached the socket.
+    Flushed(Result<(), FrameError>),
     Command(Option<Command>),
     Sync(Option<SyncMessage>),
 }
@@ -359,7 +383,7 @@ where
                     _ = self.guard.cancelled() => Wake::Stop("the cloud dropped the connection"),
                     _ = self.guard.paused() => Wake::Paused,
                     _ = async { match deadline { Some(d) => sleep_until(d).await, None => pending().await } } => Wake::Expired,
-                    packet = self.framed.next() => Wake::Packet(packet),
+                    wake = next_packet_or_flush(&mut self.framed, self.unflushed) => wake,
                     command = async { match commands { Some(s) => s.recv().await, None => pending().await } } => Wake::Command(command),
                     sync = async { match kv { Some(s) => s.recv().await, None => pending().await } } => Wake::Sync(sync),
                 }
@@ -377,6 +401,8 @@ where
                 Wake::Packet(Some(Err(err))) => {
                     return format!("bad packet from the client: {err}");
                 }
+                Wake::Flushed(Ok(())) => self.unflushed = false,
+                Wake::Flushed(Err(err)) => return format!("could not write to the client: {err}"),
                 Wake::Packet(Some(Ok(packet))) => {
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
                     if let Err(reason) = self.handle(packet).await {
@@ -410,8 +436,9 @@ where
     /// Writes `packet`. A client that stops reading blocks the write, so the wait also ends
     /// when the cloud drops the connection or the listeners stop.
     async fn send(&mut self, packet: Packet) -> Result<(), Reason> {
+        self.unflushed = true;
         tokio::select! {
-            sent = self.framed.send(packet) => sent.map_err(|err| format!("could not write to the client: {err}")),
+            sent = self.framed.feed(packet) => sent.map_err(|err| format!("could not write to the client: {err}")),
             _ = self.guard.cancelled() => Err("the cloud dropped the connection (while writing)".into()),
             _ = self.stop.cancelled() => Err("the simulator stopped its listeners (while writing)".into()),
         }

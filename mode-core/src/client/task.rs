@@ -500,10 +500,19 @@ impl Task {
             loop {
                 let event = eventloop.poll().await;
                 let failed = event.is_err();
-                if let Some(event) = MqttEvent::from_rumqttc(event)
-                    && tx.send(event).await.is_err()
-                {
-                    break;
+                if let Some(event) = MqttEvent::from_rumqttc(event) {
+                    // `try_send` first: `send` builds a semaphore `Acquire` future even when
+                    // there is room, which is nearly always.
+                    let sent = match tx.try_send(event) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(event)) => tx.send(event).await,
+                        Err(mpsc::error::TrySendError::Closed(event)) => {
+                            Err(mpsc::error::SendError(event))
+                        }
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
                 }
                 if failed {
                     break;

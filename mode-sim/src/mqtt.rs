@@ -350,6 +350,10 @@ where
     .await
 }
 
+fn write_failed(err: FrameError) -> Reason {
+    format!("could not write to the client: {err}")
+}
+
 /// What the event loop woke up for.
 enum Wake {
     Stop(&'static str),
@@ -401,14 +405,14 @@ where
                 Wake::Packet(Some(Err(err))) => {
                     return format!("bad packet from the client: {err}");
                 }
-                Wake::Flushed(Ok(())) => self.unflushed = false,
-                Wake::Flushed(Err(err)) => return format!("could not write to the client: {err}"),
                 Wake::Packet(Some(Ok(packet))) => {
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
                     if let Err(reason) = self.handle(packet).await {
                         return reason;
                     }
                 }
+                Wake::Flushed(Ok(())) => self.unflushed = false,
+                Wake::Flushed(Err(err)) => return write_failed(err),
                 Wake::Command(None) => {
                     self.commands = None;
                     return "command stream ended (subscriber fell behind)".into();
@@ -433,12 +437,13 @@ where
         }
     }
 
-    /// Writes `packet`. A client that stops reading blocks the write, so the wait also ends
-    /// when the cloud drops the connection or the listeners stop.
+    /// Queues `packet`; the event loop flushes once no packet from the client is waiting, and
+    /// a full buffer is written at once. A client that stops reading blocks that write, so the
+    /// wait also ends when the cloud drops the connection or the listeners stop.
     async fn send(&mut self, packet: Packet) -> Result<(), Reason> {
         self.unflushed = true;
         tokio::select! {
-            sent = self.framed.feed(packet) => sent.map_err(|err| format!("could not write to the client: {err}")),
+            sent = self.framed.feed(packet) => sent.map_err(write_failed),
             _ = self.guard.cancelled() => Err("the cloud dropped the connection (while writing)".into()),
             _ = self.stop.cancelled() => Err("the simulator stopped its listeners (while writing)".into()),
         }

@@ -504,13 +504,10 @@ impl Task {
                     // `try_send` first: `send` builds a semaphore `Acquire` future even when
                     // there is room, which is nearly always.
                     let sent = match tx.try_send(event) {
-                        Ok(()) => Ok(()),
-                        Err(mpsc::error::TrySendError::Full(event)) => tx.send(event).await,
-                        Err(mpsc::error::TrySendError::Closed(event)) => {
-                            Err(mpsc::error::SendError(event))
-                        }
+                        Err(mpsc::error::TrySendError::Full(event)) => tx.send(event).await.is_ok(),
+                        other => other.is_ok(),
                     };
-                    if sent.is_err() {
+                    if !sent {
                         break;
                     }
                 }

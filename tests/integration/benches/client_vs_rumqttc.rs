@@ -5,8 +5,9 @@
 //! The two streams are in `mode_integration::streams`.
 //!
 //! On a shared 2-core machine one run's throughput swings by 2x with what the neighbours do,
-//! so the two are run in pairs, back to back (each first in every other pair), and the ratio reported is the median of the
-//! pairs' ratios (with its range): drift hits both halves of a pair alike.
+//! so the two are run in pairs, back to back (each first in every other pair), and the ratio
+//! reported is the median of the pairs' ratios (with its range): drift hits both halves of a
+//! pair alike.
 
 use std::time::{Duration, Instant};
 

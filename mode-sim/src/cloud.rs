@@ -1463,6 +1463,18 @@ impl Cloud {
         })
     }
 
+    /// Takes `device_id` out of claim mode (`POST /deviceRegistration` with `claimable` false);
+    /// a device not in claim mode stays so.
+    pub fn end_claim(&self, device_id: DeviceId) -> Result<(), CloudError> {
+        let mut state = self.state();
+        let device = state
+            .devices
+            .get_mut(&device_id)
+            .ok_or(CloudError::UnknownDevice(device_id))?;
+        device.claimable_until = None;
+        Ok(())
+    }
+
     /// Claims a device in claim mode into `home` of the same project; it leaves claim mode.
     pub fn claim(&self, device_id: DeviceId, home: HomeId) -> Result<(), CloudError> {
         let mut state = self.state();

@@ -1024,6 +1024,72 @@ async fn provisioning_and_claim_mode_refuse_the_wrong_caller() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// MODE's Go SDK v4 `DisableClaimMode` posts `{"deviceId": N, "claimable": false}`; the
+/// documented form body says `claimable=0`. Both turn claim mode off: an app can no longer claim.
+#[tokio::test]
+async fn claim_mode_turned_off_by_claimable_false_or_0_refuses_a_claim() {
+    let sim = sim().await;
+    let claim = r#"{"deviceId": 1001}"#;
+    let form = |body: &'static str| {
+        Client::new()
+            .post(url(&sim, "/deviceRegistration"))
+            .header("Authorization", format!("ModeCloud {D1_KEY}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    for off in ["json", "form"] {
+        let on = call(
+            &sim,
+            Method::POST,
+            "/deviceRegistration",
+            Some(D1_KEY),
+            Some(r#"{"deviceId": 1001, "claimable": true, "duration": 300}"#),
+        )
+        .await;
+        assert_eq!(on.0, StatusCode::OK);
+        let status = if off == "json" {
+            let (status, body) = call(
+                &sim,
+                Method::POST,
+                "/deviceRegistration",
+                Some(D1_KEY),
+                Some(r#"{"deviceId": 1001, "claimable": false}"#),
+            )
+            .await;
+            assert!(status.is_success(), "{}", String::from_utf8_lossy(&body));
+            status
+        } else {
+            form("deviceId=1001&claimable=0").await.unwrap().status()
+        };
+        assert!(status.is_success(), "claim mode off by {off}: {status}");
+        refused(
+            call(
+                &sim,
+                Method::POST,
+                "/homes/10/devices",
+                Some(APP),
+                Some(claim),
+            )
+            .await,
+            409,
+            "DEVICE_NOT_CLAIMABLE",
+        );
+    }
+    refused(
+        call(
+            &sim,
+            Method::POST,
+            "/deviceRegistration",
+            Some(D1_KEY),
+            Some(r#"{"claimable": "maybe"}"#),
+        )
+        .await,
+        400,
+        "INVALID_BODY",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Admin API and listener control
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@
 //!   (`deviceId=1001&claimable=1&duration=300`) or the same fields in JSON, or empty; `deviceId`,
 //!   when given, must be the key's device; `duration` is ignored **(ours: claim mode always
 //!   lasts [`CLAIM_DURATION`](crate::cloud::CLAIM_DURATION))**. `200`
-//!   `{"claimExpirationTime": "<RFC 3339>"}`.
+//!   `{"claimExpirationTime": "<RFC 3339>"}`. With `claimable` `0` or `false` (what MODE's Go
+//!   SDK's `DisableClaimMode` sends) it turns claim mode off: `204`.
 //!
 //! Both WebSockets send a ping frame every [`HttpOptions::ping_interval`] and never drop a client
 //! that does not answer with a pong. Each registers as a device connection, so the test

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use mode_core::proto::rest::decode_path_segment;
 use mode_core::proto::{
@@ -231,7 +231,8 @@ fn parse_claim_request(headers: &HeaderMap, body: &[u8]) -> Result<ClaimRequest,
     Ok(out)
 }
 
-/// `POST /deviceRegistration`: claim mode on, for the key's device.
+/// `POST /deviceRegistration`: claim mode on (or off with `claimable` 0 / false), for the key's
+/// device.
 pub(crate) async fn register_claim(
     State(app): State<AppState>,
     key: ApiKey,
@@ -255,16 +256,23 @@ pub(crate) async fn register_claim(
             "deviceId {raw:?} is not the device of this key ({device_id})"
         )));
     }
-    if let Some(claimable) = &request.claimable
-        && !matches!(claimable.trim(), "1" | "true")
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_BODY",
-            format_args!(
-                "claimable={claimable:?}: the simulator can only turn claim mode on (claimable=1)"
-            ),
-        ));
+    let on = match request.claimable.as_deref().map(str::trim) {
+        None | Some("1" | "true") => true,
+        Some("0" | "false") => false,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_BODY",
+                format_args!(
+                    "claimable={other:?}: use 1 or true (claim mode on), 0 or false (off)"
+                ),
+            ));
+        }
+    };
+    if !on {
+        app.cloud.end_claim(device_id)?;
+        tracing::info!(device_id, "claim mode off over HTTP");
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let ticket = app.cloud.register_claim(device_id)?;
     tracing::info!(device_id, "claim mode on over HTTP");

@@ -1,5 +1,5 @@
-//! The wire types against the exact JSON shapes of `shared/docs/protocol.md` and MODE's own
-//! documentation (`shared/seeds/`).
+//! The wire types against the exact JSON shapes of `docs/protocol.md` and MODE's own
+//! documentation.
 
 use mode_core::proto::*;
 use serde_json::json;

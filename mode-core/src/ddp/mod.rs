@@ -102,7 +102,7 @@ impl Applied {
 
 /// The device's mirror of its DDP store.
 ///
-/// Rules (see `shared/docs/protocol.md`):
+/// Rules (see `docs/protocol.md`):
 /// - a `set` or `delete` for a key is applied only if its rev is greater than the rev held for
 ///   that key; a delete leaves a tombstone with its rev, so a late `set` is recognised;
 /// - a `reload` replaces everything: each item gets the reload's rev, tombstones are dropped, and

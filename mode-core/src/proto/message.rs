@@ -1,5 +1,5 @@
 //! The JSON messages of the MODE device protocol, typed, with their exact wire shapes
-//! (`shared/docs/protocol.md`). Every decoder tolerates unknown extra fields, never panics, and
+//! (`docs/protocol.md`). Every decoder tolerates unknown extra fields, never panics, and
 //! says which field was wrong; every encoder writes the camelCase names the cloud expects.
 
 use std::borrow::Cow;

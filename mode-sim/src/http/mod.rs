@@ -36,7 +36,7 @@
 //!   ([`KvValue`](mode_core::proto::KvValue)); `204`.
 //! - `DELETE /devices/{id}/kv/{key}`: `204`; `404` when absent.
 //!
-//! The key is one percent-encoded path segment and must follow the key rule of protocol.md
+//! The key is one percent-encoded path segment and must follow the key rule of docs/protocol.md
 //! (`400 INVALID_KEY` otherwise). Every change is broadcast to the device's sync channels and
 //! emits `_deviceKVSaved_` / `_deviceKVDeleted_` to its home.
 //!

@@ -158,7 +158,7 @@ impl CloudError {
     }
 }
 
-/// Checks a DDP key against the rule of docs/protocol.md **(ours)**: 1-255 characters of ASCII
+/// Checks a DDP key against the rule of protocol.md **(ours)**: 1-255 characters of ASCII
 /// letters, digits, `_` and `-`, starting and ending with a letter or digit.
 pub fn validate_kv_key(key: &str) -> Result<(), CloudError> {
     let fail = |reason| {
@@ -335,6 +335,15 @@ pub struct KvOpRecord {
     pub rev: Rev,
     /// Who asked.
     pub source: KvSource,
+}
+
+/// A bulk-data response on its way to a device, with the label of its response topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkResponse {
+    /// The label: the response goes on `/devices/{id}/bulkData/{label}/response`.
+    pub label: String,
+    /// The response.
+    pub response: BulkDataResponse,
 }
 
 /// A bulk-data request and the answer the cloud gave.
@@ -719,6 +728,7 @@ struct Device {
     claimable_until: Option<SystemTime>,
     command_subs: Vec<Subscriber<Command>>,
     kv_subs: Vec<Subscriber<SyncMessage>>,
+    bulk_subs: Vec<Subscriber<BulkResponse>>,
 }
 
 struct Home {
@@ -1144,6 +1154,22 @@ impl Cloud {
         Ok(subscription)
     }
 
+    /// Subscribes connection `conn` to its device's bulk-data responses, every label alike:
+    /// the connection picks the labels whose response topic it subscribed to.
+    pub fn subscribe_bulk_responses(
+        &self,
+        conn: &ConnectionGuard,
+    ) -> Result<Subscription<BulkResponse>, CloudError> {
+        let mut state = self.state();
+        let device = state
+            .devices
+            .get_mut(&conn.device_id)
+            .ok_or(CloudError::UnknownDevice(conn.device_id))?;
+        let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
+        device.bulk_subs.push(sub);
+        Ok(subscription)
+    }
+
     // -- DDP ---------------------------------------------------------------------------------
 
     /// Subscribes connection `conn` to its device's DDP sync channel: the `reload` snapshot and
@@ -1354,7 +1380,9 @@ impl Cloud {
 
     /// Answers a bulk-data request that `device_id` published on `label`'s request topic, by
     /// the project's module for `label`: `OK` with the module's result, `INVALID_BULK_DATA_LABEL`
-    /// when no module has the label, `SERVICE_UNAVAILABLE` when the module is down.
+    /// when no module has the label, `SERVICE_UNAVAILABLE` when the module is down. The response
+    /// goes to every bulk-response subscriber of the device (any of its connections, not only
+    /// the one that asked), and is returned.
     pub fn bulk_request(
         &self,
         device_id: DeviceId,
@@ -1379,6 +1407,13 @@ impl Cloud {
             status,
             payload,
         };
+        if let Some(device) = state.devices.get_mut(&device_id) {
+            let labelled = BulkResponse {
+                label: label.to_owned(),
+                response: response.clone(),
+            };
+            fan_out(&mut device.bulk_subs, &labelled, "bulk data responses");
+        }
         state.records.bulk_requests.push(BulkRequestRecord {
             device_id,
             label: label.to_owned(),
@@ -1668,6 +1703,7 @@ impl Device {
             claimable_until: None,
             command_subs: Vec::new(),
             kv_subs: Vec::new(),
+            bulk_subs: Vec::new(),
         }
     }
 

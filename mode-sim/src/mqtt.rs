@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cloud::{
-    Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription, Transport,
+    BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription,
+    Transport,
 };
 use mode_core::proto::Command;
 
@@ -72,7 +73,8 @@ pub(crate) async fn serve<S>(
             stop,
             commands: None,
             kv: None,
-            bulk_responses: Vec::new(),
+            bulk: None,
+            bulk_labels: Vec::new(),
             unflushed: false,
         };
         let reason = conn.run().await;
@@ -325,8 +327,10 @@ struct Connection<S> {
     stop: CancellationToken,
     commands: Option<Subscription<Command>>,
     kv: Option<KvSubscription>,
-    /// Labels whose response topic the device subscribed to.
-    bulk_responses: Vec<String>,
+    /// The device's bulk-data responses, from the first bulk response subscription on.
+    bulk: Option<Subscription<BulkResponse>>,
+    /// Labels whose response topic this connection subscribed to: the responses it forwards.
+    bulk_labels: Vec<String>,
     /// Packets were queued with `feed` and not flushed yet.
     unflushed: bool,
 }
@@ -364,6 +368,7 @@ enum Wake {
     Flushed(Result<(), FrameError>),
     Command(Option<Command>),
     Sync(Option<SyncMessage>),
+    Bulk(Option<BulkResponse>),
 }
 
 impl<S> Connection<S>
@@ -381,6 +386,7 @@ where
             let wake = {
                 let commands = &mut self.commands;
                 let kv = &mut self.kv;
+                let bulk = &mut self.bulk;
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => Wake::Stop("the simulator stopped its listeners"),
@@ -390,6 +396,7 @@ where
                     wake = next_packet_or_flush(&mut self.framed, self.unflushed) => wake,
                     command = async { match commands { Some(s) => s.recv().await, None => pending().await } } => Wake::Command(command),
                     sync = async { match kv { Some(s) => s.recv().await, None => pending().await } } => Wake::Sync(sync),
+                    response = async { match bulk { Some(s) => s.recv().await, None => pending().await } } => Wake::Bulk(response),
                 }
             };
             match wake {
@@ -426,6 +433,20 @@ where
                 Wake::Sync(None) => {
                     self.kv = None;
                     return "kv sync stream ended (subscriber fell behind)".into();
+                }
+                Wake::Bulk(None) => {
+                    self.bulk = None;
+                    return "bulk data response stream ended (subscriber fell behind)".into();
+                }
+                Wake::Bulk(Some(BulkResponse { label, response })) => {
+                    if self.bulk_labels.contains(&label) {
+                        let topic =
+                            Topic::new(self.device_id(), TopicKind::BulkDataResponse(label))
+                                .to_string();
+                        if let Err(reason) = self.publish(topic, response.encode()).await {
+                            return reason;
+                        }
+                    }
                 }
                 Wake::Sync(Some(msg)) => {
                     let topic = Topic::kv(self.device_id()).to_string();
@@ -499,7 +520,7 @@ where
                             TopicKind::Command => self.commands = None,
                             TopicKind::Kv => self.kv = None,
                             TopicKind::BulkDataResponse(label) => {
-                                self.bulk_responses.retain(|l| *l != label)
+                                self.bulk_labels.retain(|l| *l != label)
                             }
                             _ => {}
                         },
@@ -550,8 +571,15 @@ where
                 self.kv = Some(sub);
                 return Ok(Some(reload));
             }
-            TopicKind::BulkDataResponse(label) if !self.bulk_responses.contains(&label) => {
-                self.bulk_responses.push(label);
+            TopicKind::BulkDataResponse(label) if !self.bulk_labels.contains(&label) => {
+                if self.bulk.is_none() {
+                    let sub = self
+                        .cloud
+                        .subscribe_bulk_responses(&self.guard)
+                        .map_err(|e| e.to_string())?;
+                    self.bulk = Some(sub);
+                }
+                self.bulk_labels.push(label);
             }
             _ => {}
         }
@@ -606,22 +634,11 @@ where
             },
             TopicKind::BulkData(label) => self.cloud.record_bulk_data(device_id, &label, payload),
             TopicKind::BulkDataRequest(label) => match BulkDataRequest::decode(payload) {
-                Ok(request) => {
-                    let response = self.cloud.bulk_request(device_id, &label, request);
-                    match response {
-                        Ok(response) if self.bulk_responses.contains(&label) => {
-                            let topic = Topic::new(device_id, TopicKind::BulkDataResponse(label))
-                                .to_string();
-                            self.publish(topic, response.encode()).await?;
-                            Ok(())
-                        }
-                        Ok(_) => {
-                            tracing::info!(%label, "bulk data response dropped: the device has not subscribed to it");
-                            Ok(())
-                        }
-                        Err(err) => Err(err),
-                    }
-                }
+                // The response reaches every subscribed connection through `bulk`.
+                Ok(request) => self
+                    .cloud
+                    .bulk_request(device_id, &label, request)
+                    .map(drop),
                 Err(err) => {
                     self.cloud
                         .count_undecodable(device_id, "bulk data request", &err);

@@ -367,6 +367,53 @@ async fn a_bulk_request_to_a_module_that_is_down_is_answered_service_unavailable
     assert_eq!(response.status, BulkStatus::ServiceUnavailable);
 }
 
+/// `mosquitto_sub` on the response topic beside a `mosquitto_pub` of the request: the response
+/// goes to every connection of the device subscribed to it, as commands and kv changes do,
+/// not only to the connection that asked.
+#[tokio::test]
+async fn a_bulk_response_reaches_every_connection_of_the_device_subscribed_to_it() {
+    let sim = demo().await;
+    let topic = "/devices/1001/bulkData/echo/response";
+    let mut listeners = Vec::new();
+    for _ in 0..2 {
+        let (client, mut eventloop) = client(&sim, D1).await;
+        client.subscribe(topic, QoS::AtMostOnce).await.unwrap();
+        assert_eq!(
+            suback(&mut eventloop).await,
+            [SubscribeReasonCode::Success(QoS::AtMostOnce)]
+        );
+        listeners.push((client, eventloop));
+    }
+    let (asker, mut asker_loop) = client(&sim, D1).await;
+    let request = BulkDataRequest {
+        bulk_data_label: "echo".into(),
+        request_id: "from-the-shell".into(),
+        payload: json!({"n": 1}),
+    };
+    asker
+        .publish(
+            "/devices/1001/bulkData/echo/request",
+            QoS::AtLeastOnce,
+            false,
+            request.encode(),
+        )
+        .await
+        .unwrap();
+    next_incoming(&mut asker_loop, |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    for (_client, eventloop) in &mut listeners {
+        let publish = next_publish(eventloop).await;
+        assert_eq!(publish.topic, topic);
+        let response = BulkDataResponse::decode(&publish.payload).unwrap();
+        assert_eq!(
+            (response.request_id.as_str(), response.status),
+            ("from-the-shell", BulkStatus::Ok)
+        );
+    }
+}
+
 #[tokio::test]
 async fn pings_are_answered_and_live_connections_are_counted() {
     let sim = demo().await;

@@ -158,7 +158,7 @@ impl CloudError {
     }
 }
 
-/// Checks a DDP key against the rule of protocol.md **(ours)**: 1-255 characters of ASCII
+/// Checks a DDP key against the rule of docs/protocol.md **(ours)**: 1-255 characters of ASCII
 /// letters, digits, `_` and `-`, starting and ending with a letter or digit.
 pub fn validate_kv_key(key: &str) -> Result<(), CloudError> {
     let fail = |reason| {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mode_core::backoff::BackoffPolicy;
-use mode_core::client::{Client, ClientConfig, Notification, Notifications, Transport};
+use mode_client::{Client, ClientConfig, Notification, Notifications, Transport};
 use mode_core::ddp::Change;
 use mode_core::proto::{Command, Map, Qos, Value};
 use mode_sim::config::{DEMO_APP_KEY, DEMO_HOME};
@@ -105,7 +105,7 @@ struct Device {
     line: Timeline,
     wait: Duration,
     /// The deliveries of the events answering commands, awaited before the summary.
-    answers: Vec<mode_core::client::Delivery>,
+    answers: Vec<mode_client::Delivery>,
 }
 
 impl Device {
@@ -134,7 +134,7 @@ impl Device {
     }
 
     /// Waits for one message's acknowledgement, so the timeline shows each step done.
-    async fn settle(&mut self, delivery: mode_core::client::Delivery) -> Result<(), CliError> {
+    async fn settle(&mut self, delivery: mode_client::Delivery) -> Result<(), CliError> {
         tokio::time::timeout(self.wait, delivery)
             .await
             .map_err(|_| {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mode_core::client::{Client, DisconnectReason, Notification, Notifications, provision};
+use mode_client::{Client, DisconnectReason, Notification, Notifications, provision};
 use mode_core::ddp::Change;
 use mode_core::proto::{Map, Qos, Value};
 use serde_json::json;
@@ -100,7 +100,7 @@ impl Session {
     }
 
     /// Waits for `delivery` (the cloud's acknowledgement) within the wait.
-    async fn delivered(&self, delivery: mode_core::client::Delivery) -> Result<(), CliError> {
+    async fn delivered(&self, delivery: mode_client::Delivery) -> Result<(), CliError> {
         match tokio::time::timeout(self.wait, delivery).await {
             Ok(result) => result.map_err(CliError::from),
             Err(_) => Err(CliError::new(

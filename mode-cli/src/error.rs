@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use mode_core::client::ClientError;
+use mode_client::ClientError;
 
 /// How `mode` ended; the numbers are part of the interface and are never renumbered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

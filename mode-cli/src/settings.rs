@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use mode_core::backoff::BackoffPolicy;
-use mode_core::client::{ClientConfig, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport};
+use mode_client::{ClientConfig, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport};
 use serde::Deserialize;
 
 use crate::error::CliError;

@@ -1,6 +1,6 @@
 //! Throughput of the IO-free core on one thread: `set` messages decoded and applied per second,
 //! and the time to decode and apply a 100,000-item reload. Prints a table; run with
-//! `cargo bench -p mode-core --no-default-features --bench core`.
+//! `cargo bench -p mode-core --bench core`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -3,7 +3,9 @@
 //! schedule after authentication failures so a bad key cannot cause a reconnect storm.
 //! Time and randomness are arguments: the policy never reads a clock or an RNG.
 
-use std::time::{Duration, Instant};
+use core::time::Duration;
+
+use crate::time::Instant;
 
 /// The knobs of [`Backoff`].
 #[derive(Debug, Clone, PartialEq)]
@@ -51,11 +53,12 @@ pub enum Failure {
 /// The reconnect schedule of one connection.
 ///
 /// ```
-/// use std::time::{Duration, Instant};
+/// use core::time::Duration;
 /// use mode_core::backoff::{Backoff, BackoffPolicy, Failure};
+/// use mode_core::time::Instant;
 ///
 /// let mut backoff = Backoff::new(BackoffPolicy { jitter: 0.0, ..BackoffPolicy::default() });
-/// let now = Instant::now(); // the caller's clock: the schedule never reads one
+/// let now = Instant::from_millis(0); // the caller's clock: the schedule never reads one
 /// let waits: Vec<u64> = (0..6)
 ///     .map(|_| backoff.on_failure(Failure::Connection, now, 0.5).as_secs())
 ///     .collect();
@@ -152,6 +155,7 @@ fn fibonacci(n: u32, unit: Duration, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     fn no_jitter() -> BackoffPolicy {
         BackoffPolicy {
@@ -167,7 +171,7 @@ mod tests {
     #[test]
     fn connection_failures_wait_fibonacci_seconds_up_to_the_cap() {
         let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         let waits: Vec<_> = (0..12)
             .map(|_| backoff.on_failure(Failure::Connection, now, 0.5))
             .collect();
@@ -177,7 +181,7 @@ mod tests {
     #[test]
     fn the_schedule_never_overflows_after_very_many_failures() {
         let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         for _ in 0..10_000 {
             assert!(backoff.on_failure(Failure::Connection, now, 0.0) <= Duration::from_secs(60));
         }
@@ -186,7 +190,7 @@ mod tests {
     #[test]
     fn jitter_only_shortens_a_wait_and_by_no_more_than_its_share() {
         let mut backoff = Backoff::new(BackoffPolicy::default());
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         for _ in 0..9 {
             backoff.on_failure(Failure::Connection, now, 0.0);
         }
@@ -203,7 +207,7 @@ mod tests {
     #[test]
     fn a_stable_connection_resets_the_schedule() {
         let mut backoff = Backoff::new(no_jitter());
-        let t0 = Instant::now();
+        let t0 = Instant::from_millis(0);
         for _ in 0..5 {
             backoff.on_failure(Failure::Connection, t0, 0.0);
         }
@@ -215,7 +219,7 @@ mod tests {
     #[test]
     fn a_connection_that_drops_quickly_keeps_the_schedule_growing() {
         let mut backoff = Backoff::new(no_jitter());
-        let t0 = Instant::now();
+        let t0 = Instant::from_millis(0);
         let mut waits = Vec::new();
         for i in 0..5 {
             let t = t0 + Duration::from_secs(i);
@@ -232,7 +236,7 @@ mod tests {
     #[test]
     fn authentication_failures_wait_longer_and_double_up_to_their_cap() {
         let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         let waits: Vec<_> = (0..7)
             .map(|_| backoff.on_failure(Failure::Auth, now, 0.0))
             .collect();
@@ -242,7 +246,7 @@ mod tests {
     #[test]
     fn accepted_credentials_end_the_authentication_schedule() {
         let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         backoff.on_failure(Failure::Auth, now, 0.0);
         backoff.on_failure(Failure::Auth, now, 0.0);
         backoff.on_connected(now);
@@ -255,7 +259,7 @@ mod tests {
     #[test]
     fn authentication_failures_do_not_advance_the_connection_schedule() {
         let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         backoff.on_failure(Failure::Auth, now, 0.0);
         backoff.on_failure(Failure::Auth, now, 0.0);
         assert_eq!(
@@ -273,7 +277,7 @@ mod tests {
             ..no_jitter()
         };
         let mut backoff = Backoff::new(policy);
-        let now = Instant::now();
+        let now = Instant::from_millis(0);
         let waits: Vec<_> = (0..5)
             .map(|_| {
                 backoff

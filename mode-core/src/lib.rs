@@ -5,11 +5,24 @@
 //!   cloud key-value store true under reordered and duplicated sync messages.
 //! - [`session`]: a sans-IO session a device with its own MQTT stack can drive, and the
 //!   reconnect [`backoff`] policy. Time and randomness are arguments; nothing here reads a clock.
+#![no_std]
 #![deny(missing_docs)]
 
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+/// What `std`'s prelude would bring: the `alloc` types every module uses.
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec;
+    pub(crate) use alloc::vec::Vec;
+}
+
 pub mod backoff;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod ddp;
 pub mod proto;
 pub mod session;
+pub mod time;

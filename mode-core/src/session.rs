@@ -2,7 +2,8 @@
 //! subscribe to, turns each incoming `(topic, payload)` into a typed [`Incoming`] (applying DDP
 //! sync to its [`Mirror`]), and turns what the device wants to send into `(topic, payload, qos)`.
 
-use std::collections::BTreeSet;
+use crate::prelude::*;
+use alloc::collections::BTreeSet;
 
 use serde_json::Value;
 

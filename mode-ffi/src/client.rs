@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
-use mode_core::client::{Client, ClientConfig, ClientError, Notification, Notifications, Stats};
+use mode_client::{Client, ClientConfig, ClientError, Notification, Notifications, Stats};
 use mode_core::ddp::Change;
 use mode_core::proto::{BulkDataResponse, Qos};
 use serde_json::{Map, Value};

@@ -5,7 +5,7 @@ use std::ffi::{CString, c_char, c_int};
 use std::time::Duration;
 
 use mode_core::backoff::BackoffPolicy;
-use mode_core::client::{ClientConfig, ClientConfigBuilder, FullQueuePolicy, Transport};
+use mode_client::{ClientConfig, ClientConfigBuilder, FullQueuePolicy, Transport};
 
 use crate::util::{borrow, borrow_mut, error_text, str_arg};
 use crate::{ModeStatus, ffi_guard};

@@ -12,7 +12,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use mode_core::backoff::BackoffPolicy;
-use mode_core::client::{
+use mode_client::{
     Client as CoreClient, ClientConfig, ClientError, Delivery, DisconnectReason, FullQueuePolicy,
     Notification, Notifications, Transport,
 };

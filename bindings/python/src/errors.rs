@@ -1,7 +1,7 @@
 //! Rust errors as the exceptions of `mode._errors` (defined in Python so they can also derive
 //! from the matching builtins: `mode.TimeoutError` is a `TimeoutError`, and so on).
 
-use mode_core::client::{ClientError, ConfigError};
+use mode_client::{ClientError, ConfigError};
 use mode_core::proto::{DecodeError, EncodeError};
 use pyo3::prelude::*;
 

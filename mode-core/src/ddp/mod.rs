@@ -2,7 +2,8 @@
 //! sync messages by revision, so a device's copy converges to the cloud's store even when
 //! messages arrive late, twice, or out of order. No IO: feed it messages, act on what it returns.
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -190,7 +191,7 @@ impl Mirror {
             modification_time: None,
         };
         let previous = match slot {
-            Some(slot) => std::mem::replace(slot, entry).value,
+            Some(slot) => core::mem::replace(slot, entry).value,
             None => {
                 self.entries.insert(key.clone(), entry);
                 None
@@ -242,7 +243,7 @@ impl Mirror {
         let rev = reload.rev;
         let mut items = reload.items;
         items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let old = std::mem::take(&mut self.entries);
+        let old = core::mem::take(&mut self.entries);
         let mut changes = Vec::new();
         let mut old = old
             .into_iter()

@@ -1,7 +1,8 @@
 //! Errors of the wire layer: a peer sent bytes we cannot decode, or the caller asked us to
 //! build something the protocol cannot carry. The two are kept apart (see the house style).
 
-use std::fmt;
+use crate::prelude::*;
+use core::fmt;
 
 /// Which message a decoder was reading; part of every [`DecodeError`] so a log line says what
 /// kind of traffic was bad without the caller adding context.

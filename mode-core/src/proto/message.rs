@@ -2,8 +2,9 @@
 //! (`docs/protocol.md`). Every decoder tolerates unknown extra fields, never panics, and
 //! says which field was wrong; every encoder writes the camelCase names the cloud expects.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
+use crate::prelude::*;
+use alloc::borrow::Cow;
+use alloc::collections::BTreeSet;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -340,7 +341,7 @@ impl SyncMessage {
                         format!("numItems is {n} but items holds {}", items.len()),
                     ));
                 }
-                let mut seen = HashSet::with_capacity(items.len());
+                let mut seen = BTreeSet::new();
                 for (i, item) in items.iter().enumerate() {
                     if item.key.is_empty() {
                         return Err(DecodeError::shape(

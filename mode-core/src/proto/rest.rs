@@ -1,6 +1,7 @@
 //! REST and WebSocket paths of the MODE API and its `Authorization` header, shared by the HTTP
 //! transport and the simulator. Keys are percent-encoded wherever they enter a path.
 
+use crate::prelude::*;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use super::error::EncodeError;

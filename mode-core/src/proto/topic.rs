@@ -1,7 +1,8 @@
 //! MQTT topic names of the MODE broker: building them for a device and parsing them back, so the
 //! client, the sans-IO session and the simulator share one definition.
 
-use std::fmt;
+use crate::prelude::*;
+use core::fmt;
 
 use super::error::EncodeError;
 use super::message::DeviceId;

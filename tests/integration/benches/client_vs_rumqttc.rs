@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use mode_core::client::{Client, ClientConfig, Notification};
+use mode_client::{Client, ClientConfig, Notification};
 use mode_core::proto::{Command, Qos};
 use mode_integration::streams::{self, DEVICE, data};
 use mode_sim::{Sim, SimConfig};

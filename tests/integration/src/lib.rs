@@ -6,7 +6,7 @@ use std::time::Duration;
 pub mod streams;
 
 use mode_core::backoff::BackoffPolicy;
-use mode_core::client::{Client, ClientConfigBuilder, Notification, Notifications};
+use mode_client::{Client, ClientConfigBuilder, Notification, Notifications};
 use mode_sim::{Sim, SimConfig};
 
 /// The demo devices.
@@ -55,7 +55,7 @@ pub fn fast_backoff() -> BackoffPolicy {
 /// A configuration of `device` against the simulator's plain MQTT port, with test timings.
 pub fn config(sim: &Sim, device: u64) -> ClientConfigBuilder {
     let addr = sim.mqtt_addr();
-    let builder = mode_core::client::ClientConfig::builder(device, key(device))
+    let builder = mode_client::ClientConfig::builder(device, key(device))
         .plain_tcp()
         .mqtt_host(addr.ip().to_string())
         .mqtt_port(addr.port())

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use mode_core::client::{Client, ClientError, DisconnectReason, Notification, Transport};
+use mode_client::{Client, ClientError, DisconnectReason, Notification, Transport};
 use mode_core::proto::{Command, Map, Qos, Value};
 use mode_integration::*;
 use mode_sim::Sim;
 use mode_sim::cloud::KvSource;
 use serde_json::json;
 
-fn http_config(sim: &Sim, device: u64) -> mode_core::client::ClientConfigBuilder {
+fn http_config(sim: &Sim, device: u64) -> mode_client::ClientConfigBuilder {
     config(sim, device).transport(Transport::Http)
 }
 
@@ -166,7 +166,7 @@ async fn a_bad_api_key_over_http_is_an_auth_error_that_backs_off() {
     let sim = demo().await;
     let api = format!("http://{}", sim.http_addr().unwrap());
     let (_client, mut notifications) = Client::connect(
-        mode_core::client::ClientConfig::builder(D1, "v1.wrong")
+        mode_client::ClientConfig::builder(D1, "v1.wrong")
             .transport(Transport::Http)
             .plain_tcp()
             .api_url(api)

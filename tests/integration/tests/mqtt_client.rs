@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mode_core::client::{
+use mode_client::{
     Client, ClientError, DisconnectReason, FullQueuePolicy, Notification, Transport,
 };
 use mode_core::proto::{BulkStatus, Command, Map, Qos, Value};
@@ -292,7 +292,7 @@ async fn a_bad_api_key_gives_a_clear_auth_error_and_backs_off() {
     let builder = config(&sim, D1);
     let addr = sim.mqtt_addr();
     let (client, mut notifications) = Client::connect(
-        mode_core::client::ClientConfig::builder(D1, "v1.wrong-key")
+        mode_client::ClientConfig::builder(D1, "v1.wrong-key")
             .plain_tcp()
             .mqtt_host(addr.ip().to_string())
             .mqtt_port(addr.port())
@@ -749,7 +749,7 @@ async fn device_info_comes_from_the_rest_api() {
 
 #[tokio::test]
 async fn connect_outside_a_runtime_is_an_error_not_a_panic() {
-    let config = mode_core::client::ClientConfig::builder(D1, "k")
+    let config = mode_client::ClientConfig::builder(D1, "k")
         .build()
         .unwrap();
     let err = std::thread::spawn(move || Client::connect(config).map(|_| ()))
@@ -763,18 +763,18 @@ async fn connect_outside_a_runtime_is_an_error_not_a_panic() {
 async fn a_provisioned_device_connects_with_its_new_key() {
     let sim = demo().await;
     let api = format!("http://{}", sim.http_addr().unwrap());
-    let tls = mode_core::client::TlsOptions {
+    let tls = mode_client::TlsOptions {
         enabled: false,
         ..Default::default()
     };
     let device =
-        mode_core::client::provision(&api, mode_sim::config::DEMO_PROVISIONING_TOKEN, &tls)
+        mode_client::provision(&api, mode_sim::config::DEMO_PROVISIONING_TOKEN, &tls)
             .await
             .unwrap();
     assert!(!format!("{device:?}").contains(device.api_key.expose()));
     let addr = sim.mqtt_addr();
     let (client, _notifications) = start(
-        mode_core::client::ClientConfig::builder(device.device_id, device.api_key.clone())
+        mode_client::ClientConfig::builder(device.device_id, device.api_key.clone())
             .plain_tcp()
             .mqtt_host(addr.ip().to_string())
             .mqtt_port(addr.port())
@@ -784,7 +784,7 @@ async fn a_provisioned_device_connects_with_its_new_key() {
     .await;
     assert_eq!(client.device_info().await.unwrap().id, device.device_id);
 
-    let err = mode_core::client::provision(&api, "not-a-token", &tls)
+    let err = mode_client::provision(&api, "not-a-token", &tls)
         .await
         .unwrap_err();
     assert!(

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use mode_core::client::{Client, Notification};
+use mode_client::{Client, Notification};
 use mode_core::proto::{Map, Qos};
 use mode_integration::*;
 
@@ -49,7 +49,7 @@ async fn logs_name_the_device_and_never_the_api_key() {
     let addr = sim.mqtt_addr();
     let wrong = "v1.this-key-must-never-be-logged";
     let (refused, mut notifications) = Client::connect(
-        mode_core::client::ClientConfig::builder(D2, wrong)
+        mode_client::ClientConfig::builder(D2, wrong)
             .plain_tcp()
             .mqtt_host(addr.ip().to_string())
             .mqtt_port(addr.port())

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use mode_core::client::{Client, ClientConfig, DisconnectReason, Notification};
+use mode_client::{Client, ClientConfig, DisconnectReason, Notification};
 use mode_core::proto::{Map, Qos};
 use mode_integration::*;
 use mode_sim::config::TlsConfig;
@@ -58,7 +58,7 @@ async fn tls_sim() -> TlsSim {
     }
 }
 
-fn tls_config(t: &TlsSim, host: &str) -> mode_core::client::ClientConfigBuilder {
+fn tls_config(t: &TlsSim, host: &str) -> mode_client::ClientConfigBuilder {
     let port = t.sim.mqtt_tls_addr().expect("a TLS listener").port();
     ClientConfig::builder(D1, key(D1))
         .mqtt_host(host)
@@ -68,7 +68,7 @@ fn tls_config(t: &TlsSim, host: &str) -> mode_core::client::ClientConfigBuilder 
         .api_url("http://127.0.0.1:9")
 }
 
-async fn first_tls_error(builder: mode_core::client::ClientConfigBuilder) -> String {
+async fn first_tls_error(builder: mode_client::ClientConfigBuilder) -> String {
     let (_client, mut notifications) = Client::connect(builder.build().unwrap()).unwrap();
     match next(&mut notifications, |n| {
         matches!(n, Notification::Disconnected { .. })

@@ -1,9 +1,9 @@
-//! The managed device client (feature `client`): a cheap cloneable [`Client`] handle and one
+//! The managed MODE device client: a cheap cloneable [`Client`] handle and one
 //! tokio task that owns the connection, keeps it alive and keeps the DDP mirror true.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), mode_core::client::ClientError> {
-//! use mode_core::client::{Client, ClientConfig, Notification};
+//! # async fn demo() -> Result<(), mode_client::ClientError> {
+//! use mode_client::{Client, ClientConfig, Notification};
 //! use mode_core::proto::{Map, Qos};
 //!
 //! let config = ClientConfig::builder(1234, "v1.device-api-key").build()?;
@@ -23,6 +23,9 @@
 //! reconnect, in order. The outbox is bounded ([`ClientConfig`]'s `queue_size`) and what a full
 //! queue does is the [`FullQueuePolicy`]; nothing is dropped silently.
 
+#![deny(missing_docs)]
+
+mod clock;
 mod config;
 mod error;
 mod gate;
@@ -52,8 +55,8 @@ use self::outbox::Message;
 use self::rest::Rest;
 use self::shared::Shared;
 use self::task::Cmd;
-use crate::proto::{BulkDataResponse, DeviceId, DeviceInfo, Event, Qos, rest as paths};
-use crate::session::{Outgoing, Session};
+use mode_core::proto::{BulkDataResponse, DeviceId, DeviceInfo, Event, Qos, rest as paths};
+use mode_core::session::{Outgoing, Session};
 
 /// A handle on one device's connection. Clones are cheap and share the connection; the
 /// connection task ends when the client is closed or every clone is dropped (dropping without

@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backoff::BackoffPolicy;
-use crate::proto::DeviceId;
+use mode_core::backoff::BackoffPolicy;
+use mode_core::proto::DeviceId;
 
 /// A device API key. It never shows itself: `Debug` and `Display` print `<redacted>`, so a key
 /// cannot leak into a log line through a config or an error.

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
+use super::clock::Clock;
 use super::config::{ClientConfig, Transport};
 use super::error::ClientError;
 use super::gate::Gate;
@@ -32,10 +33,10 @@ use super::notification::{DisconnectReason, Notification, Notifier};
 use super::outbox::{Message, Outbox};
 use super::rest::{Rest, error_chain};
 use super::shared::{Shared, add};
-use crate::backoff::{Backoff, Failure};
-use crate::ddp::{Applied, Change};
-use crate::proto::{BulkDataResponse, Qos, Topic, TopicKind};
-use crate::session::Incoming as SessionIncoming;
+use mode_core::backoff::{Backoff, Failure};
+use mode_core::ddp::{Applied, Change};
+use mode_core::proto::{BulkDataResponse, Qos, Topic, TopicKind};
+use mode_core::session::Incoming as SessionIncoming;
 
 /// What the handles ask of the connection task.
 #[derive(Debug)]
@@ -165,6 +166,7 @@ pub(crate) struct Task {
     outbox: Outbox,
     next_seq: u64,
     backoff: Backoff,
+    clock: Clock,
     link: Link,
     waiters: HashMap<String, oneshot::Sender<BulkDataResponse>>,
     closing: Option<Closing>,
@@ -233,6 +235,7 @@ impl Task {
             outbox: Outbox::default(),
             next_seq: 0,
             backoff,
+            clock: Clock::new(),
             link: Link::Down {
                 retry_at: Instant::now(),
             },
@@ -531,7 +534,7 @@ impl Task {
 
     /// A link is up (MQTT: CONNACK; HTTP: both WebSockets open).
     fn link_up(&mut self) {
-        self.backoff.on_connected(Instant::now().into_std());
+        self.backoff.on_connected(self.clock.now());
         if self.ever_connected {
             add(&self.shared.counters.reconnects, 1);
         }
@@ -771,9 +774,9 @@ impl Task {
             self.finish_close();
             return;
         }
-        let wait =
-            self.backoff
-                .on_failure(failure, std::time::Instant::now(), rand::random::<f64>());
+        let wait = self
+            .backoff
+            .on_failure(failure, self.clock.now(), rand::random::<f64>());
         self.link = Link::Down {
             retry_at: Instant::now() + wait,
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::config::ConfigError;
-use crate::proto::{DecodeError, EncodeError};
+use mode_core::proto::{DecodeError, EncodeError};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]

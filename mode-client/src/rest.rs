@@ -15,7 +15,7 @@ use super::config::{ApiKey, ClientConfig};
 use super::error::ClientError;
 use super::task::{describe_tls, find_rustls_error};
 use super::tls;
-use crate::proto::{ErrorBody, rest};
+use mode_core::proto::{ErrorBody, rest};
 
 /// Requests to one REST host over HTTP/1.1, one connection kept open between them.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::gate::Slot;
 
 use super::error::ClientError;
-use crate::proto::Qos;
+use mode_core::proto::Qos;
 
 /// One outgoing publish.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::session::Session;
+use mode_core::session::Session;
 
 /// A snapshot of the client's counters. "Messages" are every outgoing publish or REST write:
 /// events, kv writes, bulk data and requests, data for routing.

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::shared::Shared;
-use crate::ddp::Change;
-use crate::proto::{BulkDataResponse, Command, DecodeError, Rev};
+use mode_core::ddp::Change;
+use mode_core::proto::{BulkDataResponse, Command, DecodeError, Rev};
 
 /// Why the connection ended or could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The HTTP transport's link: two WebSockets (commands, DDP sync) that receive, and REST
 //! requests that send events and kv writes, one at a time so they arrive in order. The
 //! connection task drives it like an MQTT connection; incoming frames are handed to the same
-//! [`Session`](crate::session::Session) under the MQTT topic of their channel, so both
+//! [`Session`](mode_core::session::Session) under the MQTT topic of their channel, so both
 //! transports share one decoder and one mirror.
 
 use std::sync::Arc;
@@ -24,8 +24,8 @@ use super::notification::DisconnectReason;
 use super::rest::{Rest, error_chain};
 use super::task::{describe_tls, find_rustls_error};
 use super::tls;
-use crate::backoff::Failure;
-use crate::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
+use mode_core::backoff::Failure;
+use mode_core::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
 
 /// What the link reports to the connection task.
 #[derive(Debug)]
@@ -351,7 +351,7 @@ pub(crate) fn classify_send_error(err: &ClientError) -> Option<(DisconnectReason
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Session;
+    use mode_core::session::Session;
     use serde_json::json;
 
     #[test]
@@ -359,8 +359,8 @@ mod tests {
         let session = Session::new(7, 1);
         let event = session
             .event(
-                &crate::proto::Event::new("t", serde_json::Map::new()),
-                crate::proto::Qos::AtLeastOnce,
+                &mode_core::proto::Event::new("t", serde_json::Map::new()),
+                mode_core::proto::Qos::AtLeastOnce,
             )
             .unwrap();
         let (method, path, body) = rest_request(7, &event.topic, &event.payload).unwrap();
@@ -383,7 +383,7 @@ mod tests {
         );
 
         let bulk = session
-            .bulk_data("echo", b"x", crate::proto::Qos::AtMostOnce)
+            .bulk_data("echo", b"x", mode_core::proto::Qos::AtMostOnce)
             .unwrap();
         assert!(matches!(
             rest_request(7, &bulk.topic, &bulk.payload),

@@ -29,7 +29,7 @@ impl Instant {
 /// Whole milliseconds of `duration`, rounded up (a timer must never fire early), saturating.
 pub fn millis_ceil(duration: Duration) -> u64 {
     let millis = duration.as_millis();
-    let rounded = if duration.subsec_nanos() % 1_000_000 == 0 {
+    let rounded = if duration.subsec_nanos().is_multiple_of(1_000_000) {
         millis
     } else {
         millis + 1

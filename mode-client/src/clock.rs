@@ -1,8 +1,6 @@
 //! The bridge between tokio's clock and the core's caller-given time: the core counts
 //! milliseconds from an origin of the driver's choosing, which is when the driver started.
 
-use std::time::Duration;
-
 use mode_core::time::Instant as CoreInstant;
 use tokio::time::Instant;
 
@@ -19,11 +17,11 @@ impl Clock {
     }
 
     /// Now, as the core counts time.
-    pub(crate) fn now(&self) -> CoreInstant {
-        self.to_core(Instant::now())
+    pub(crate) fn now(self) -> CoreInstant {
+        self.at(Instant::now())
     }
 
-    pub(crate) fn to_core(&self, at: Instant) -> CoreInstant {
+    pub(crate) fn at(self, at: Instant) -> CoreInstant {
         let millis = at.saturating_duration_since(self.origin).as_millis();
         CoreInstant::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
     }

@@ -163,6 +163,32 @@ pub struct ClientConfig {
     pub(crate) max_inflight: u16,
     pub(crate) notification_capacity: usize,
     pub(crate) backoff: BackoffPolicy,
+    pub(crate) delivery_hook: Option<DeliveryHook>,
+}
+
+/// Called once for every message a send accepted, with its [`MessageId`](super::MessageId) and
+/// outcome: delivered (QoS 1: PUBACK; QoS 0: written; HTTP: a 2xx answer), dropped by the
+/// full-queue policy, refused by the cloud, or given up at close. It runs on the connection
+/// task: it must return quickly and never wait (hand the outcome to another thread if it must).
+#[derive(Clone)]
+pub struct DeliveryHook(pub(crate) std::sync::Arc<DeliveryFn>);
+
+/// The function behind a [`DeliveryHook`].
+pub type DeliveryFn = dyn Fn(u64, &Result<(), super::ClientError>) + Send + Sync;
+
+impl DeliveryHook {
+    /// Wraps `hook`.
+    pub fn new(
+        hook: impl Fn(u64, &Result<(), super::ClientError>) + Send + Sync + 'static,
+    ) -> Self {
+        DeliveryHook(std::sync::Arc::new(hook))
+    }
+}
+
+impl fmt::Debug for DeliveryHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeliveryHook")
+    }
 }
 
 impl ClientConfig {
@@ -188,6 +214,7 @@ impl ClientConfig {
                 max_inflight: 100,
                 notification_capacity: 1024,
                 backoff: BackoffPolicy::default(),
+                delivery_hook: None,
             },
         }
     }
@@ -362,6 +389,13 @@ impl ClientConfigBuilder {
     /// The reconnect policy (Fibonacci seconds capped at 60 s, longer after auth failures).
     pub fn backoff(mut self, policy: BackoffPolicy) -> Self {
         self.config.backoff = policy;
+        self
+    }
+
+    /// Calls `hook` once with the outcome of every message a send accepted (see
+    /// [`DeliveryHook`]); a per-message alternative to awaiting each [`Delivery`](super::Delivery).
+    pub fn delivery_hook(mut self, hook: DeliveryHook) -> Self {
+        self.config.delivery_hook = Some(hook);
         self
     }
 

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::{
     ApiKey, ClientConfig, ClientConfigBuilder, ConfigError, DEFAULT_API_URL, DEFAULT_MQTT_HOST,
-    FullQueuePolicy, TlsOptions, Transport,
+    DeliveryFn, DeliveryHook, FullQueuePolicy, TlsOptions, Transport,
 };
 pub use error::ClientError;
 pub use notification::{DisconnectReason, Notification, Notifications};
@@ -81,14 +81,24 @@ struct Inner {
     rest: Arc<Rest>,
 }
 
+/// The identity of one accepted message: unique for the client's lifetime, increasing in the
+/// order the sends were accepted, kept across re-sends after a reconnect.
+pub type MessageId = u64;
+
 /// The outcome of one sent message, for callers who want to know when the cloud has it.
 /// Dropping it is fine: the message is delivered all the same.
 #[derive(Debug)]
 pub struct Delivery {
+    id: MessageId,
     rx: oneshot::Receiver<Result<(), ClientError>>,
 }
 
 impl Delivery {
+    /// The message's id, as the [`DeliveryHook`] will name it.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
     /// Waits until the cloud acknowledged the message (QoS 1: PUBACK; QoS 0: written to the
     /// network; HTTP: a 2xx answer), or it was dropped or given up at close. Awaiting the
     /// `Delivery` itself does the same.
@@ -267,8 +277,13 @@ impl Client {
             });
         }
         let (tx, rx) = oneshot::channel();
+        let id = self
+            .inner
+            .shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let message = Message {
-            seq: 0, // assigned by the connection task, in arrival order
+            seq: id,
             topic: out.topic,
             payload: out.payload,
             qos: out.qos,
@@ -279,7 +294,7 @@ impl Client {
             .cmds
             .send(Cmd::Publish(message))
             .map_err(|_| ClientError::Closed)?;
-        Ok(Delivery { rx })
+        Ok(Delivery { id, rx })
     }
 
     fn event_outgoing(

@@ -14,13 +14,14 @@ use tokio::sync::oneshot;
 
 use super::gate::Slot;
 
+use super::config::DeliveryHook;
 use super::error::ClientError;
 use mode_core::proto::Qos;
 
 /// One outgoing publish.
 #[derive(Debug)]
 pub(crate) struct Message {
-    /// Order of acceptance; re-sends keep it.
+    /// The message id: order of acceptance; re-sends keep it.
     pub seq: u64,
     pub topic: String,
     pub payload: Vec<u8>,
@@ -32,8 +33,12 @@ pub(crate) struct Message {
 }
 
 impl Message {
-    /// Ends the message's life with `result`; its queue place is released.
-    pub fn finish(mut self, result: Result<(), ClientError>) {
+    /// Ends the message's life with `result`, told to the hook and to the sender if it still
+    /// listens; its queue place is released.
+    pub fn finish(mut self, result: Result<(), ClientError>, hook: Option<&DeliveryHook>) {
+        if let Some(hook) = hook {
+            (hook.0)(self.seq, &result);
+        }
         if let Some(done) = self.done.take() {
             let _ = done.send(result);
         }

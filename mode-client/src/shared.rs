@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub last_error: Mutex<Option<String>>,
     pub closed: AtomicBool,
     pub connected: AtomicBool,
+    /// The next message id (from 1; 0 is never an id, so C can use it as "none").
+    pub next_id: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +95,7 @@ impl Shared {
             last_error: Mutex::new(None),
             closed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
         }
     }
 

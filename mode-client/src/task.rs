@@ -164,7 +164,6 @@ pub(crate) struct Task {
     cmds: mpsc::UnboundedReceiver<Cmd>,
     cmds_open: bool,
     outbox: Outbox,
-    next_seq: u64,
     backoff: Backoff,
     clock: Clock,
     link: Link,
@@ -233,7 +232,6 @@ impl Task {
             cmds,
             cmds_open: true,
             outbox: Outbox::default(),
-            next_seq: 0,
             backoff,
             clock: Clock::new(),
             link: Link::Down {
@@ -350,12 +348,11 @@ impl Task {
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Publish(mut message) => {
-                message.seq = self.next_seq;
-                self.next_seq += 1;
                 if message.permit.is_none() {
                     if self.closing.is_some() {
                         // Raced with close (the queue's permits are closed): not accepted.
-                        message.finish(Err(ClientError::Closed));
+                        message
+                            .finish(Err(ClientError::Closed), self.config.delivery_hook.as_ref());
                         return;
                     }
                     message.permit = self.permits.try_acquire();
@@ -416,7 +413,10 @@ impl Task {
         if was_queued {
             self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
         }
-        message.finish(Err(ClientError::Dropped));
+        message.finish(
+            Err(ClientError::Dropped),
+            self.config.delivery_hook.as_ref(),
+        );
     }
 
     fn begin_close(
@@ -578,7 +578,7 @@ impl Task {
                             .set_last_error(format!("{}: {err}", message.topic));
                         add(&self.shared.counters.messages_dropped, 1);
                         self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                        message.finish(Err(err));
+                        message.finish(Err(err), self.config.delivery_hook.as_ref());
                     }
                 }
             },
@@ -670,7 +670,7 @@ impl Task {
     fn acked(&mut self, message: Message) {
         add(&self.shared.counters.messages_acked, 1);
         self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
-        message.finish(Ok(()));
+        message.finish(Ok(()), self.config.delivery_hook.as_ref());
     }
 
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
@@ -888,7 +888,7 @@ impl Task {
         for message in unsent {
             add(&self.shared.counters.messages_dropped, 1);
             self.shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
-            message.finish(Err(ClientError::Closed));
+            message.finish(Err(ClientError::Closed), self.config.delivery_hook.as_ref());
         }
         self.waiters.clear();
         self.link = Link::Down {
@@ -900,7 +900,9 @@ impl Task {
         // Messages that raced with the close are given up too.
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
-                Cmd::Publish(message) => message.finish(Err(ClientError::Closed)),
+                Cmd::Publish(message) => {
+                    message.finish(Err(ClientError::Closed), self.config.delivery_hook.as_ref())
+                }
                 Cmd::Close { reply, .. } => {
                     let _ = reply.send(Ok(()));
                 }

@@ -45,6 +45,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::config::{BulkModuleKind, SimConfig};
+use crate::untrusted::untrusted;
 
 /// A home id.
 pub type HomeId = u64;
@@ -71,7 +72,7 @@ pub enum CloudError {
     #[error("this app key has no access to {0}")]
     Forbidden(String),
     /// A DDP key breaks the key rule.
-    #[error("invalid kv key {key:?}: {reason}")]
+    #[error("invalid kv key {:?}: {reason}", untrusted(key))]
     InvalidKey {
         /// The key as given.
         key: String,
@@ -79,7 +80,7 @@ pub enum CloudError {
         reason: &'static str,
     },
     /// The device's store has no such key.
-    #[error("device {device} has no kv key {key:?}")]
+    #[error("device {device} has no kv key {:?}", untrusted(key))]
     KeyNotFound {
         /// The device.
         device: DeviceId,
@@ -93,7 +94,10 @@ pub enum CloudError {
     #[error("device {0} is not in claim mode; POST /deviceRegistration from the device first")]
     NotClaimable(DeviceId),
     /// The project has no bulk-data module with that label.
-    #[error("no bulk data module labelled {label:?} in project {project}")]
+    #[error(
+        "no bulk data module labelled {:?} in project {project}",
+        untrusted(label)
+    )]
     UnknownBulkLabel {
         /// The project.
         project: ProjectId,
@@ -145,7 +149,7 @@ impl CloudError {
         data.insert("message".into(), self.to_string().into());
         match self {
             CloudError::InvalidKey { key, .. } | CloudError::KeyNotFound { key, .. } => {
-                data.insert("key".into(), key.clone().into());
+                data.insert("key".into(), untrusted(key).to_string().into());
             }
             CloudError::UnknownDevice(id)
             | CloudError::WrongDeviceKey(id)
@@ -1107,7 +1111,7 @@ impl Cloud {
 
     /// Counts a message a device sent that could not be decoded (the connection stays).
     pub fn count_undecodable(&self, device_id: DeviceId, what: &str, err: &dyn fmt::Display) {
-        tracing::warn!(device_id, what, %err, "undecodable message from device");
+        tracing::warn!(device_id, what, err = %untrusted(err), "undecodable message from device");
         self.state().records.undecodable += 1;
         self.notify();
     }

@@ -27,6 +27,7 @@ pub mod http;
 mod mqtt;
 mod net;
 pub mod persist;
+mod untrusted;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

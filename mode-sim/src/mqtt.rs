@@ -33,6 +33,7 @@ use crate::cloud::{
     BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription,
     Transport,
 };
+use crate::untrusted::untrusted;
 use mode_core::proto::Command;
 
 /// How long a new connection may take to send its CONNECT.
@@ -213,7 +214,7 @@ where
             return None;
         }
         Ok(Some(Err(err))) => {
-            tracing::info!(%err, "malformed first packet; closing");
+            tracing::info!(err = %untrusted(&err), "malformed first packet; closing");
             return None;
         }
         Ok(Some(Ok(other))) => {
@@ -410,7 +411,7 @@ where
                 Wake::Expired => return "keepalive expired (no packet for 1.5 x keepalive)".into(),
                 Wake::Packet(None) => return "the client closed the connection".into(),
                 Wake::Packet(Some(Err(err))) => {
-                    return format!("bad packet from the client: {err}");
+                    return format!("bad packet from the client: {}", untrusted(&err));
                 }
                 Wake::Packet(Some(Ok(packet))) => {
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
@@ -493,7 +494,7 @@ where
                             granted.push(kind);
                         }
                         None => {
-                            tracing::info!(topic = %filter.path, "refusing subscription (SUBACK 0x80)");
+                            tracing::info!(topic = ?untrusted(&filter.path), "refusing subscription (SUBACK 0x80)");
                             codes.push(SubscribeReasonCode::Failure);
                         }
                     }
@@ -590,13 +591,13 @@ where
         if publish.retain {
             return Err(format!(
                 "retained publish on {:?}: MODE does not support retain",
-                publish.topic
+                untrusted(&publish.topic)
             ));
         }
         if publish.qos == QoS::ExactlyOnce {
             return Err(format!(
                 "QoS 2 publish on {:?}: MODE accepts QoS 0 and 1",
-                publish.topic
+                untrusted(&publish.topic)
             ));
         }
         let device_id = self.device_id();
@@ -605,10 +606,12 @@ where
             Ok(_) => {
                 return Err(format!(
                     "publish to another device's topic {:?}",
-                    publish.topic
+                    untrusted(&publish.topic)
                 ));
             }
-            Err(err) => return Err(format!("publish to an unknown topic: {err}")),
+            Err(err) => {
+                return Err(format!("publish to an unknown topic: {}", untrusted(&err)));
+            }
         };
         let payload = &publish.payload[..];
         let recorded = match topic.kind {
@@ -654,7 +657,7 @@ where
             TopicKind::Command | TopicKind::BulkDataResponse(_) => {
                 return Err(format!(
                     "publish to {:?}, a topic only the cloud publishes on",
-                    publish.topic
+                    untrusted(&publish.topic)
                 ));
             }
         };

@@ -45,6 +45,7 @@ use super::auth::ApiKey;
 use super::error::{ApiError, json_response, read_body};
 use super::{AppState, raw_segment};
 use crate::cloud::{KvSource, SyncFaults};
+use crate::untrusted::untrusted;
 
 /// The admin routes, behind the admin key check.
 pub(crate) fn router(state: AppState) -> Router<AppState> {
@@ -219,7 +220,7 @@ async fn set_bulk_available(
         ApiError::new(
             StatusCode::NOT_FOUND,
             "PROJECT_NOT_FOUND",
-            format_args!("{raw_project:?} is not a project id"),
+            format_args!("{:?} is not a project id", untrusted(raw_project)),
         )
     })?;
     let label =
@@ -271,7 +272,10 @@ async fn bulk_data(State(app): State<AppState>, uri: Uri) -> Result<Response, Ap
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_ENCODING",
-                format_args!("encoding {other:?} is not \"base64\" or \"hex\""),
+                format_args!(
+                    "encoding {:?} is not \"base64\" or \"hex\"",
+                    untrusted(other)
+                ),
             ));
         }
     };

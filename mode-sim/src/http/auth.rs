@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::cloud::{AppAccess, Cloud, HomeId, Principal};
+use crate::untrusted::untrusted;
 
 /// The API key a request carries: the `Authorization` header first, else the `authToken` query
 /// parameter (for WebSocket clients that cannot set headers). Never logged.
@@ -132,7 +133,10 @@ pub(crate) fn authorize_home(
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "HOME_NOT_FOUND",
-            format_args!("{raw_home:?} is not the id of a home in this simulator"),
+            format_args!(
+                "{:?} is not the id of a home in this simulator",
+                untrusted(raw_home)
+            ),
         )
     })?;
     let project = cloud.home_project(home)?;

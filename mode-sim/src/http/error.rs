@@ -11,6 +11,7 @@ use bytes::Bytes;
 use mode_core::proto::{DecodeError, ErrorBody, Map, Value};
 
 use crate::cloud::CloudError;
+use crate::untrusted::untrusted;
 
 /// A refused request: the status and the JSON error body.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,13 +54,17 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "DEVICE_NOT_FOUND",
-            format_args!("{raw:?} is not the id of a device in this simulator"),
+            format_args!(
+                "{:?} is not the id of a device in this simulator",
+                untrusted(raw)
+            ),
         )
     }
 
     /// 400: a request body that does not decode, with mode-core's description of the fault.
     pub(crate) fn bad_body(err: &DecodeError) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", err).with("path", err.path.clone())
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", untrusted(err))
+            .with("path", untrusted(&err.path).to_string())
     }
 
     /// 400: a body of one of the simulator's own (ours) shapes that does not decode.
@@ -67,7 +72,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_BODY",
-            format_args!("invalid {what}: {err}"),
+            format_args!("invalid {what}: {}", untrusted(err)),
         )
     }
 }
@@ -109,7 +114,7 @@ pub(crate) fn read_body(
             )
             .with("limit", max_body)
         } else {
-            ApiError::new(status, "INVALID_BODY", rejection.body_text())
+            ApiError::new(status, "INVALID_BODY", untrusted(&rejection.body_text()))
         }
     })
 }

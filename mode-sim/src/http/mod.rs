@@ -94,6 +94,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloud::Cloud;
 use crate::config::SimConfig;
+use crate::untrusted::untrusted;
 use error::ApiError;
 
 /// How long connections get to close after the listener stops, before they are left behind.
@@ -283,7 +284,7 @@ async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
-        format_args!("no such endpoint: {}", req.uri().path()),
+        format_args!("no such endpoint: {}", untrusted(req.uri().path())),
     )
 }
 
@@ -291,7 +292,11 @@ async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
-        format_args!("{} is not allowed on {}", req.method(), req.uri().path()),
+        format_args!(
+            "{} is not allowed on {}",
+            untrusted(req.method()),
+            untrusted(req.uri().path())
+        ),
     )
 }
 

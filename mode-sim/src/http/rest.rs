@@ -16,6 +16,7 @@ use super::auth::{ApiKey, Callers, authorize_device, authorize_home};
 use super::error::{ApiError, json_response, read_body};
 use super::{AppState, raw_segment};
 use crate::cloud::{KvSource, Principal, validate_kv_key};
+use crate::untrusted::untrusted;
 
 type Body = Result<Bytes, BytesRejection>;
 
@@ -116,7 +117,10 @@ fn kv_target(app: &AppState, key: &ApiKey, uri: &Uri) -> Result<(DeviceId, Strin
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_KEY",
-            format_args!("kv key {raw:?} is not UTF-8 once percent-decoded"),
+            format_args!(
+                "kv key {:?} is not UTF-8 once percent-decoded",
+                untrusted(raw)
+            ),
         )
     })?;
     validate_kv_key(&kv_key)?;
@@ -253,7 +257,8 @@ pub(crate) async fn register_claim(
         && raw.trim() != device_id.to_string()
     {
         return Err(ApiError::forbidden(format_args!(
-            "deviceId {raw:?} is not the device of this key ({device_id})"
+            "deviceId {:?} is not the device of this key ({device_id})",
+            untrusted(raw)
         )));
     }
     let on = match request.claimable.as_deref().map(str::trim) {
@@ -264,7 +269,8 @@ pub(crate) async fn register_claim(
                 StatusCode::BAD_REQUEST,
                 "INVALID_BODY",
                 format_args!(
-                    "claimable={other:?}: use 1 or true (claim mode on), 0 or false (off)"
+                    "claimable={:?}: use 1 or true (claim mode on), 0 or false (off)",
+                    untrusted(other)
                 ),
             ));
         }

@@ -196,6 +196,10 @@ async fn bulk_request_prints_the_module_response_and_an_unknown_label_exits_6() 
     let run = env.mode(&["bulk", "request", "nobody-here", "{}"]).await;
     assert_eq!(run.code, 6, "{run:?}");
     assert!(run.stdout.contains("INVALID_BULK_DATA_LABEL"), "{run:?}");
+    // MODE requires the request's payload to be an object: refused before anything is sent.
+    let run = env.mode(&["bulk", "request", "echo", "[1,2]"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("must be a JSON object"), "{run:?}");
 }
 
 #[tokio::test]

@@ -238,7 +238,7 @@ impl Session {
         self.outgoing(Topic::data(self.device_id).to_string(), data.to_vec(), qos)
     }
 
-    /// A bulk-data request with a fresh request id; returns the id to match the response by.
+    /// A bulk-data request with a fresh request id (`payload` must be a JSON object); returns the id to match the response by.
     /// Remember to [`watch_bulk_responses`](Self::watch_bulk_responses) for the label.
     pub fn bulk_request(
         &mut self,
@@ -247,6 +247,9 @@ impl Session {
         qos: Qos,
     ) -> Result<(String, Outgoing), EncodeError> {
         let topic = Topic::bulk_request(self.device_id, label)?;
+        if !payload.is_object() {
+            return Err(EncodeError::BulkPayloadNotObject(json_kind(&payload)));
+        }
         let request_id = format!("{}{}", self.request_prefix, self.next_request);
         self.next_request += 1;
         let request = BulkDataRequest {
@@ -258,5 +261,17 @@ impl Session {
             request_id,
             self.outgoing(topic.to_string(), request.encode(), qos),
         ))
+    }
+}
+
+/// What kind of JSON value `value` is, for an error message.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

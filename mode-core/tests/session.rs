@@ -226,4 +226,17 @@ fn intents_the_protocol_cannot_carry_are_refused_before_anything_is_sent() {
             .bulk_request("", json!({}), Qos::AtMostOnce)
             .is_err()
     );
+    // MODE's bulk request payload is an object ("payload | object | Required").
+    for (payload, kind) in [
+        (json!([1, 2]), "an array"),
+        (json!("x"), "a string"),
+        (json!(7), "a number"),
+        (json!(null), "null"),
+        (json!(true), "a boolean"),
+    ] {
+        assert_eq!(
+            session.bulk_request("echo", payload, Qos::AtLeastOnce),
+            Err(EncodeError::BulkPayloadNotObject(kind))
+        );
+    }
 }

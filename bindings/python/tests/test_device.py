@@ -126,6 +126,9 @@ def test_bulk_data_and_bulk_requests_over_mqtt(sim: Sim, make_device: MakeDevice
         assert response.request_id
         missing = device.bulk_request("no-such-label", {}, timeout=10)
         assert missing.status == "INVALID_BULK_DATA_LABEL"
+        # MODE requires the request's payload to be an object: refused before it is sent.
+        with pytest.raises(mode.InvalidArgumentError, match="must be a JSON object"):
+            device.bulk_request("echo", [1, 2], timeout=10)
         records = wait_until(
             lambda: [r for r in sim.admin("GET", "/admin/records/bulkData?encoding=hex")
                      if r["data"] == payload.hex()],

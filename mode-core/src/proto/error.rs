@@ -168,4 +168,9 @@ pub enum EncodeError {
     /// An event type was empty.
     #[error("event type must not be empty")]
     EmptyEventType,
+    /// A bulk-data request's payload was not a JSON object (MODE requires one).
+    #[error(
+        "a bulk data request's payload must be a JSON object, not {0}; wrap it, e.g. {{\"value\": ...}}"
+    )]
+    BulkPayloadNotObject(&'static str),
 }

@@ -838,6 +838,18 @@ impl Cloud {
         Ok(cloud)
     }
 
+    /// A ticket for every change made so far (kv writes, events): [`Ticket::wait`] returns
+    /// once they are on disk with `data_dir`, at once without. A server acknowledges a change
+    /// to its client only after waiting for it.
+    ///
+    /// [`Ticket::wait`]: crate::persist::Ticket::wait
+    pub fn ticket(&self) -> crate::persist::Ticket {
+        match &self.state().persist {
+            Some(writer) => writer.ticket(),
+            None => crate::persist::Ticket::ready(),
+        }
+    }
+
     /// Waits until every change so far is on disk (a no-op without persistence).
     pub fn flush(&self) {
         // Flushing under the state lock would stall the cloud; the writer keeps order anyway.

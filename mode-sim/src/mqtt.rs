@@ -11,6 +11,7 @@
 //! `command`, `kv` or `bulkData/{label}/response` get SUBACK 0x80; every other one is granted
 //! QoS 0.
 
+use std::collections::VecDeque;
 use std::future::pending;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use crate::cloud::{
     BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription,
     Transport,
 };
+use crate::persist::{NotDurable, Ticket};
 use crate::untrusted::untrusted;
 use mode_core::proto::Command;
 
@@ -76,6 +78,7 @@ pub(crate) async fn serve<S>(
             kv: None,
             bulk: None,
             bulk_labels: Vec::new(),
+            unacked: VecDeque::new(),
             unflushed: false,
         };
         let reason = conn.run().await;
@@ -332,6 +335,11 @@ struct Connection<S> {
     bulk: Option<Subscription<BulkResponse>>,
     /// Labels whose response topic this connection subscribed to: the responses it forwards.
     bulk_labels: Vec<String>,
+    /// QoS 1 publishes recorded but not acknowledged yet, oldest first: each PUBACK waits
+    /// until what the publish changed is on disk (with `--data-dir`), and PUBACKs leave in the
+    /// order the publishes came (MQTT 3.1.1 §4.6). Reading goes on meanwhile, so the writer
+    /// commits a connection's burst as one batch.
+    unacked: VecDeque<(Ticket, u16)>,
     /// Packets were queued with `feed` and not flushed yet.
     unflushed: bool,
 }
@@ -370,6 +378,8 @@ enum Wake {
     Command(Option<Command>),
     Sync(Option<SyncMessage>),
     Bulk(Option<BulkResponse>),
+    /// The oldest unacknowledged publish is on disk (or cannot be).
+    Durable(Result<(), NotDurable>),
 }
 
 impl<S> Connection<S>
@@ -388,6 +398,7 @@ where
                 let commands = &mut self.commands;
                 let kv = &mut self.kv;
                 let bulk = &mut self.bulk;
+                let oldest = self.unacked.front_mut();
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => Wake::Stop("the simulator stopped its listeners"),
@@ -398,6 +409,7 @@ where
                     command = async { match commands { Some(s) => s.recv().await, None => pending().await } } => Wake::Command(command),
                     sync = async { match kv { Some(s) => s.recv().await, None => pending().await } } => Wake::Sync(sync),
                     response = async { match bulk { Some(s) => s.recv().await, None => pending().await } } => Wake::Bulk(response),
+                    durable = async { match oldest { Some((ticket, _)) => ticket.wait().await, None => pending().await } } => Wake::Durable(durable),
                 }
             };
             match wake {
@@ -435,6 +447,12 @@ where
                     self.kv = None;
                     return "kv sync stream ended (subscriber fell behind)".into();
                 }
+                Wake::Durable(Err(err)) => return err.to_string(),
+                Wake::Durable(Ok(())) => {
+                    if let Err(reason) = self.send_durable_acks().await {
+                        return reason;
+                    }
+                }
                 Wake::Bulk(None) => {
                     self.bulk = None;
                     return "bulk data response stream ended (subscriber fell behind)".into();
@@ -469,6 +487,33 @@ where
             _ = self.guard.cancelled() => Err("the cloud dropped the connection (while writing)".into()),
             _ = self.stop.cancelled() => Err("the simulator stopped its listeners (while writing)".into()),
         }
+    }
+
+    /// Acknowledges `pkid` once what came before it is on disk: now when it already is and no
+    /// older PUBACK waits, else in its turn.
+    async fn ack_when_durable(&mut self, pkid: u16) -> Result<(), Reason> {
+        let ticket = self.cloud.ticket();
+        if self.unacked.is_empty() && ticket.is_ready() {
+            let mut ticket = ticket;
+            ticket.wait().await.map_err(|e| e.to_string())?;
+            return self.send(Packet::PubAck(PubAck::new(pkid))).await;
+        }
+        self.unacked.push_back((ticket, pkid));
+        Ok(())
+    }
+
+    /// Sends the PUBACKs, oldest first, of every publish now on disk.
+    async fn send_durable_acks(&mut self) -> Result<(), Reason> {
+        while let Some((ticket, pkid)) = self.unacked.front() {
+            if !ticket.is_ready() {
+                break;
+            }
+            let pkid = *pkid;
+            let (mut ticket, _) = self.unacked.pop_front().expect("front exists");
+            ticket.wait().await.map_err(|e| e.to_string())?;
+            self.send(Packet::PubAck(PubAck::new(pkid))).await?;
+        }
+        Ok(())
     }
 
     async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), Reason> {
@@ -663,7 +708,7 @@ where
         };
         recorded.map_err(|err| err.to_string())?;
         if publish.qos == QoS::AtLeastOnce {
-            self.send(Packet::PubAck(PubAck::new(publish.pkid))).await?;
+            self.ack_when_durable(publish.pkid).await?;
         }
         Ok(())
     }

@@ -87,6 +87,12 @@ impl From<CloudError> for ApiError {
     }
 }
 
+impl From<crate::persist::NotDurable> for ApiError {
+    fn from(err: crate::persist::NotDurable) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", err)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         json_response(self.status, self.body.encode())

@@ -84,6 +84,7 @@ pub(crate) async fn put_event(
     }
     tracing::debug!(device_id, event_type = %event.event_type, "event received over HTTP");
     app.cloud.record_event(device_id, event)?;
+    app.cloud.ticket().wait().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,6 +152,7 @@ pub(crate) async fn kv_put(
     let rev = app
         .cloud
         .kv_set(device_id, &kv_key, value, KvSource::Rest)?;
+    app.cloud.ticket().wait().await?;
     tracing::debug!(device_id, key = %kv_key, rev, "kv set over HTTP");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -163,6 +165,7 @@ pub(crate) async fn kv_delete(
 ) -> Result<StatusCode, ApiError> {
     let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
     let rev = app.cloud.kv_delete(device_id, &kv_key, KvSource::Rest)?;
+    app.cloud.ticket().wait().await?;
     tracing::debug!(device_id, key = %kv_key, rev, "kv delete over HTTP");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,248 @@
+//! `--data-dir` keeps every event it acknowledged: a QoS 1 stream against the `mode-sim` binary,
+//! which is killed with SIGKILL and restarted at random points (each time right after a PUBACK
+//! arrived, so writes are in flight), then killed once more at the end. The store is then read
+//! and every event the simulator PUBACKed must be in it; duplicates (events re-sent because
+//! their PUBACK was lost with the process) are counted, not refused.
+//!
+//! `MODE_SIM_KILLS` (default 30) and `MODE_SIM_KILL_EVENTS` (default 3000) set the size;
+//! `scripts/bench` runs a larger one. `MODE_SIM_KILL_SEED` repeats a run.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use mode_sim::{Cloud, SimConfig};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Codec, Connect, Packet, Publish};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+const DEVICE: u64 = 1001;
+/// QoS 1 publishes in flight at once, as a client with an inflight window sends them.
+const WINDOW: usize = 64;
+/// A bound on the whole run, so a hang fails instead of stalling the test command.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// SplitMix64: reproducible kill points for a seed.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A running `mode-sim` and its MQTT address.
+struct Process {
+    child: Child,
+    mqtt: String,
+    /// The read end of its stdout, kept open for its console's replies.
+    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+/// Starts the binary on free ports with `dir` as its data directory; returns once it printed
+/// its MQTT address (it is listening by then).
+async fn start(dir: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mode-sim"))
+        .args(["--mqtt-port", "0", "--ws-port", "0", "--http-port", "0"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mode-sim starts");
+    let stdout = child.stdout.take().unwrap();
+    let (mqtt, lines) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            if let Some(addr) = line.unwrap().trim().strip_prefix("MQTT ") {
+                return (addr.trim().to_owned(), lines);
+            }
+        }
+        panic!("mode-sim exited without printing its MQTT address");
+    })
+    .await
+    .unwrap();
+    Process {
+        child,
+        mqtt,
+        _stdout: lines,
+    }
+}
+
+fn kill(mut p: Process) {
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+}
+
+fn event(n: usize) -> Vec<u8> {
+    format!(r#"{{"eventType":"kill-test","eventData":{{"n":{n}}}}}"#).into_bytes()
+}
+
+/// What one run found.
+#[derive(Debug)]
+struct Outcome {
+    kills: u64,
+    acked: usize,
+    missing: Vec<usize>,
+    duplicates: usize,
+    elapsed: Duration,
+}
+
+async fn run(kills: u64, events: usize, seed: u64) -> Outcome {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut random = seed;
+    // Kill after these many PUBACKs (cumulative), spread over the stream.
+    let mut kill_at: Vec<usize> = (0..kills)
+        .map(|_| (next_random(&mut random) % events as u64) as usize)
+        .collect();
+    kill_at.sort_unstable();
+    kill_at.reverse(); // pop() gives the next one
+
+    let mut acked = vec![false; events];
+    let mut acked_count = 0;
+    let mut killed = 0;
+    while acked_count < events {
+        let sim = start(dir.path()).await;
+        let stream = TcpStream::connect(&sim.mqtt).await.unwrap();
+        let codec = Codec {
+            max_incoming_size: 1 << 20,
+            max_outgoing_size: 1 << 20,
+        };
+        let mut conn = Framed::new(stream, codec);
+        let mut connect = Connect::new("");
+        connect.keep_alive = 30;
+        connect.set_login(
+            DEVICE.to_string(),
+            mode_sim::config::demo_device_key(DEVICE),
+        );
+        conn.send(Packet::Connect(connect)).await.unwrap();
+        match conn.next().await {
+            Some(Ok(Packet::ConnAck(ack))) => {
+                assert_eq!(ack.code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        // Everything not acknowledged yet is (re)sent: what was in flight when the last
+        // process died may or may not have been kept.
+        let mut todo = (0..events)
+            .filter(|&n| !acked[n])
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut in_flight: HashMap<u16, usize> = HashMap::new();
+        let mut next_pkid: u16 = 1;
+        let mut kill_now = false;
+        loop {
+            while in_flight.len() < WINDOW {
+                let Some(n) = todo.next() else { break };
+                let mut publish = Publish::new("/devices/1001/event", QoS::AtLeastOnce, event(n));
+                publish.pkid = next_pkid;
+                in_flight.insert(next_pkid, n);
+                next_pkid = next_pkid % u16::MAX + 1;
+                conn.feed(Packet::Publish(publish)).await.unwrap();
+            }
+            conn.flush().await.unwrap();
+            if in_flight.is_empty() || kill_now {
+                break;
+            }
+            match conn.next().await {
+                Some(Ok(Packet::PubAck(ack))) => {
+                    let n = in_flight
+                        .remove(&ack.pkid)
+                        .expect("a PUBACK for a sent packet id");
+                    if !acked[n] {
+                        acked[n] = true;
+                        acked_count += 1;
+                    }
+                }
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+            if kill_at.last().is_some_and(|&at| acked_count >= at) {
+                kill_at.pop();
+                kill_now = true;
+            }
+        }
+        // Killed right after a PUBACK, with the next publishes already on their way; or, at
+        // the end, once everything was acknowledged.
+        kill(sim);
+        killed += 1;
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the run took over {DEADLINE:?}"
+        );
+    }
+
+    let config = SimConfig {
+        data_dir: Some(dir.path().to_owned()),
+        ..SimConfig::demo()
+    };
+    let cloud = Cloud::open(&config).expect("the data dir opens after the kills");
+    let mut copies = vec![0usize; events];
+    for record in cloud.events() {
+        let n = record.event.event_data["n"].as_u64().unwrap() as usize;
+        copies[n] += 1;
+    }
+    drop(cloud);
+    Outcome {
+        kills: killed,
+        acked: acked_count,
+        missing: (0..events)
+            .filter(|&n| acked[n] && copies[n] == 0)
+            .collect(),
+        duplicates: copies.iter().map(|&c| c.saturating_sub(1)).sum(),
+        elapsed: started.elapsed(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_acknowledged_before_a_kill_9_is_in_the_store_after_restart() {
+    let kills = env_or("MODE_SIM_KILLS", 30);
+    let events = env_or("MODE_SIM_KILL_EVENTS", 3000) as usize;
+    let seed = env_or(
+        "MODE_SIM_KILL_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    let out = run(kills, events, seed).await;
+    println!(
+        "kill test (MODE_SIM_KILL_SEED={seed}): {} kills, {} events acknowledged, {} missing, {} duplicates, {:.1} s",
+        out.kills,
+        out.acked,
+        out.missing.len(),
+        out.duplicates,
+        out.elapsed.as_secs_f64()
+    );
+    println!(
+        "| kills (SIGKILL + restart) | events acknowledged | acknowledged but missing | duplicates kept | seconds |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {:.1} |",
+        out.kills,
+        out.acked,
+        out.missing.len(),
+        out.duplicates,
+        out.elapsed.as_secs_f64()
+    );
+    assert!(out.kills >= kills, "{out:?}");
+    assert!(
+        out.missing.is_empty(),
+        "{} acknowledged events are not in the store (seed {seed}), e.g. {:?}",
+        out.missing.len(),
+        &out.missing[..out.missing.len().min(10)]
+    );
+}

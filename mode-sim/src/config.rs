@@ -34,6 +34,13 @@ pub struct SimConfig {
     pub max_packet_size: usize,
     /// Most live device connections (all transports together); more are refused.
     pub max_connections: usize,
+    /// Most MQTT connections (all transports together) that have not authenticated yet; when
+    /// another arrives, the oldest of them is closed. Each holds at most a 64 KiB CONNECT
+    /// (over WebSocket, one message of `max_packet_size`) until it authenticates.
+    pub max_unauthenticated: usize,
+    /// How long an HTTP client may take to send a request's headers, in milliseconds; the
+    /// connection is closed after that.
+    pub http_header_timeout_ms: u64,
     /// Messages queued per subscriber before it counts as too slow and is disconnected.
     pub subscriber_queue: usize,
     /// How often the HTTP server's WebSockets send a ping frame, in milliseconds.
@@ -180,6 +187,8 @@ impl Default for SimConfig {
             data_dir: None,
             max_packet_size: 1024 * 1024,
             max_connections: 1024,
+            max_unauthenticated: 128,
+            http_header_timeout_ms: 10_000,
             subscriber_queue: 1024,
             ws_ping_interval_ms: 30_000,
             http_max_body: 1024 * 1024,
@@ -272,8 +281,12 @@ impl SimConfig {
                 self.max_packet_size
             ));
         }
-        if self.subscriber_queue == 0 || self.max_connections == 0 {
-            return bad("subscriber_queue and max_connections must be at least 1".into());
+        if self.subscriber_queue == 0 || self.max_connections == 0 || self.max_unauthenticated == 0
+        {
+            return bad(
+                "subscriber_queue, max_connections and max_unauthenticated must be at least 1"
+                    .into(),
+            );
         }
         for project in &self.projects {
             if !projects.insert(project.id) {

@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admission;
 pub mod args;
 pub mod cloud;
 pub mod config;
@@ -158,6 +159,7 @@ impl Sim {
     ) {
         let stop = CancellationToken::new();
         let max = self.config.max_packet_size;
+        let admission = admission::Admission::new(self.config.max_unauthenticated);
         let loop_for = |l, flavor| {
             tokio::spawn(net::accept_loop(
                 l,
@@ -165,6 +167,7 @@ impl Sim {
                 self.cloud.clone(),
                 stop.clone(),
                 max,
+                admission.clone(),
             ))
         };
         let mut tasks = vec![loop_for(mqtt, Flavor::Tcp), loop_for(ws, Flavor::WebSocket)];

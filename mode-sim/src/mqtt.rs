@@ -30,6 +30,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admission::Pending;
 use crate::cloud::{
     BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription,
     Transport,
@@ -40,6 +41,10 @@ use mode_core::proto::Command;
 
 /// How long a new connection may take to send its CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest CONNECT accepted: a client id, a username and a key fit many times over. Until
+/// it authenticated, a connection holds no more than this (not `max_packet_size`).
+pub(crate) const CONNECT_MAX: usize = 64 * 1024;
 
 /// How long a closing connection may take to flush what is left (a client that stopped reading
 /// would otherwise hold the task forever).
@@ -57,14 +62,23 @@ pub(crate) async fn serve<S>(
     cloud: Cloud,
     stop: CancellationToken,
     max_packet_size: usize,
+    pending: Pending,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut framed = Framed::new(io, MqttCodec::new(max_packet_size));
+    let evicted = pending.eviction();
+    let mut framed = Framed::new(io, MqttCodec::new(max_packet_size, pending));
     let span = tracing::info_span!("mqtt", %peer, %transport, device_id = tracing::field::Empty);
     async move {
-        let Some((guard, keep_alive)) = handshake(&mut framed, transport, &cloud, &stop).await
-        else {
+        let handshake = handshake(&mut framed, transport, &cloud, &stop);
+        let accepted = tokio::select! {
+            accepted = handshake => accepted,
+            _ = evicted.cancelled() => {
+                tracing::info!("closing before CONNECT: pushed out by newer connections holding unfinished CONNECTs (max_unauthenticated)");
+                return;
+            }
+        };
+        let Some((guard, keep_alive)) = accepted else {
             return;
         };
         tracing::Span::current().record("device_id", guard.device_id());
@@ -91,13 +105,18 @@ pub(crate) async fn serve<S>(
 
 type Io<S> = Framed<S, MqttCodec>;
 
-/// rumqttc's codec, plus two checks on the first packet so refusals are exact: it must be a
-/// CONNECT (anything else closes at once instead of waiting for a body), and when rumqttc
-/// cannot parse a CONNECT because it is another protocol version (MQTT 5's properties, 3.1's
-/// name), the protocol level is peeked so the client still gets CONNACK 1.
+/// rumqttc's codec, plus checks on the first packet: it must be a CONNECT (anything else
+/// closes at once instead of waiting for a body) of at most [`CONNECT_MAX`] bytes (the length
+/// is refused from the fixed header, before the body is buffered); and when rumqttc cannot
+/// parse a CONNECT because it is another protocol version (MQTT 5's properties, 3.1's name),
+/// the protocol level is peeked so the client still gets CONNACK 1.
 pub(crate) struct MqttCodec {
     inner: Codec,
     connected: bool,
+    /// The limit once connected.
+    max_packet_size: usize,
+    /// Until the CONNECT is read: this connection's place among the unauthenticated ones.
+    pending: Option<Pending>,
 }
 
 /// A framing failure.
@@ -121,13 +140,15 @@ impl From<std::io::Error> for FrameError {
 }
 
 impl MqttCodec {
-    fn new(max_packet_size: usize) -> Self {
+    fn new(max_packet_size: usize, pending: Pending) -> Self {
         MqttCodec {
             inner: Codec {
-                max_incoming_size: max_packet_size,
+                max_incoming_size: max_packet_size.min(CONNECT_MAX),
                 max_outgoing_size: MAX_OUTGOING,
             },
             connected: false,
+            max_packet_size,
+            pending: Some(pending),
         }
     }
 }
@@ -161,9 +182,16 @@ impl tokio_util::codec::Decoder for MqttCodec {
         match self.inner.decode(src) {
             Ok(Some(packet)) => {
                 self.connected = true;
+                self.inner.max_incoming_size = self.max_packet_size;
+                self.pending = None;
                 Ok(Some(packet))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                if let Some(pending) = &mut self.pending {
+                    pending.hold();
+                }
+                Ok(None)
+            }
             Err(err) => match peek_connect_level(&snapshot) {
                 Some(level) if level != 4 => Err(FrameError::Level(level)),
                 _ => Err(err.into()),

@@ -18,8 +18,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Pending};
 use crate::cloud::{Cloud, Transport};
 
 /// How long connections get to close after their listener stops, before they are aborted.
@@ -65,6 +67,7 @@ pub(crate) async fn accept_loop(
     cloud: Cloud,
     stop: CancellationToken,
     max_packet_size: usize,
+    admission: Arc<Admission>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -84,6 +87,7 @@ pub(crate) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let (cloud, stop, flavor) = (cloud.clone(), stop.clone(), flavor.clone());
+        let pending = admission.admit();
         conns.spawn(serve_stream(
             stream,
             peer,
@@ -91,6 +95,7 @@ pub(crate) async fn accept_loop(
             cloud,
             stop,
             max_packet_size,
+            pending,
         ));
     }
     drop(listener);
@@ -109,10 +114,23 @@ async fn serve_stream(
     cloud: Cloud,
     stop: CancellationToken,
     max_packet_size: usize,
+    pending: Pending,
 ) {
     use crate::mqtt::{CONNECT_TIMEOUT, serve};
     match flavor {
-        Flavor::Tcp => serve(stream, peer, Transport::Mqtt, cloud, stop, max_packet_size).await,
+        Flavor::Tcp => {
+            let transport = Transport::Mqtt;
+            serve(
+                stream,
+                peer,
+                transport,
+                cloud,
+                stop,
+                max_packet_size,
+                pending,
+            )
+            .await
+        }
         Flavor::Tls(acceptor) => {
             let tls = tokio::select! {
                 tls = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)) => tls,
@@ -120,21 +138,36 @@ async fn serve_stream(
             };
             match tls {
                 Ok(Ok(tls)) => {
-                    serve(tls, peer, Transport::MqttTls, cloud, stop, max_packet_size).await
+                    let transport = Transport::MqttTls;
+                    serve(tls, peer, transport, cloud, stop, max_packet_size, pending).await
                 }
                 Ok(Err(err)) => tracing::info!(%peer, %err, "TLS handshake failed"),
                 Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
         }
         Flavor::WebSocket => {
+            // A message or frame holds at most one MQTT packet's worth (its fixed header is at
+            // most 5 bytes), not tungstenite's default of 64 MiB.
+            let mut config = WebSocketConfig::default();
+            config.max_message_size = Some(max_packet_size + 5);
+            config.max_frame_size = Some(max_packet_size + 5);
+            let accept = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                choose_mqtt_subprotocol,
+                Some(config),
+            );
             let ws = tokio::select! {
-                ws = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::accept_hdr_async(stream, choose_mqtt_subprotocol)) => ws,
+                ws = tokio::time::timeout(CONNECT_TIMEOUT, accept) => ws,
                 _ = stop.cancelled() => return,
             };
             match ws {
                 Ok(Ok(ws)) => {
+                    // tungstenite may now buffer an unfinished message we cannot see.
+                    let mut pending = pending;
+                    pending.hold();
                     let io = WsBytes::new(ws);
-                    serve(io, peer, Transport::MqttWs, cloud, stop, max_packet_size).await
+                    let transport = Transport::MqttWs;
+                    serve(io, peer, transport, cloud, stop, max_packet_size, pending).await
                 }
                 Ok(Err(err)) => tracing::info!(%peer, %err, "WebSocket handshake failed"),
                 Err(_) => tracing::info!(%peer, "WebSocket handshake timed out"),

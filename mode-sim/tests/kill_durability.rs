@@ -8,9 +8,11 @@
 //! `scripts/bench` runs a larger one. `MODE_SIM_KILL_SEED` repeats a run.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::process::SimProcess;
 use futures_util::{SinkExt, StreamExt};
 use mode_sim::{Cloud, SimConfig};
 use rumqttc::mqttbytes::QoS;
@@ -38,52 +40,6 @@ fn next_random(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// A running `mode-sim` and its MQTT address.
-struct Process {
-    child: Child,
-    mqtt: String,
-    /// The read end of its stdout, kept open for its console's replies.
-    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-}
-
-/// Starts the binary on free ports with `dir` as its data directory; returns once it printed
-/// its MQTT address (it is listening by then).
-async fn start(dir: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mode-sim"))
-        .args(["--mqtt-port", "0", "--ws-port", "0", "--http-port", "0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mode-sim starts");
-    let stdout = child.stdout.take().unwrap();
-    let (mqtt, lines) = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            if let Some(addr) = line.unwrap().trim().strip_prefix("MQTT ") {
-                return (addr.trim().to_owned(), lines);
-            }
-        }
-        panic!("mode-sim exited without printing its MQTT address");
-    })
-    .await
-    .unwrap();
-    Process {
-        child,
-        mqtt,
-        _stdout: lines,
-    }
-}
-
-fn kill(mut p: Process) {
-    p.child.kill().unwrap(); // SIGKILL
-    p.child.wait().unwrap();
 }
 
 fn event(n: usize) -> Vec<u8> {
@@ -115,8 +71,8 @@ async fn run(kills: u64, events: usize, seed: u64) -> Outcome {
     let mut acked_count = 0;
     let mut killed = 0;
     while acked_count < events {
-        let sim = start(dir.path()).await;
-        let stream = TcpStream::connect(&sim.mqtt).await.unwrap();
+        let sim = SimProcess::with_data_dir(dir.path()).await;
+        let stream = TcpStream::connect(sim.mqtt).await.unwrap();
         let codec = Codec {
             max_incoming_size: 1 << 20,
             max_outgoing_size: 1 << 20,
@@ -176,7 +132,7 @@ async fn run(kills: u64, events: usize, seed: u64) -> Outcome {
         }
         // Killed right after a PUBACK, with the next publishes already on their way; or, at
         // the end, once everything was acknowledged.
-        kill(sim);
+        sim.kill();
         killed += 1;
         assert!(
             started.elapsed() < DEADLINE,

@@ -87,9 +87,9 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloud::Cloud;
@@ -110,15 +110,19 @@ pub struct HttpOptions {
     pub max_body: usize,
     /// The key of the admin API; no admin API without one.
     pub admin_key: Option<String>,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (a client trickling one byte at a time would otherwise hold it forever).
+    pub header_timeout: Duration,
 }
 
 impl Default for HttpOptions {
-    /// Pings every 30 s, 1 MiB bodies, no admin API.
+    /// Pings every 30 s, 1 MiB bodies, no admin API, 10 s for the headers.
     fn default() -> Self {
         HttpOptions {
             ping_interval: Duration::from_secs(30),
             max_body: 1024 * 1024,
             admin_key: None,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +133,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("ping_interval", &self.ping_interval)
             .field("max_body", &self.max_body)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field("header_timeout", &self.header_timeout)
             .finish()
     }
 }
@@ -140,6 +145,7 @@ impl HttpOptions {
             ping_interval: Duration::from_millis(config.ws_ping_interval_ms.max(1)),
             max_body: config.http_max_body,
             admin_key: config.admin_key.clone().filter(|k| !k.is_empty()),
+            header_timeout: Duration::from_millis(config.http_header_timeout_ms.max(1)),
         }
     }
 }
@@ -202,6 +208,7 @@ pub async fn serve(
 ) {
     // A zero period would make the ping timer panic.
     options.ping_interval = options.ping_interval.max(Duration::from_millis(1));
+    let header_timeout = options.header_timeout;
     let sockets = Arc::new(Sockets::default());
     let state = AppState {
         cloud,
@@ -210,28 +217,72 @@ pub async fn serve(
         sockets: sockets.clone(),
     };
     let app = router(state);
-    let listener = listener.tap_io(|tcp| {
+    let mut conns = JoinSet::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(%err, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
         let _ = tcp.set_nodelay(true);
-    });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let give_up = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN).await;
-    };
-    tokio::select! {
-        result = server => {
-            if let Err(err) = result {
-                tracing::warn!(%err, "HTTP server failed");
-            }
-        }
-        _ = give_up => tracing::warn!("HTTP connections did not close in time; leaving them"),
+        conns.spawn(serve_connection(
+            tcp,
+            app.clone(),
+            header_timeout,
+            shutdown.clone(),
+        ));
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections did not close in time; closing them");
+        conns.shutdown().await;
     }
     if tokio::time::timeout(DRAIN, sockets.all_closed())
         .await
         .is_err()
     {
         tracing::warn!("WebSockets did not close in time; leaving them");
+    }
+}
+
+/// Serves one HTTP/1.1 connection (WebSocket upgrades included) with hyper, which closes it
+/// when a request's headers take longer than `header_timeout`. When `stop` fires, the request
+/// in progress finishes and the connection closes.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(err = %untrusted(&err), "HTTP connection ended");
     }
 }
 

@@ -2,6 +2,8 @@
 //! codec-level client for packets rumqttc will not send.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod process;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

@@ -3,8 +3,11 @@
 //! - [`proto`]: typed messages, topics and REST paths, with their exact JSON encodings.
 //! - [`ddp`]: the Device Data Proxy mirror, a state machine that keeps a device's copy of its
 //!   cloud key-value store true under reordered and duplicated sync messages.
-//! - [`session`]: a sans-IO session a device with its own MQTT stack can drive, and the
-//!   reconnect [`backoff`] policy. Time and randomness are arguments; nothing here reads a clock.
+//! - [`engine`]: one device's connection as a state machine (inputs `handle_*`/`connected`/...
+//!   with the time passed in, outputs `poll_*`): outbox, in-flight window, reconnect
+//!   [`backoff`], watchdog, bulk deadlines, close. [`session`] is its translation part: topics
+//!   to subscribe, `(topic, payload)` in, typed messages out. Time ([`time`]) and randomness are
+//!   arguments; nothing here reads a clock.
 #![no_std]
 #![deny(missing_docs)]
 
@@ -23,6 +26,7 @@ mod prelude {
 
 pub mod backoff;
 pub mod ddp;
+pub mod engine;
 pub mod proto;
 pub mod session;
 pub mod time;

@@ -1,0 +1,729 @@
+//! One device's connection to MODE as a state machine, with no IO, clock or RNG: the driver (the
+//! tokio client, the C library over a device's own MQTT stack, a test) feeds it what happened
+//! (`connected`, `handle_publish`, `delivered`, `handle_timeout`, ... each with the time) and
+//! carries out what it asks (`poll_transmit`), waking it at `poll_timeout`; the application reads
+//! `poll_event`. Every protocol decision is here: the outbox that never loses a QoS 1 message,
+//! the in-flight window, re-sending after a reconnect, resubscribing and expecting a fresh
+//! reload, the reconnect backoff, the half-open watchdog, bulk-request deadlines, and close.
+//!
+//! ```
+//! use mode_core::engine::{Engine, EngineConfig, Event, Transmit};
+//! use mode_core::proto::{Map, Qos};
+//! use mode_core::time::Instant;
+//!
+//! let t = Instant::from_millis(0);
+//! let mut engine = Engine::new(EngineConfig::new(1001, 7), t);
+//! assert_eq!(engine.poll_transmit(), Some(Transmit::Connect));
+//! let id = engine.send_event("boot", Map::new(), Qos::AtLeastOnce)?;
+//! engine.connected(t); // the transport's CONNACK
+//! let Some(Transmit::Subscribe(topics)) = engine.poll_transmit() else { panic!() };
+//! assert_eq!(topics, ["/devices/1001/command", "/devices/1001/kv"]);
+//! let Some(Transmit::Publish(publish)) = engine.poll_transmit() else { panic!() };
+//! assert_eq!((publish.id, publish.topic.as_str()), (id, "/devices/1001/event"));
+//! engine.subscribed(t); // the SUBACK
+//! engine.delivered(id, t); // the PUBACK
+//! assert_eq!(engine.poll_event(), Some(Event::Connected));
+//! assert_eq!(engine.poll_event(), Some(Event::Delivered(id)));
+//! # Ok::<(), mode_core::engine::SendError>(())
+//! ```
+
+mod outbox;
+mod types;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use core::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use types::{
+    DisconnectReason, DropReason, EngineConfig, Event, FullQueuePolicy, MessageId, OutboxChange,
+    Publish, SendError, Stats, Transmit,
+};
+
+use self::outbox::Outbox;
+use crate::backoff::{Backoff, Failure};
+use crate::ddp::{Applied, Mirror};
+use crate::prelude::*;
+use crate::proto::{DeviceId, Event as EventMessage, Qos, Topic, TopicKind};
+use crate::session::{Incoming, Outgoing, Session};
+use crate::time::{Instant, millis_ceil};
+
+/// Where the connection stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Link {
+    /// No transport; the next attempt is due at `retry_at`.
+    Down { retry_at: Instant },
+    /// `Transmit::Connect` was asked for; waiting for `connected` or `disconnected`.
+    Connecting,
+    /// The transport is up.
+    Up {
+        /// `Event::Connected` was sent (at the first `subscribed`).
+        announced: bool,
+        /// The topics subscribed on this connection.
+        subscribed: Vec<String>,
+        /// DISCONNECT was asked for; the close ends when the transport does.
+        disconnect_sent: bool,
+    },
+    /// Closed: nothing more happens.
+    Closed,
+}
+
+/// A close in progress.
+#[derive(Debug, Clone, Copy)]
+struct Closing {
+    deadline: Instant,
+}
+
+/// One device's connection; see the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    session: Session,
+    outbox: Outbox,
+    backoff: Backoff,
+    link: Link,
+    next_id: MessageId,
+    closing: Option<Closing>,
+    ever_connected: bool,
+    last_activity: Instant,
+    /// Pending bulk requests by request id, with their deadlines (`None`: the driver times out).
+    bulk_waits: BTreeMap<String, Option<Instant>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    journal: VecDeque<OutboxChange>,
+    stats: Stats,
+    random: SplitMix,
+}
+
+/// A small deterministic generator for backoff jitter, seeded by the caller's randomness
+/// ([`EngineConfig::seed`]): the engine reads no RNG, and a test replays a history exactly.
+#[derive(Debug, Clone)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    /// A number in `[0, 1)`.
+    fn next_unit(&mut self) -> f64 {
+        // SplitMix64 (Steele, Lea, Flood 2014): one add and three xor-shift-multiplies.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl Engine {
+    /// A connection for `config.device_id`, created at `now`. It asks to connect at once.
+    pub fn new(config: EngineConfig, now: Instant) -> Self {
+        let config_seed = config.seed;
+        let session = Session::new(config.device_id, config.seed);
+        let backoff = Backoff::new(config.backoff.clone());
+        let mut engine = Engine {
+            config,
+            session,
+            outbox: Outbox::default(),
+            backoff,
+            link: Link::Down { retry_at: now },
+            next_id: 1,
+            closing: None,
+            ever_connected: false,
+            last_activity: now,
+            bulk_waits: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            journal: VecDeque::new(),
+            stats: Stats::default(),
+            random: SplitMix(config_seed),
+        };
+        engine.start_attempt();
+        engine
+    }
+
+    /// Puts back messages a previous run accepted and did not finish (a durable outbox), before
+    /// anything else is sent. They keep their ids and go first, in id order; new ids continue
+    /// after the largest. Messages the queue has no room for are refused (returned).
+    pub fn restore(&mut self, mut messages: Vec<Publish>) -> Vec<Publish> {
+        messages.sort_by_key(|message| message.id);
+        let mut refused = Vec::new();
+        for message in messages {
+            if message.id == 0 || self.outbox.len() >= self.config.queue_size {
+                refused.push(message);
+                continue;
+            }
+            self.next_id = self.next_id.max(message.id + 1);
+            self.stats.messages_queued += 1;
+            self.stats.pending += 1;
+            self.outbox.push(message);
+        }
+        refused
+    }
+
+    /// The device this connection speaks for.
+    pub fn device_id(&self) -> DeviceId {
+        self.config.device_id
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The DDP mirror, as the cloud's messages have left it.
+    pub fn mirror(&self) -> &Mirror {
+        self.session.mirror()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// True while connected and subscribed (after `Event::Connected`).
+    pub fn is_connected(&self) -> bool {
+        matches!(
+            self.link,
+            Link::Up {
+                announced: true,
+                ..
+            }
+        )
+    }
+
+    /// True once a close began: sends are refused.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some() || self.link == Link::Closed
+    }
+
+    /// True once closed: nothing more will happen.
+    pub fn is_closed(&self) -> bool {
+        self.link == Link::Closed
+    }
+
+    /// Messages accepted and not finished.
+    pub fn pending(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Room in the queue for this many more messages.
+    pub fn room(&self) -> usize {
+        self.config.queue_size.saturating_sub(self.outbox.len())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Outputs
+    // -----------------------------------------------------------------------------------------
+
+    /// The next piece of work for the transport, or `None` when there is nothing to do until
+    /// another input. Call it after every input until it returns `None`.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(transmit) = self.transmits.pop_front() {
+            return Some(transmit);
+        }
+        let Link::Up {
+            disconnect_sent: false,
+            ..
+        } = self.link
+        else {
+            return None;
+        };
+        if self.outbox.in_network() >= usize::from(self.config.max_inflight.max(1)) {
+            return None;
+        }
+        let publish = self.outbox.hand_front()?;
+        self.stats.messages_sent += 1;
+        self.stats.bytes_out += publish.payload.len() as u64;
+        Some(Transmit::Publish(publish))
+    }
+
+    /// The next thing for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next change to the outbox to persist (only with [`EngineConfig::journal`]).
+    pub fn poll_journal(&mut self) -> Option<OutboxChange> {
+        self.journal.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due: a reconnect attempt, the
+    /// watchdog, a bulk-request deadline or the close deadline. `None`: no timer needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
+        match &self.link {
+            Link::Down { retry_at } => consider(*retry_at),
+            Link::Up { .. } => {
+                if let Some(watchdog) = self.config.watchdog {
+                    consider(self.last_activity + watchdog);
+                }
+            }
+            Link::Connecting | Link::Closed => {}
+        }
+        if self.link != Link::Closed {
+            for deadline in self.bulk_waits.values().flatten() {
+                consider(*deadline);
+            }
+            if let Some(closing) = self.closing {
+                consider(closing.deadline);
+            }
+        }
+        next
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs from the transport
+    // -----------------------------------------------------------------------------------------
+
+    /// The transport is up (MQTT: CONNACK accepted). The engine asks to subscribe and starts
+    /// sending; it expects a fresh reload.
+    pub fn connected(&mut self, now: Instant) {
+        if self.link != Link::Connecting {
+            return;
+        }
+        self.last_activity = now;
+        // Before any sync message can arrive: the reload that follows the subscription is the
+        // new truth even if the cloud's revisions went backwards.
+        self.session.on_subscribed();
+        let topics = self.session.subscriptions();
+        self.transmits
+            .push_back(Transmit::Subscribe(topics.clone()));
+        self.link = Link::Up {
+            announced: false,
+            subscribed: topics,
+            disconnect_sent: false,
+        };
+        self.backoff.on_connected(now);
+        self.maybe_leave(now);
+    }
+
+    /// The subscriptions were acknowledged (MQTT: SUBACK; HTTP: the channels are open). The
+    /// first one on a connection announces [`Event::Connected`].
+    pub fn subscribed(&mut self, now: Instant) {
+        self.last_activity = now;
+        if let Link::Up { announced, .. } = &mut self.link
+            && !*announced
+        {
+            *announced = true;
+            if self.ever_connected {
+                self.stats.reconnects += 1;
+            }
+            self.ever_connected = true;
+            self.events.push_back(Event::Connected);
+        }
+    }
+
+    /// Something arrived from the cloud (any packet, a ping response included): the connection
+    /// is alive.
+    pub fn handle_activity(&mut self, now: Instant) {
+        self.last_activity = self.last_activity.max(now);
+    }
+
+    /// The transport ended, or an attempt failed. Unconfirmed messages go back to the front of
+    /// the queue; the next attempt is scheduled by the backoff, jittered from the caller's seed.
+    /// Ignored when no transport was up or being set up.
+    pub fn disconnected(&mut self, reason: DisconnectReason, now: Instant) {
+        let was_disconnecting = match &self.link {
+            Link::Up {
+                disconnect_sent, ..
+            } => *disconnect_sent,
+            Link::Connecting => false,
+            Link::Down { .. } | Link::Closed => return,
+        };
+        self.link = Link::Down { retry_at: now };
+        self.outbox.requeue();
+        if self.closing.is_some() && (was_disconnecting || self.outbox.is_empty()) {
+            self.finish_close();
+            return;
+        }
+        let failure = match reason {
+            DisconnectReason::AuthFailed(_) => Failure::Auth,
+            _ => Failure::Connection,
+        };
+        let random = self.random.next_unit();
+        // Whole milliseconds, as the caller's clock counts: the wait reported is the wait kept.
+        let wait =
+            Duration::from_millis(millis_ceil(self.backoff.on_failure(failure, now, random)));
+        self.link = Link::Down {
+            retry_at: now + wait,
+        };
+        self.stats.last_error = Some(reason.to_string());
+        self.events.push_back(Event::Disconnected {
+            reason,
+            retry_in: Some(wait),
+        });
+    }
+
+    /// A publish from the cloud (MQTT), or a message on one of the HTTP transport's WebSockets
+    /// in its MQTT form.
+    pub fn handle_publish(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        self.handle_activity(now);
+        self.stats.bytes_in += payload.len() as u64;
+        match self.session.handle(topic, payload) {
+            Incoming::Command(command) => {
+                self.stats.commands_received += 1;
+                self.events.push_back(Event::Command(command));
+            }
+            Incoming::Kv(Applied::Changed {
+                rev,
+                reload,
+                changes,
+            }) => {
+                self.stats.kv_applied += 1;
+                self.events.push_back(Event::Kv {
+                    rev,
+                    reload,
+                    changes,
+                });
+            }
+            Incoming::Kv(Applied::Ignored { .. }) => self.stats.kv_stale += 1,
+            Incoming::BulkResponse { label, response } => {
+                let request = self.bulk_waits.remove(&response.request_id).is_some();
+                self.events.push_back(Event::BulkResponse {
+                    label,
+                    response,
+                    request,
+                });
+            }
+            Incoming::Unrelated { .. } => {}
+            Incoming::Invalid { topic, error } => {
+                if matches!(
+                    Topic::parse(&topic),
+                    Ok(Topic {
+                        kind: TopicKind::Kv,
+                        ..
+                    })
+                ) {
+                    self.stats.kv_invalid += 1;
+                }
+                self.stats.last_error = Some(format!("{topic}: {error}"));
+                self.events.push_back(Event::Error { topic, error });
+            }
+        }
+    }
+
+    /// The cloud confirmed message `id` (QoS 1: PUBACK; QoS 0: written; REST: 2xx). A report for
+    /// a message not in the network (already finished, or handed on a connection since lost) is
+    /// ignored.
+    pub fn delivered(&mut self, id: MessageId, now: Instant) {
+        let Some(message) = self.outbox.finish(id) else {
+            return;
+        };
+        self.stats.messages_acked += 1;
+        self.stats.pending -= 1;
+        self.journal_done(message.id);
+        self.events.push_back(Event::Delivered(id));
+        self.maybe_leave(now);
+    }
+
+    /// The cloud refused message `id` itself (e.g. REST 4xx for an invalid key): retrying cannot
+    /// help, so it is dropped and the rest go on.
+    pub fn failed(&mut self, id: MessageId, why: &str, now: Instant) {
+        let Some(message) = self.outbox.finish(id) else {
+            return;
+        };
+        self.stats.last_error = Some(format!("{}: {why}", message.topic));
+        self.dropped(message, DropReason::Refused(why.to_owned()));
+        self.maybe_leave(now);
+    }
+
+    /// Time passed: starts a due reconnect attempt, drops a connection the watchdog gave up on,
+    /// times out bulk requests and ends a close at its deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(closing) = self.closing
+            && now >= closing.deadline
+        {
+            if let Link::Up { .. } | Link::Connecting = self.link {
+                self.transmits.push_back(Transmit::Abort);
+            }
+            self.finish_close();
+            return;
+        }
+        let expired: Vec<String> = self
+            .bulk_waits
+            .iter()
+            .filter(|(_, deadline)| deadline.is_some_and(|at| now >= at))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for request_id in expired {
+            self.bulk_waits.remove(&request_id);
+            self.events.push_back(Event::BulkTimeout { request_id });
+        }
+        match &self.link {
+            // Closing with messages left keeps trying until the deadline.
+            Link::Down { retry_at } if now >= *retry_at => {
+                self.start_attempt();
+            }
+            Link::Up { .. } => {
+                if let Some(watchdog) = self.config.watchdog
+                    && now >= self.last_activity + watchdog
+                {
+                    self.transmits.push_back(Transmit::Abort);
+                    self.disconnected(DisconnectReason::KeepaliveTimeout(watchdog), now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Intents of the application
+    // -----------------------------------------------------------------------------------------
+
+    /// Queues an event for the device's home.
+    pub fn send_event(
+        &mut self,
+        event_type: &str,
+        data: Map<String, Value>,
+        qos: Qos,
+    ) -> Result<MessageId, SendError> {
+        let out = self
+            .session
+            .event(&EventMessage::new(event_type, data), qos)?;
+        self.accept(out)
+    }
+
+    /// Queues a write of `key` = `value` to the device's cloud store (QoS 1). The mirror changes
+    /// when the cloud broadcasts the change with its rev.
+    pub fn kv_set(&mut self, key: &str, value: Value) -> Result<MessageId, SendError> {
+        let out = self.session.kv_set(key, value)?;
+        self.accept(out)
+    }
+
+    /// Queues a delete of `key` from the device's cloud store (QoS 1).
+    pub fn kv_delete(&mut self, key: &str) -> Result<MessageId, SendError> {
+        let out = self.session.kv_delete(key)?;
+        self.accept(out)
+    }
+
+    /// Queues raw bytes for the smart module of `label`.
+    pub fn send_bulk_data(
+        &mut self,
+        label: &str,
+        data: &[u8],
+        qos: Qos,
+    ) -> Result<MessageId, SendError> {
+        let out = self.session.bulk_data(label, data, qos)?;
+        self.accept(out)
+    }
+
+    /// Queues data for routing (`/devices/{id}/data`).
+    pub fn send_data(&mut self, data: &[u8], qos: Qos) -> Result<MessageId, SendError> {
+        let out = self.session.data(data, qos);
+        self.accept(out)
+    }
+
+    /// Queues a bulk-data request (QoS 1) to the module of `label`, subscribing to the label's
+    /// responses first. Its response arrives as [`Event::BulkResponse`] with `request: true`;
+    /// with a `timeout`, [`Event::BulkTimeout`] comes instead if none arrived by `now + timeout`.
+    /// Returns the message id and the request id.
+    pub fn bulk_request(
+        &mut self,
+        label: &str,
+        payload: Value,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<(MessageId, String), SendError> {
+        self.check_open()?;
+        let response_topic = self.session.watch_bulk_responses(label)?;
+        let (request_id, out) = self
+            .session
+            .bulk_request(label, payload, Qos::AtLeastOnce)?;
+        self.check_fits(&out)?;
+        if let Link::Up { subscribed, .. } = &mut self.link
+            && !subscribed.contains(&response_topic)
+        {
+            // Ahead of the request itself, so the response cannot come before the subscription.
+            subscribed.push(response_topic.clone());
+            self.transmits
+                .push_back(Transmit::Subscribe(vec![response_topic]));
+        }
+        let id = self.accept(out)?;
+        self.bulk_waits
+            .insert(request_id.clone(), timeout.map(|timeout| now + timeout));
+        Ok((id, request_id))
+    }
+
+    /// Stops waiting for the response of `request_id` (the caller gave up); a late response then
+    /// arrives with `request: false`.
+    pub fn forget_bulk_request(&mut self, request_id: &str) {
+        self.bulk_waits.remove(request_id);
+    }
+
+    /// Starts closing: no new message is accepted; queued ones are delivered until `deadline`,
+    /// then the engine unsubscribes and asks for DISCONNECT. [`Event::Closed`] ends it, by the
+    /// deadline at the latest.
+    pub fn close(&mut self, deadline: Instant, now: Instant) {
+        if self.link == Link::Closed {
+            return;
+        }
+        let closing = self.closing.get_or_insert(Closing { deadline });
+        closing.deadline = closing.deadline.min(deadline);
+        match self.link {
+            Link::Down { .. } | Link::Connecting if self.outbox.is_empty() => {
+                if self.link == Link::Connecting {
+                    self.transmits.push_back(Transmit::Abort);
+                }
+                self.finish_close();
+            }
+            _ => {
+                self.maybe_leave(now);
+                if now >= deadline {
+                    self.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Internals
+    // -----------------------------------------------------------------------------------------
+
+    fn start_attempt(&mut self) {
+        self.stats.connection_attempts += 1;
+        self.link = Link::Connecting;
+        self.transmits.push_back(Transmit::Connect);
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.is_closing() {
+            return Err(SendError::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_fits(&self, out: &Outgoing) -> Result<(), SendError> {
+        let size = publish_packet_size(out);
+        let max = self.config.max_message_size;
+        if size > max {
+            return Err(SendError::TooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    /// One path for every outgoing message: checks, the full-queue policy, an id.
+    fn accept(&mut self, out: Outgoing) -> Result<MessageId, SendError> {
+        self.check_open()?;
+        self.check_fits(&out)?;
+        let full = self.outbox.len() >= self.config.queue_size;
+        if full && self.config.full_queue != FullQueuePolicy::DropOldest {
+            return Err(SendError::QueueFull {
+                capacity: self.config.queue_size,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let publish = Publish {
+            id,
+            topic: out.topic,
+            payload: out.payload,
+            qos: out.qos,
+        };
+        self.stats.messages_queued += 1;
+        if full {
+            // DropOldest: the oldest message not yet on the wire gives its place; if every one
+            // is on the wire, the new one is the one dropped.
+            match self.outbox.drop_oldest() {
+                Some(oldest) => {
+                    self.stats.pending -= 1;
+                    self.dropped(oldest, DropReason::QueueFull);
+                }
+                None => {
+                    self.stats.messages_dropped += 1;
+                    self.events.push_back(Event::Dropped {
+                        id,
+                        topic: publish.topic,
+                        reason: DropReason::QueueFull,
+                    });
+                    return Ok(id);
+                }
+            }
+        }
+        self.stats.pending += 1;
+        if self.config.journal {
+            self.journal.push_back(OutboxChange::Added(publish.clone()));
+        }
+        self.outbox.push(publish);
+        Ok(id)
+    }
+
+    /// `message` will never be delivered; it no longer counts as pending.
+    fn dropped(&mut self, message: Publish, reason: DropReason) {
+        self.stats.messages_dropped += 1;
+        self.journal_done(message.id);
+        self.events.push_back(Event::Dropped {
+            id: message.id,
+            topic: message.topic,
+            reason,
+        });
+    }
+
+    fn journal_done(&mut self, id: MessageId) {
+        if self.config.journal {
+            self.journal.push_back(OutboxChange::Done(id));
+        }
+    }
+
+    /// Closing and everything delivered: leave cleanly as MODE asks, UNSUBSCRIBE then
+    /// DISCONNECT, and wait (up to the linger) for the transport to close.
+    fn maybe_leave(&mut self, now: Instant) {
+        let Some(closing) = &mut self.closing else {
+            return;
+        };
+        if !self.outbox.is_empty() {
+            return;
+        }
+        let Link::Up {
+            subscribed,
+            disconnect_sent,
+            ..
+        } = &mut self.link
+        else {
+            return;
+        };
+        if *disconnect_sent {
+            return;
+        }
+        *disconnect_sent = true;
+        let topics = core::mem::take(subscribed);
+        if !topics.is_empty() {
+            self.transmits.push_back(Transmit::Unsubscribe(topics));
+        }
+        self.transmits.push_back(Transmit::Disconnect);
+        closing.deadline = closing.deadline.min(now + self.config.linger);
+    }
+
+    fn finish_close(&mut self) {
+        if self.link == Link::Closed {
+            return;
+        }
+        let unsent: Vec<Publish> = self.outbox.drain().collect();
+        let count = unsent.len();
+        for message in unsent {
+            self.stats.pending -= 1;
+            self.dropped(message, DropReason::Closed);
+        }
+        self.bulk_waits.clear();
+        self.link = Link::Closed;
+        self.events.push_back(Event::Disconnected {
+            reason: DisconnectReason::Closed,
+            retry_in: None,
+        });
+        self.events.push_back(Event::Closed { unsent: count });
+    }
+}
+
+/// The size of the MQTT PUBLISH packet that carries `out`: fixed header, remaining length,
+/// topic, packet id (QoS 1) and payload. Checked before queueing so an oversized message fails
+/// its caller instead of breaking the connection later.
+fn publish_packet_size(out: &Outgoing) -> usize {
+    let remaining =
+        2 + out.topic.len() + if out.qos == Qos::AtLeastOnce { 2 } else { 0 } + out.payload.len();
+    let length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining
+}

@@ -22,8 +22,8 @@ use super::config::ClientConfig;
 use super::error::ClientError;
 use super::notification::DisconnectReason;
 use super::rest::{Rest, error_chain};
-use super::task::{describe_tls, find_rustls_error};
 use super::tls;
+use super::tls::{describe_tls, find_rustls_error};
 use mode_core::backoff::Failure;
 use mode_core::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
 

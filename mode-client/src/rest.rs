@@ -13,8 +13,8 @@ use hyper_util::rt::TokioIo;
 
 use super::config::{ApiKey, ClientConfig};
 use super::error::ClientError;
-use super::task::{describe_tls, find_rustls_error};
 use super::tls;
+use super::tls::{describe_tls, find_rustls_error};
 use mode_core::proto::{ErrorBody, rest};
 
 /// Requests to one REST host over HTTP/1.1, one connection kept open between them.

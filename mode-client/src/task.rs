@@ -949,13 +949,13 @@ fn classify(err: &ConnectionError, config: &ClientConfig) -> (DisconnectReason, 
             ),
         };
     }
-    if let Some(tls) = find_rustls_error(err) {
+    if let Some(tls) = super::tls::find_rustls_error(err) {
         let host = match config.transport {
             Transport::MqttWebSocket => config.mqtt_ws_url(),
             _ => config.mqtt_host.clone(),
         };
         return (
-            DisconnectReason::Tls(describe_tls(tls, &host)),
+            DisconnectReason::Tls(super::tls::describe_tls(tls, &host)),
             Failure::Connection,
         );
     }
@@ -963,39 +963,4 @@ fn classify(err: &ConnectionError, config: &ClientConfig) -> (DisconnectReason, 
         DisconnectReason::Network(error_chain(err)),
         Failure::Connection,
     )
-}
-
-pub(crate) fn find_rustls_error<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        // io::Error hides its payload from `source()`; look inside.
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = find_rustls_error(inner)
-        {
-            return Some(tls);
-        }
-        current = e.source();
-    }
-    None
-}
-
-pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
-    use rustls::CertificateError;
-    match err {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
-            "the server's certificate for {host} is not signed by a trusted CA ({err}); add the CA with extra_ca_file"
-        ),
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => format!(
-            "the server's certificate is not valid for the host name {host} ({err}); connect with the name the certificate was issued for"
-        ),
-        other => format!("{other} (server {host})"),
-    }
 }

@@ -33,6 +33,19 @@ fn an_event_with_null_or_missing_data_has_an_empty_object() {
 }
 
 #[test]
+fn an_event_with_an_empty_event_type_is_refused_with_the_field_named() {
+    for bytes in [
+        &br#"{"eventType":"","eventData":{}}"#[..],
+        br#"{"eventType":""}"#,
+    ] {
+        let err = Event::decode(bytes).unwrap_err();
+        assert_eq!(err.kind, MessageKind::Event);
+        assert_eq!(err.fault, DecodeFault::Shape);
+        assert_eq!(err.path, "eventType", "{err}");
+    }
+}
+
+#[test]
 fn the_seed_home_event_example_decodes() {
     let event = HomeEvent::decode(
         br#"{"homeId": 10, "timestamp": "2015-08-25T18:53:42.365519896Z", "eventType": "foo",

@@ -104,9 +104,18 @@ impl Event {
         }
     }
 
-    /// Decodes an event object.
+    /// Decodes an event object. An empty `eventType` is refused, as it is on send
+    /// ([`EncodeError::EmptyEventType`](super::EncodeError::EmptyEventType)): it names nothing.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        decode_json(MessageKind::Event, bytes)
+        let event: Event = decode_json(MessageKind::Event, bytes)?;
+        if event.event_type.is_empty() {
+            return Err(DecodeError::shape(
+                MessageKind::Event,
+                "eventType",
+                "eventType must not be empty",
+            ));
+        }
+        Ok(event)
     }
 
     /// Encodes the event as the cloud expects it.

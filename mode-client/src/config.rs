@@ -62,20 +62,11 @@ pub enum Transport {
     Http,
 }
 
-/// What a send does when the outgoing queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FullQueuePolicy {
-    /// The async call waits for room; the `try_` call fails with
-    /// [`ClientError::QueueFull`](super::ClientError::QueueFull).
-    #[default]
-    Block,
-    /// The oldest message not yet handed to the network is dropped to make room; each drop is
-    /// counted in [`Stats`](super::Stats) and announced by
-    /// [`Notification::MessageDropped`](super::Notification::MessageDropped).
-    DropOldest,
-    /// The new message is refused with [`ClientError::QueueFull`](super::ClientError::QueueFull).
-    Error,
-}
+/// What a send does when the outgoing queue is full: `Block` (the default; the async call waits
+/// for room, the `try_` call fails with [`ClientError::QueueFull`](super::ClientError::QueueFull)),
+/// `DropOldest` (each drop counted in [`Stats`](super::Stats) and announced by
+/// [`Notification::MessageDropped`](super::Notification::MessageDropped)) or `Error`.
+pub use mode_core::engine::FullQueuePolicy;
 
 /// TLS settings, shared by every transport. The server is verified against the webpki roots
 /// (Mozilla's CA list) plus any extra CA file.

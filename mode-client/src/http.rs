@@ -24,7 +24,6 @@ use super::notification::DisconnectReason;
 use super::rest::{Rest, error_chain};
 use super::tls;
 use super::tls::{describe_tls, find_rustls_error};
-use mode_core::backoff::Failure;
 use mode_core::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
 
 /// What the link reports to the connection task.
@@ -37,7 +36,7 @@ pub(crate) enum HttpEvent {
     /// The REST request of the message in flight ended.
     Sent(Result<(), ClientError>),
     /// The link is gone.
-    Lost(DisconnectReason, Failure),
+    Lost(DisconnectReason),
 }
 
 /// One HTTP link: the sockets' task and the REST request in flight.
@@ -73,9 +72,9 @@ async fn open(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
     path: &str,
-) -> Result<Socket, (DisconnectReason, Failure)> {
+) -> Result<Socket, DisconnectReason> {
     let url = format!("{}{path}", ws_base(&config.api_url));
-    let network = |detail: String| (DisconnectReason::Network(detail), Failure::Connection);
+    let network = DisconnectReason::Network;
     let mut request = url
         .as_str()
         .into_client_request()
@@ -90,10 +89,7 @@ async fn open(
     // A TLS alert can also arrive during the WebSocket handshake (TLS 1.3 reports a refused
     // client certificate after its own handshake), so both steps are described alike.
     let failed = |err: &(dyn std::error::Error + 'static)| match find_rustls_error(err) {
-        Some(tls_err) => (
-            DisconnectReason::Tls(describe_tls(tls_err, &url)),
-            Failure::Connection,
-        ),
+        Some(tls_err) => DisconnectReason::Tls(describe_tls(tls_err, &url)),
         None => network(format!("{url}: {}", error_chain(err))),
     };
     let connecting = async {
@@ -111,13 +107,10 @@ async fn open(
                     .unwrap_or_default()
                     .into_owned();
                 Err(if status == 401 || status == 403 {
-                    (
-                        DisconnectReason::AuthFailed(format!(
-                            "the cloud refused device {} on {path} (HTTP {status}: {body})",
-                            config.device_id
-                        )),
-                        Failure::Auth,
-                    )
+                    DisconnectReason::AuthFailed(format!(
+                        "the cloud refused device {} on {path} (HTTP {status}: {body})",
+                        config.device_id
+                    ))
                 } else {
                     network(format!("{url}: HTTP {status}: {body}"))
                 })
@@ -201,12 +194,12 @@ impl HttpConn {
                 let opened = async {
                     let commands = open(&config, &tls, &paths::command_path(id)).await?;
                     let kv = open(&config, &tls, &paths::kv_path(id)).await?;
-                    Ok::<_, (DisconnectReason, Failure)>((commands, kv))
+                    Ok::<_, DisconnectReason>((commands, kv))
                 };
                 let (commands, kv) = match opened.await {
                     Ok(sockets) => sockets,
-                    Err((reason, failure)) => {
-                        let _ = events_tx.send(HttpEvent::Lost(reason, failure)).await;
+                    Err(reason) => {
+                        let _ = events_tx.send(HttpEvent::Lost(reason)).await;
                         return;
                     }
                 };
@@ -238,9 +231,7 @@ impl HttpConn {
                         reason
                     }
                 };
-                let _ = events_tx
-                    .send(HttpEvent::Lost(reason, Failure::Connection))
-                    .await;
+                let _ = events_tx.send(HttpEvent::Lost(reason)).await;
             }
             .in_current_span(),
         );
@@ -263,12 +254,6 @@ impl HttpConn {
     /// True once [`close`](Self::close) was called.
     pub(crate) fn is_closing(&self) -> bool {
         *self.closing.borrow()
-    }
-
-    /// True while a REST request is in flight: from [`send`](Self::send) until its
-    /// [`HttpEvent::Sent`] has been handled ([`request_ended`](Self::request_ended)).
-    pub(crate) fn busy(&self) -> bool {
-        self.request.is_some()
     }
 
     /// The outcome of the request in flight has arrived.
@@ -326,24 +311,23 @@ pub(crate) fn rest_request(
     }
 }
 
-/// What a failed REST send means: retry on a new link (network, server trouble), wait longer
-/// (credentials refused), or give up on this one message (the cloud refused it).
-pub(crate) fn classify_send_error(err: &ClientError) -> Option<(DisconnectReason, Failure)> {
+/// What a failed REST send means: the link is lost (network or server trouble: retry on a new
+/// link; credentials refused: the engine waits longer), or `None`: the cloud refused this one
+/// message, and only it fails.
+pub(crate) fn classify_send_error(err: &ClientError) -> Option<DisconnectReason> {
     match err {
         ClientError::Rest {
             status: 401 | 403, ..
-        } => Some((
-            DisconnectReason::AuthFailed(format!("REST send refused: {err}")),
-            Failure::Auth,
-        )),
+        } => Some(DisconnectReason::AuthFailed(format!(
+            "REST send refused: {err}"
+        ))),
         ClientError::Rest {
             status: 408 | 429 | 500..,
             ..
         }
-        | ClientError::Http(_) => Some((
-            DisconnectReason::Network(format!("REST send failed: {err}")),
-            Failure::Connection,
-        )),
+        | ClientError::Http(_) => Some(DisconnectReason::Network(format!(
+            "REST send failed: {err}"
+        ))),
         _ => None,
     }
 }
@@ -400,15 +384,15 @@ mod tests {
         };
         assert!(matches!(
             classify_send_error(&rest(401)),
-            Some((_, Failure::Auth))
+            Some(DisconnectReason::AuthFailed(_))
         ));
         assert!(matches!(
             classify_send_error(&rest(503)),
-            Some((_, Failure::Connection))
+            Some(DisconnectReason::Network(_))
         ));
         assert!(matches!(
             classify_send_error(&ClientError::Http("refused".into())),
-            Some((_, Failure::Connection))
+            Some(DisconnectReason::Network(_))
         ));
         assert!(classify_send_error(&rest(400)).is_none());
         assert!(classify_send_error(&rest(413)).is_none());

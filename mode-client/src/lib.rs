@@ -28,35 +28,36 @@
 mod clock;
 mod config;
 mod error;
-mod gate;
 mod http;
+mod mqtt;
 mod notification;
-mod outbox;
 mod rest;
 mod shared;
 mod task;
 mod tls;
 
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use mode_core::engine::{Engine, EngineConfig, SendError};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use config::{
     ApiKey, ClientConfig, ClientConfigBuilder, ConfigError, DEFAULT_API_URL, DEFAULT_MQTT_HOST,
     DeliveryFn, DeliveryHook, FullQueuePolicy, TlsOptions, Transport,
 };
 pub use error::ClientError;
-pub use notification::{DisconnectReason, Notification, Notifications};
-pub use shared::Stats;
+pub use mode_core::engine::{DisconnectReason, MessageId, Stats};
+pub use notification::{Notification, Notifications};
 
-use self::outbox::Message;
+use self::clock::Clock;
 use self::rest::Rest;
-use self::shared::Shared;
-use self::task::Cmd;
-use mode_core::proto::{BulkDataResponse, DeviceId, DeviceInfo, Event, Qos, rest as paths};
-use mode_core::session::{Outgoing, Session};
+use self::shared::{Shared, State};
+use mode_core::proto::{BulkDataResponse, DeviceId, DeviceInfo, Qos, rest as paths};
 
 /// A handle on one device's connection. Clones are cheap and share the connection; the
 /// connection task ends when the client is closed or every clone is dropped (dropping without
@@ -75,15 +76,16 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     shared: Arc<Shared>,
-    cmds: mpsc::UnboundedSender<Cmd>,
-    permits: Arc<gate::Gate>,
     config: Arc<ClientConfig>,
     rest: Arc<Rest>,
 }
 
-/// The identity of one accepted message: unique for the client's lifetime, increasing in the
-/// order the sends were accepted, kept across re-sends after a reconnect.
-pub type MessageId = u64;
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Every handle is gone: nobody can wait for a flush, so close at once.
+        start_close(&self.shared, Duration::ZERO);
+    }
+}
 
 /// The outcome of one sent message, for callers who want to know when the cloud has it.
 /// Dropping it is fine: the message is delivered all the same.
@@ -107,14 +109,11 @@ impl Delivery {
     }
 }
 
-impl std::future::Future for Delivery {
+impl Future for Delivery {
     type Output = Result<(), ClientError>;
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
             .poll(cx)
             .map(|outcome| outcome.unwrap_or(Err(ClientError::Closed)))
     }
@@ -126,7 +125,7 @@ pub struct PendingResponse {
     request_id: String,
     delivery: Delivery,
     rx: oneshot::Receiver<BulkDataResponse>,
-    cmds: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
 }
 
 impl PendingResponse {
@@ -141,7 +140,7 @@ impl PendingResponse {
             request_id,
             delivery,
             rx,
-            cmds,
+            shared,
         } = self;
         // A request that could not be delivered fails with that reason rather than a timeout.
         let sent = async {
@@ -159,10 +158,64 @@ impl PendingResponse {
         match outcome {
             Ok(result) => result,
             Err(_) => {
-                let _ = cmds.send(Cmd::ForgetBulk(request_id));
+                let mut state = shared.lock();
+                state.bulk.remove(&request_id);
+                state.engine.forget_bulk_request(&request_id);
                 Err(ClientError::Timeout(timeout))
             }
         }
+    }
+}
+
+impl From<SendError> for ClientError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::Closed => ClientError::Closed,
+            SendError::QueueFull { capacity } => ClientError::QueueFull { capacity },
+            SendError::TooLarge { size, max } => ClientError::MessageTooLarge { size, max },
+            SendError::Encode(err) => ClientError::Encode(err),
+        }
+    }
+}
+
+/// Starts closing the engine of `shared` by `now + timeout`; `None` when it is already closed.
+fn start_close(
+    shared: &Shared,
+    timeout: Duration,
+) -> Option<oneshot::Receiver<Result<(), ClientError>>> {
+    shared
+        .closed
+        .store(true, std::sync::atomic::Ordering::Release);
+    // Senders waiting for queue room give up now.
+    shared.room.notify_waiters();
+    let rx = {
+        let mut state = shared.lock();
+        if state.engine.is_closed() {
+            return None;
+        }
+        let (reply, rx) = oneshot::channel();
+        state.close_replies.push(reply);
+        let now = shared.clock.now();
+        state.engine.close(now + timeout, now);
+        rx
+    };
+    shared.wake.notify_one();
+    Some(rx)
+}
+
+/// The engine's settings for `config`.
+fn engine_config(config: &ClientConfig) -> EngineConfig {
+    let http = config.transport == Transport::Http;
+    EngineConfig {
+        queue_size: config.queue_size,
+        full_queue: config.full_queue,
+        // One REST request at a time keeps the cloud's order the device's order.
+        max_inflight: if http { 1 } else { config.max_inflight },
+        max_message_size: config.max_message_size,
+        backoff: config.backoff.clone(),
+        // The WebSockets watch themselves (they ping); over MQTT, 1.5 keepalives of silence.
+        watchdog: (!http).then(|| config.keepalive.mul_f64(1.5)),
+        ..EngineConfig::new(config.device_id, rand::random())
     }
 }
 
@@ -177,27 +230,16 @@ impl Client {
         // Built even for plain connections: REST and the WebSockets take it whatever the scheme.
         let tls = Arc::new(tls::client_config(&config.tls)?);
         let rest = Arc::new(Rest::new(&config, &tls)?);
-        let session = Session::new(config.device_id, rand::random());
-        let shared = Arc::new(Shared::new(session));
+        let clock = Clock::new();
+        let engine = Engine::new(engine_config(&config), clock.now());
+        let shared = Arc::new(Shared::new(engine, clock));
         let (notifier, notifications) =
             notification::channel(config.notification_capacity, shared.clone());
-        let permits = gate::Gate::new(config.queue_size);
-        let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
-        let task = task::Task::new(
-            config.clone(),
-            tls,
-            rest.clone(),
-            shared.clone(),
-            notifier,
-            permits.clone(),
-            cmd_rx,
-        );
+        let task = task::Task::new(config.clone(), tls, rest.clone(), shared.clone(), notifier);
         tokio::spawn(task.run());
         let inner = Inner {
             shared,
-            cmds,
-            permits,
             config,
             rest,
         };
@@ -224,87 +266,86 @@ impl Client {
 
     /// A snapshot of the client's counters.
     pub fn stats(&self) -> Stats {
-        self.inner.shared.stats()
+        let shared = &self.inner.shared;
+        let mut stats = shared.lock().engine.stats().clone();
+        stats.notifications_dropped = shared
+            .notifications_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stats
     }
 
     // -----------------------------------------------------------------------------------------
-    // Queueing: one path for every outgoing publish.
+    // Queueing: one path for every outgoing message.
     // -----------------------------------------------------------------------------------------
 
-    fn check(&self, out: &Outgoing) -> Result<(), ClientError> {
-        if self.inner.shared.is_closed() {
-            return Err(ClientError::Closed);
+    /// Refuses what the HTTP transport has no REST form for, before anything is queued.
+    fn http_check(&self, kv_key: Option<&str>) -> Result<(), ClientError> {
+        if self.inner.config.transport != Transport::Http {
+            return Ok(());
         }
-        if self.inner.config.transport == Transport::Http {
-            // Only what has a REST form can go; refuse the rest now rather than at send time.
-            http::rest_request(self.device_id(), &out.topic, &out.payload)?;
+        match kv_key {
+            Some(key) => paths::kv_key_path(self.device_id(), key)
+                .map(drop)
+                .map_err(ClientError::from),
+            None => Err(ClientError::Unsupported(
+                "bulk data and data for routing have no REST form: use an MQTT transport",
+            )),
         }
-        let size = publish_packet_size(out);
-        let max = self.inner.config.max_message_size;
-        if size > max {
-            return Err(ClientError::MessageTooLarge { size, max });
-        }
-        Ok(())
     }
 
-    async fn enqueue(&self, out: Outgoing) -> Result<Delivery, ClientError> {
-        self.check(&out)?;
-        let permit = match self.inner.config.full_queue {
-            FullQueuePolicy::Block => Some(
-                self.inner
-                    .permits
-                    .acquire()
-                    .await
-                    .ok_or(ClientError::Closed)?,
-            ),
-            FullQueuePolicy::DropOldest | FullQueuePolicy::Error => {
-                self.inner.permits.try_acquire()
-            }
-        };
-        self.submit(out, permit)
-    }
-
-    fn try_enqueue(&self, out: Outgoing) -> Result<Delivery, ClientError> {
-        self.check(&out)?;
-        let permit = self.inner.permits.try_acquire();
-        self.submit(out, permit)
-    }
-
-    fn submit(&self, out: Outgoing, permit: Option<gate::Slot>) -> Result<Delivery, ClientError> {
-        if permit.is_none() && self.inner.config.full_queue != FullQueuePolicy::DropOldest {
-            return Err(ClientError::QueueFull {
-                capacity: self.inner.config.queue_size,
-            });
-        }
+    /// Queues one message with `send` under the lock, with a sender for its outcome.
+    fn submit_locked(
+        &self,
+        state: &mut State,
+        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
+    ) -> Result<Delivery, ClientError> {
+        let id = send(state)?;
         let (tx, rx) = oneshot::channel();
-        let id = self
-            .inner
-            .shared
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let message = Message {
-            seq: id,
-            topic: out.topic,
-            payload: out.payload,
-            qos: out.qos,
-            done: Some(tx),
-            permit,
-        };
-        self.inner
-            .cmds
-            .send(Cmd::Publish(message))
-            .map_err(|_| ClientError::Closed)?;
+        state.deliveries.insert(id, tx);
         Ok(Delivery { id, rx })
     }
 
-    fn event_outgoing(
+    /// Queues without waiting.
+    fn try_enqueue(
         &self,
-        event_type: &str,
-        data: Map<String, Value>,
-        qos: Qos,
-    ) -> Result<Outgoing, ClientError> {
-        let event = Event::new(event_type, data);
-        Ok(self.inner.shared.session().event(&event, qos)?)
+        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
+    ) -> Result<Delivery, ClientError> {
+        let shared = &self.inner.shared;
+        if shared.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let delivery = self.submit_locked(&mut shared.lock(), send)?;
+        shared.wake.notify_one();
+        Ok(delivery)
+    }
+
+    /// Queues, waiting for room first when the policy is `Block`.
+    async fn enqueue(
+        &self,
+        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
+    ) -> Result<Delivery, ClientError> {
+        if self.inner.config.full_queue != FullQueuePolicy::Block {
+            return self.try_enqueue(send);
+        }
+        let shared = &self.inner.shared;
+        loop {
+            // Registered before looking, so a release between the look and the wait wakes it.
+            let mut room = pin!(shared.room.notified());
+            room.as_mut().enable();
+            if shared.is_closed() {
+                return Err(ClientError::Closed);
+            }
+            {
+                let mut state = shared.lock();
+                if state.engine.room() > 0 || state.engine.is_closing() {
+                    let delivery = self.submit_locked(&mut state, send)?;
+                    drop(state);
+                    shared.wake.notify_one();
+                    return Ok(delivery);
+                }
+            }
+            room.await;
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -318,7 +359,7 @@ impl Client {
         data: Map<String, Value>,
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
-        self.enqueue(self.event_outgoing(event_type, data, qos)?)
+        self.enqueue(|state| state.engine.send_event(event_type, data, qos))
             .await
     }
 
@@ -329,32 +370,32 @@ impl Client {
         data: Map<String, Value>,
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
-        self.try_enqueue(self.event_outgoing(event_type, data, qos)?)
+        self.try_enqueue(|state| state.engine.send_event(event_type, data, qos))
     }
 
     /// Sets `key` to `value` in the device's cloud store (QoS 1). The mirror changes when the
     /// cloud broadcasts the change with its rev ([`Notification::KvSet`]).
     pub async fn kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().kv_set(key, value)?;
-        self.enqueue(out).await
+        self.http_check(Some(key))?;
+        self.enqueue(|state| state.engine.kv_set(key, value)).await
     }
 
     /// [`kv_set`](Self::kv_set) without waiting.
     pub fn try_kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().kv_set(key, value)?;
-        self.try_enqueue(out)
+        self.http_check(Some(key))?;
+        self.try_enqueue(|state| state.engine.kv_set(key, value))
     }
 
     /// Deletes `key` from the device's cloud store (QoS 1).
     pub async fn kv_delete(&self, key: &str) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().kv_delete(key)?;
-        self.enqueue(out).await
+        self.http_check(Some(key))?;
+        self.enqueue(|state| state.engine.kv_delete(key)).await
     }
 
     /// [`kv_delete`](Self::kv_delete) without waiting.
     pub fn try_kv_delete(&self, key: &str) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().kv_delete(key)?;
-        self.try_enqueue(out)
+        self.http_check(Some(key))?;
+        self.try_enqueue(|state| state.engine.kv_delete(key))
     }
 
     /// Sends raw bytes to the smart module of `label`.
@@ -364,8 +405,9 @@ impl Client {
         data: &[u8],
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().bulk_data(label, data, qos)?;
-        self.enqueue(out).await
+        self.http_check(None)?;
+        self.enqueue(|state| state.engine.send_bulk_data(label, data, qos))
+            .await
     }
 
     /// [`send_bulk_data`](Self::send_bulk_data) without waiting.
@@ -375,8 +417,8 @@ impl Client {
         data: &[u8],
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().bulk_data(label, data, qos)?;
-        self.try_enqueue(out)
+        self.http_check(None)?;
+        self.try_enqueue(|state| state.engine.send_bulk_data(label, data, qos))
     }
 
     /// Publishes data for routing on `/devices/{id}/data`.
@@ -385,8 +427,9 @@ impl Client {
         data: &[u8],
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().data(data, qos);
-        self.enqueue(out).await
+        self.http_check(None)?;
+        self.enqueue(|state| state.engine.send_data(data, qos))
+            .await
     }
 
     /// [`send_data_for_routing`](Self::send_data_for_routing) without waiting.
@@ -395,40 +438,26 @@ impl Client {
         data: &[u8],
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
-        let out = self.inner.shared.session().data(data, qos);
-        self.try_enqueue(out)
+        self.http_check(None)?;
+        self.try_enqueue(|state| state.engine.send_data(data, qos))
     }
 
     // -----------------------------------------------------------------------------------------
     // Bulk-data request / response
     // -----------------------------------------------------------------------------------------
 
-    fn bulk_request_outgoing(
+    fn pending(
         &self,
-        label: &str,
-        payload: Value,
-    ) -> Result<(String, Outgoing, String), ClientError> {
-        let mut session = self.inner.shared.session();
-        let response_topic = session.watch_bulk_responses(label)?;
-        let (request_id, out) = session.bulk_request(label, payload, Qos::AtLeastOnce)?;
-        Ok((request_id, out, response_topic))
-    }
-
-    fn expect(
-        &self,
-        request_id: &str,
-        response_topic: String,
-    ) -> Result<oneshot::Receiver<BulkDataResponse>, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .cmds
-            .send(Cmd::ExpectBulk {
-                request_id: request_id.to_owned(),
-                response_topic,
-                reply,
-            })
-            .map_err(|_| ClientError::Closed)?;
-        Ok(rx)
+        delivery: Delivery,
+        request_id: String,
+        rx: oneshot::Receiver<BulkDataResponse>,
+    ) -> PendingResponse {
+        PendingResponse {
+            request_id,
+            delivery,
+            rx,
+            shared: self.inner.shared.clone(),
+        }
     }
 
     /// Sends a bulk-data request to the module of `label` and waits up to `timeout` for the
@@ -439,18 +468,15 @@ impl Client {
         payload: Value,
         timeout: Duration,
     ) -> Result<BulkDataResponse, ClientError> {
-        let (request_id, out, topic) = self.bulk_request_outgoing(label, payload)?;
-        self.check(&out)?;
-        let rx = self.expect(&request_id, topic)?;
-        let delivery = self.enqueue(out).await?;
-        PendingResponse {
-            request_id,
-            delivery,
-            rx,
-            cmds: self.inner.cmds.clone(),
-        }
-        .response(timeout)
-        .await
+        self.http_check(None)?;
+        let mut waiter = None;
+        let delivery = self
+            .enqueue(|engine| self.bulk_with_waiter(engine, label, payload, &mut waiter))
+            .await?;
+        let (request_id, rx) = waiter.expect("a queued request has a waiter");
+        self.pending(delivery, request_id, rx)
+            .response(timeout)
+            .await
     }
 
     /// Sends a bulk-data request without waiting; await the response on the returned handle.
@@ -459,22 +485,29 @@ impl Client {
         label: &str,
         payload: Value,
     ) -> Result<PendingResponse, ClientError> {
-        let (request_id, out, topic) = self.bulk_request_outgoing(label, payload)?;
-        self.check(&out)?;
-        let rx = self.expect(&request_id, topic)?;
-        let delivery = match self.try_enqueue(out) {
-            Ok(delivery) => delivery,
-            Err(err) => {
-                let _ = self.inner.cmds.send(Cmd::ForgetBulk(request_id));
-                return Err(err);
-            }
-        };
-        Ok(PendingResponse {
-            request_id,
-            delivery,
-            rx,
-            cmds: self.inner.cmds.clone(),
-        })
+        self.http_check(None)?;
+        let mut waiter = None;
+        let delivery =
+            self.try_enqueue(|state| self.bulk_with_waiter(state, label, payload, &mut waiter))?;
+        let (request_id, rx) = waiter.expect("a queued request has a waiter");
+        Ok(self.pending(delivery, request_id, rx))
+    }
+
+    /// Queues the request and files its waiter. Runs under the state lock, so the waiter is
+    /// there before the connection task can see the response.
+    fn bulk_with_waiter(
+        &self,
+        state: &mut State,
+        label: &str,
+        payload: Value,
+        waiter: &mut Option<(String, oneshot::Receiver<BulkDataResponse>)>,
+    ) -> Result<MessageId, SendError> {
+        let now = self.inner.shared.clock.now();
+        let (id, request_id) = state.engine.bulk_request(label, payload, None, now)?;
+        let (tx, rx) = oneshot::channel();
+        state.bulk.insert(request_id.clone(), tx);
+        *waiter = Some((request_id, rx));
+        Ok(id)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -483,18 +516,18 @@ impl Client {
 
     /// The value of `key` in the local mirror of the cloud store.
     pub fn kv_get(&self, key: &str) -> Option<Value> {
-        self.inner.shared.session().mirror().get(key).cloned()
+        self.inner.shared.lock().engine.mirror().get(key).cloned()
     }
 
     /// The whole mirror as one JSON object, keys in order.
     pub fn kv_snapshot(&self) -> Value {
-        self.inner.shared.session().mirror().snapshot()
+        self.inner.shared.lock().engine.mirror().snapshot()
     }
 
     /// The mirror's revision; `None` until the first `reload` arrived.
     pub fn kv_rev(&self) -> Option<u64> {
-        let session = self.inner.shared.session();
-        let mirror = session.mirror();
+        let state = self.inner.shared.lock();
+        let mirror = state.engine.mirror();
         (mirror.reloads() > 0).then(|| mirror.rev())
     }
 
@@ -537,24 +570,11 @@ impl Client {
     // Closing
     // -----------------------------------------------------------------------------------------
 
-    fn start_close(&self, timeout: Duration) -> Option<oneshot::Receiver<Result<(), ClientError>>> {
-        self.inner
-            .shared
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        // Senders waiting for queue room give up now.
-        self.inner.permits.close();
-        let (reply, rx) = oneshot::channel();
-        let deadline = Instant::now() + timeout;
-        self.inner.cmds.send(Cmd::Close { deadline, reply }).ok()?;
-        Some(rx)
-    }
-
     /// Closes the client: no new messages are accepted, queued ones are delivered until
     /// `timeout`, then the client unsubscribes and sends DISCONNECT. Fails with
     /// [`ClientError::CloseIncomplete`] when messages were left undelivered.
     pub async fn close(&self, timeout: Duration) -> Result<(), ClientError> {
-        match self.start_close(timeout) {
+        match start_close(&self.inner.shared, timeout) {
             Some(rx) => rx.await.unwrap_or(Ok(())),
             None => Ok(()),
         }
@@ -563,7 +583,7 @@ impl Client {
     /// Starts [`close`](Self::close) and returns at once; the notification stream ends when
     /// the client has closed.
     pub fn try_close(&self, timeout: Duration) {
-        let _ = self.start_close(timeout);
+        let _ = start_close(&self.inner.shared, timeout);
     }
 }
 
@@ -611,38 +631,4 @@ pub async fn provision(
         api_key,
         info,
     })
-}
-
-/// The size of the MQTT PUBLISH packet that carries `out`: fixed header, remaining length,
-/// topic, packet id (QoS 1) and payload. Checked before queueing so an oversized message fails
-/// its caller instead of breaking the connection later.
-fn publish_packet_size(out: &Outgoing) -> usize {
-    let remaining =
-        2 + out.topic.len() + if out.qos == Qos::AtLeastOnce { 2 } else { 0 } + out.payload.len();
-    let length_bytes = match remaining {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    };
-    1 + length_bytes + remaining
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_publish_size_counts_header_length_topic_packet_id_and_payload() {
-        let out = |payload: usize, qos| Outgoing {
-            topic: "/devices/1/event".into(),
-            payload: vec![0; payload],
-            qos,
-        };
-        // 1 type byte + 1 length byte + 2 + 16 topic + 2 packet id + 10 payload.
-        assert_eq!(publish_packet_size(&out(10, Qos::AtLeastOnce)), 32);
-        assert_eq!(publish_packet_size(&out(10, Qos::AtMostOnce)), 30);
-        // Remaining length 128 takes two bytes.
-        assert_eq!(publish_packet_size(&out(110, Qos::AtMostOnce)), 131);
-    }
 }

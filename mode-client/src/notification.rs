@@ -9,48 +9,14 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+pub use mode_core::engine::DisconnectReason;
+
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::shared::Shared;
 use mode_core::ddp::Change;
 use mode_core::proto::{BulkDataResponse, Command, DecodeError, Rev};
-
-/// Why the connection ended or could not be made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// The cloud refused the device id or API key (MQTT CONNACK 4 or 5, HTTP 401 or 403).
-    /// Retrying soon cannot help; the client waits longer before each new attempt.
-    AuthFailed(String),
-    /// The TLS handshake failed (unknown CA, wrong host name, ...).
-    Tls(String),
-    /// The connection could not be made or was lost.
-    Network(String),
-    /// Nothing came from the cloud for 1.5 times the keepalive: the connection is half-open.
-    KeepaliveTimeout(Duration),
-    /// The application closed the client.
-    Closed,
-}
-
-impl std::fmt::Display for DisconnectReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DisconnectReason::AuthFailed(detail) => write!(
-                f,
-                "authentication failed: {detail}; check the device id and API key"
-            ),
-            DisconnectReason::Tls(detail) => write!(f, "TLS failed: {detail}"),
-            DisconnectReason::Network(detail) => write!(f, "network: {detail}"),
-            DisconnectReason::KeepaliveTimeout(after) => {
-                write!(
-                    f,
-                    "nothing received for {after:?}: connection presumed dead"
-                )
-            }
-            DisconnectReason::Closed => f.write_str("closed by the application"),
-        }
-    }
-}
 
 /// One thing that happened, for the application.
 #[derive(Debug, Clone, PartialEq)]

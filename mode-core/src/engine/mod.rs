@@ -275,6 +275,12 @@ impl Engine {
     // Inputs from the transport
     // -----------------------------------------------------------------------------------------
 
+    /// Notes an error the transport saw that ended nothing (e.g. a refused subscription), so
+    /// [`Stats::last_error`] shows it.
+    pub fn record_error(&mut self, error: String) {
+        self.stats.last_error = Some(error);
+    }
+
     /// The transport is up (MQTT: CONNACK accepted). The engine asks to subscribe and starts
     /// sending; it expects a fresh reload.
     pub fn connected(&mut self, now: Instant) {

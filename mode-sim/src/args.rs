@@ -31,12 +31,25 @@ pub struct SimArgs {
     /// HTTP (REST + WebSocket) port (0: any free port).
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
-    /// Certificate chain (PEM) for MQTT over TLS.
+    /// HTTPS (REST + WebSocket over TLS) port, used with --tls-cert and --tls-key (0: any free
+    /// port).
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
+    /// MQTT over WebSocket over TLS (wss://) port, used with --tls-cert and --tls-key (0: any
+    /// free port).
+    #[arg(long, default_value_t = 8444)]
+    wss_port: u16,
+    /// Certificate chain (PEM) of every TLS listener (MQTT over TLS, MQTT over wss://, HTTPS).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for MQTT over TLS.
+    /// Private key (PEM) of the TLS listeners.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Require client certificates issued by these CAs (PEM) on every TLS listener; a
+    /// certificate whose subject CN is a device id authenticates that device (its key may be
+    /// empty).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Key of the admin (test control) HTTP API; no admin API without it.
     #[arg(long, env = "MODE_SIM_ADMIN_KEY")]
     admin_key: Option<String>,
@@ -58,10 +71,13 @@ impl SimArgs {
         config.mqtt_ws_port = self.ws_port;
         config.mqtt_tls_port = self.tls_port;
         config.http_port = self.http_port;
+        config.https_port = self.https_port;
+        config.mqtt_wss_port = self.wss_port;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig {
                 cert: cert.clone(),
                 key: key.clone(),
+                client_ca: self.client_ca.clone(),
             });
         }
         if self.admin_key.is_some() {

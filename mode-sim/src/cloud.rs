@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use mode_core::proto::{
     BulkDataRequest, BulkDataResponse, BulkStatus, Command, DeviceId, DeviceInfo, ErrorBody, Event,
     HomeEvent, KV_DELETED_EVENT, KV_SAVED_EVENT, KvItem, KvUpdate, Map, Reload, Rev, SyncMessage,
@@ -252,6 +253,8 @@ pub enum Transport {
     MqttTls,
     /// MQTT over WebSocket.
     MqttWs,
+    /// MQTT over WebSocket over TLS (`wss://`).
+    MqttWss,
     /// The HTTP server's device WebSockets.
     WebSocket,
 }
@@ -262,6 +265,7 @@ impl fmt::Display for Transport {
             Transport::Mqtt => "mqtt",
             Transport::MqttTls => "mqtt+tls",
             Transport::MqttWs => "mqtt+ws",
+            Transport::MqttWss => "mqtt+wss",
             Transport::WebSocket => "websocket",
         })
     }
@@ -392,6 +396,24 @@ pub struct ClaimTicket {
     pub device_id: DeviceId,
     /// Until when it can be claimed, RFC 3339.
     pub expires: String,
+}
+
+/// A channel of the cloud to a device, for [`Cloud::publish_raw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawChannel {
+    /// Commands: MQTT topic `/devices/{id}/command`, the command WebSocket.
+    Command,
+    /// DDP sync: MQTT topic `/devices/{id}/kv`, the kv WebSocket.
+    Kv,
+}
+
+/// Bytes the cloud sends as they are, on one channel ([`Cloud::publish_raw`]).
+#[derive(Debug, Clone)]
+pub struct RawPublish {
+    /// Where they go.
+    pub channel: RawChannel,
+    /// The payload, unchecked.
+    pub payload: Bytes,
 }
 
 /// How long claim mode lasts.
@@ -731,6 +753,7 @@ struct Device {
     faults: Arc<Mutex<SyncFaults>>,
     claimable_until: Option<SystemTime>,
     command_subs: Vec<Subscriber<Command>>,
+    raw_subs: Vec<Subscriber<RawPublish>>,
     kv_subs: Vec<Subscriber<SyncMessage>>,
     bulk_subs: Vec<Subscriber<BulkResponse>>,
 }
@@ -976,6 +999,17 @@ impl Cloud {
         api_key: &str,
         transport: Transport,
     ) -> Result<ConnectionGuard, CloudError> {
+        self.connect_device_with(device_id, Some(api_key), transport)
+    }
+
+    /// [`connect_device`](Self::connect_device), with `api_key` `None` when the device proved
+    /// who it is otherwise (a verified client certificate naming it): no key is checked then.
+    pub fn connect_device_with(
+        &self,
+        device_id: DeviceId,
+        api_key: Option<&str>,
+        transport: Transport,
+    ) -> Result<ConnectionGuard, CloudError> {
         let result = self.connect_locked(device_id, api_key, transport);
         match &result {
             Ok(_) => tracing::info!(device_id, %transport, "device connected"),
@@ -988,13 +1022,15 @@ impl Cloud {
     fn connect_locked(
         &self,
         device_id: DeviceId,
-        api_key: &str,
+        api_key: Option<&str>,
         transport: Transport,
     ) -> Result<ConnectionGuard, CloudError> {
         let mut state = self.state();
         let verdict = match state.devices.get(&device_id) {
             None => Err(CloudError::UnknownDevice(device_id)),
-            Some(d) if d.api_key != api_key => Err(CloudError::WrongDeviceKey(device_id)),
+            Some(d) if api_key.is_some_and(|k| k != d.api_key) => {
+                Err(CloudError::WrongDeviceKey(device_id))
+            }
             Some(_) if state.live_total >= self.inner.max_connections => {
                 Err(CloudError::TooManyConnections(self.inner.max_connections))
             }
@@ -1551,6 +1587,46 @@ impl Cloud {
 
     // -- test controls -----------------------------------------------------------------------
 
+    /// Publishes `payload` as is on `channel` of every live connection of `device_id` that
+    /// receives that channel (an MQTT subscription to the topic, or the HTTP WebSocket of the
+    /// channel): malformed messages from the cloud, for client tests. Returns how many
+    /// connections it went to; 0 when the device is offline (not an error).
+    pub fn publish_raw(
+        &self,
+        device_id: DeviceId,
+        channel: RawChannel,
+        payload: Bytes,
+    ) -> Result<usize, CloudError> {
+        let mut state = self.state();
+        let device = state
+            .devices
+            .get_mut(&device_id)
+            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let sent = fan_out(
+            &mut device.raw_subs,
+            &RawPublish { channel, payload },
+            "raw publishes",
+        );
+        tracing::info!(device_id, ?channel, sent, "test control: raw publish");
+        Ok(sent)
+    }
+
+    /// Subscribes connection `conn` to the raw publishes of its device (every channel: the
+    /// connection forwards those of the channels it receives).
+    pub fn subscribe_raw(
+        &self,
+        conn: &ConnectionGuard,
+    ) -> Result<Subscription<RawPublish>, CloudError> {
+        let mut state = self.state();
+        let device = state
+            .devices
+            .get_mut(&conn.device_id)
+            .ok_or(CloudError::UnknownDevice(conn.device_id))?;
+        let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
+        device.raw_subs.push(sub);
+        Ok(subscription)
+    }
+
     /// Drops every live connection of `device_id` (all transports). Returns how many.
     pub fn drop_connections(&self, device_id: DeviceId) -> usize {
         let state = self.state();
@@ -1718,6 +1794,7 @@ impl Device {
             faults: Arc::default(),
             claimable_until: None,
             command_subs: Vec::new(),
+            raw_subs: Vec::new(),
             kv_subs: Vec::new(),
             bulk_subs: Vec::new(),
         }

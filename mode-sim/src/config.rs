@@ -23,7 +23,14 @@ pub struct SimConfig {
     pub mqtt_tls_port: u16,
     /// REST + WebSocket port for the HTTP server; 0 picks a free port.
     pub http_port: u16,
-    /// Certificate and key for MQTT over TLS; no TLS listener without it.
+    /// HTTPS (REST + WebSocket over TLS) port, used only when [`SimConfig::tls`] is set; 0 picks
+    /// a free port.
+    pub https_port: u16,
+    /// MQTT over WebSocket over TLS (`wss://`) port, used only when [`SimConfig::tls`] is set;
+    /// 0 picks a free port.
+    pub mqtt_wss_port: u16,
+    /// Certificate and key of the TLS listeners (MQTT over TLS, MQTT over `wss://`, HTTPS);
+    /// none of them without it. The plain listeners run either way.
     pub tls: Option<TlsConfig>,
     /// The key guarding the admin (test control) API of the HTTP server; no admin API without it.
     pub admin_key: Option<String>,
@@ -52,7 +59,7 @@ pub struct SimConfig {
     pub projects: Vec<ProjectConfig>,
 }
 
-/// PEM files for the TLS listener.
+/// PEM files for the TLS listeners.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -60,6 +67,28 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// Client-certificate mode **(ours)**: every TLS listener requires a client certificate
+    /// issued by a CA in this PEM file. A certificate whose subject CN is a device id in
+    /// decimal authenticates that device: its API key may then be empty.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// TLS with `cert` and `key` (PEM), no client certificates.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsConfig {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
+
+    /// Requires client certificates issued by the CAs in `ca` (PEM).
+    pub fn with_client_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.client_ca = Some(ca.into());
+        self
+    }
 }
 
 /// One MODE project.
@@ -182,6 +211,8 @@ impl Default for SimConfig {
             mqtt_ws_port: 0,
             mqtt_tls_port: 0,
             http_port: 0,
+            https_port: 0,
+            mqtt_wss_port: 0,
             tls: None,
             admin_key: None,
             data_dir: None,

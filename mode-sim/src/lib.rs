@@ -61,8 +61,8 @@ pub enum SimError {
         /// Why.
         source: std::io::Error,
     },
-    /// The TLS certificate or key cannot be used.
-    #[error("cannot set up MQTT over TLS: {0}")]
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("cannot set up TLS: {0}")]
     Tls(String),
     /// The data directory (`--data-dir`) cannot be used.
     #[error(transparent)]
@@ -76,9 +76,18 @@ pub struct Sim {
     mqtt_addr: SocketAddr,
     mqtt_ws_addr: SocketAddr,
     mqtt_tls_addr: Option<SocketAddr>,
+    mqtt_wss_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     tls: Option<TlsAcceptor>,
     running: Mutex<Option<Running>>,
+}
+
+/// The TLS listeners, bound when TLS is configured.
+struct Secure {
+    mqtt: TcpListener,
+    wss: TcpListener,
+    https: TcpListener,
 }
 
 /// The listener tasks of one start (or restart).
@@ -93,7 +102,9 @@ impl std::fmt::Debug for Sim {
             .field("mqtt_addr", &self.mqtt_addr)
             .field("mqtt_ws_addr", &self.mqtt_ws_addr)
             .field("mqtt_tls_addr", &self.mqtt_tls_addr)
+            .field("mqtt_wss_addr", &self.mqtt_wss_addr)
             .field("http_addr", &self.http_addr)
+            .field("https_addr", &self.https_addr)
             .finish_non_exhaustive()
     }
 }
@@ -119,34 +130,60 @@ impl Sim {
     pub async fn start(config: SimConfig) -> Result<Sim, SimError> {
         config.validate()?;
         let tls = match &config.tls {
-            Some(t) => Some(net::tls_acceptor(&t.cert, &t.key).map_err(SimError::Tls)?),
+            Some(t) => Some(net::tls_acceptor(t).map_err(SimError::Tls)?),
             None => None,
         };
         let cloud = Cloud::open(&config)?;
         let at = |port| SocketAddr::new(config.bind, port);
         let mqtt = bind("MQTT", at(config.mqtt_port)).await?;
         let ws = bind("MQTT over WebSocket", at(config.mqtt_ws_port)).await?;
-        let tls_listener = match tls {
-            Some(_) => Some(bind("MQTT over TLS", at(config.mqtt_tls_port)).await?),
+        let http = bind("HTTP", at(config.http_port)).await?;
+        let secure = match tls {
+            Some(_) => Some(Secure {
+                mqtt: bind("MQTT over TLS", at(config.mqtt_tls_port)).await?,
+                wss: bind("MQTT over wss://", at(config.mqtt_wss_port)).await?,
+                https: bind("HTTPS", at(config.https_port)).await?,
+            }),
             None => None,
         };
-        let http = bind("HTTP", at(config.http_port)).await?;
-        let http_addr = Some(local_addr("HTTP", &http, at(config.http_port))?);
+        let secure_addr = |what, l: Option<&TcpListener>, port| match l {
+            Some(l) => local_addr(what, l, at(port)).map(Some),
+            None => Ok(None),
+        };
         let sim = Sim {
             mqtt_addr: local_addr("MQTT", &mqtt, at(config.mqtt_port))?,
             mqtt_ws_addr: local_addr("MQTT over WebSocket", &ws, at(config.mqtt_ws_port))?,
-            mqtt_tls_addr: match &tls_listener {
-                Some(l) => Some(local_addr("MQTT over TLS", l, at(config.mqtt_tls_port))?),
-                None => None,
-            },
-            http_addr,
+            mqtt_tls_addr: secure_addr(
+                "MQTT over TLS",
+                secure.as_ref().map(|s| &s.mqtt),
+                config.mqtt_tls_port,
+            )?,
+            mqtt_wss_addr: secure_addr(
+                "MQTT over wss://",
+                secure.as_ref().map(|s| &s.wss),
+                config.mqtt_wss_port,
+            )?,
+            http_addr: Some(local_addr("HTTP", &http, at(config.http_port))?),
+            https_addr: secure_addr(
+                "HTTPS",
+                secure.as_ref().map(|s| &s.https),
+                config.https_port,
+            )?,
             cloud,
             config: Arc::new(config),
             tls,
             running: Mutex::new(None),
         };
-        sim.spawn(mqtt, ws, tls_listener, http);
-        tracing::info!(mqtt = %sim.mqtt_addr, mqtt_ws = %sim.mqtt_ws_addr, mqtt_tls = ?sim.mqtt_tls_addr, http = ?sim.http_addr, "mode-sim started");
+        sim.spawn(mqtt, ws, http, secure);
+        tracing::info!(
+            mqtt = %sim.mqtt_addr,
+            mqtt_ws = %sim.mqtt_ws_addr,
+            mqtt_tls = ?sim.mqtt_tls_addr,
+            mqtt_wss = ?sim.mqtt_wss_addr,
+            http = ?sim.http_addr,
+            https = ?sim.https_addr,
+            "mode-sim started"
+        );
         Ok(sim)
     }
 
@@ -154,8 +191,8 @@ impl Sim {
         &self,
         mqtt: TcpListener,
         ws: TcpListener,
-        tls: Option<TcpListener>,
         http_listener: TcpListener,
+        secure: Option<Secure>,
     ) {
         let stop = CancellationToken::new();
         let max = self.config.max_packet_size;
@@ -171,15 +208,24 @@ impl Sim {
             ))
         };
         let mut tasks = vec![loop_for(mqtt, Flavor::Tcp), loop_for(ws, Flavor::WebSocket)];
-        if let (Some(l), Some(acceptor)) = (tls, &self.tls) {
-            tasks.push(loop_for(l, Flavor::Tls(acceptor.clone())));
-        }
+        let http_options = http::HttpOptions::from_config(&self.config);
         tasks.push(tokio::spawn(http::serve(
             http_listener,
             self.cloud.clone(),
-            http::HttpOptions::from_config(&self.config),
+            http_options.clone(),
             stop.clone(),
         )));
+        if let (Some(secure), Some(acceptor)) = (secure, &self.tls) {
+            tasks.push(loop_for(secure.mqtt, Flavor::Tls(acceptor.clone())));
+            tasks.push(loop_for(secure.wss, Flavor::WebSocketTls(acceptor.clone())));
+            tasks.push(tokio::spawn(http::serve_tls(
+                secure.https,
+                acceptor.clone(),
+                self.cloud.clone(),
+                http_options,
+                stop.clone(),
+            )));
+        }
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, tasks });
     }
 
@@ -206,6 +252,16 @@ impl Sim {
     /// MQTT over TLS, when configured.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.mqtt_tls_addr
+    }
+
+    /// MQTT over WebSocket over TLS (`wss://`, path `/mqtt` or any), when TLS is configured.
+    pub fn mqtt_wss_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_wss_addr
+    }
+
+    /// The HTTPS REST + WebSocket (`wss://`) server, when TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The HTTP REST + WebSocket server (always `Some`: it always runs).
@@ -244,15 +300,19 @@ impl Sim {
         self.stop_listeners().await;
         let mqtt = bind("MQTT", self.mqtt_addr).await?;
         let ws = bind("MQTT over WebSocket", self.mqtt_ws_addr).await?;
-        let tls = match self.mqtt_tls_addr {
-            Some(addr) => Some(bind("MQTT over TLS", addr).await?),
-            None => None,
-        };
         let http = match self.http_addr {
             Some(addr) => bind("HTTP", addr).await?,
             None => bind("HTTP", SocketAddr::new(self.config.bind, 0)).await?,
         };
-        self.spawn(mqtt, ws, tls, http);
+        let secure = match (self.mqtt_tls_addr, self.mqtt_wss_addr, self.https_addr) {
+            (Some(mqtt), Some(wss), Some(https)) => Some(Secure {
+                mqtt: bind("MQTT over TLS", mqtt).await?,
+                wss: bind("MQTT over wss://", wss).await?,
+                https: bind("HTTPS", https).await?,
+            }),
+            _ => None,
+        };
+        self.spawn(mqtt, ws, http, secure);
         tracing::info!("mode-sim listeners restarted");
         Ok(())
     }

@@ -88,9 +88,25 @@ fn print_banner(sim: &Sim) {
     if let Some(tls) = sim.mqtt_tls_addr() {
         line(format!("  MQTT/TLS       {tls}"));
     }
+    if let Some(wss) = sim.mqtt_wss_addr() {
+        line(format!(
+            "  MQTT/wss       wss://{wss}/mqtt (subprotocol mqtt)"
+        ));
+    }
     match sim.http_addr() {
         Some(http) => line(format!("  HTTP           http://{http}")),
         None => line("  HTTP           (not in this build)".into()),
+    }
+    if let Some(https) = sim.https_addr() {
+        line(format!(
+            "  HTTPS          https://{https} (REST, wss:// WebSockets)"
+        ));
+    }
+    if let Some(ca) = config.tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
+        line(format!(
+            "  client certs   required on TLS, issued by {} (CN = device id: no key needed)",
+            ca.display()
+        ));
     }
     match &config.data_dir {
         Some(dir) => line(format!(

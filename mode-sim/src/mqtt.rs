@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use mode_core::proto::{
-    BulkDataRequest, Event, KvUpdate, Reload, SyncMessage, Topic, TopicKind, parse_device_id,
+    BulkDataRequest, DeviceId, Event, KvUpdate, Reload, SyncMessage, Topic, TopicKind,
+    parse_device_id,
 };
 use rumqttc::mqttbytes::v4::{
     Codec, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
@@ -32,9 +33,10 @@ use tracing::Instrument;
 
 use crate::admission::Pending;
 use crate::cloud::{
-    BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, Subscription,
-    Transport,
+    BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, RawChannel,
+    RawPublish, Subscription, Transport,
 };
+use crate::net::Link;
 use crate::persist::{NotDurable, Ticket};
 use crate::untrusted::untrusted;
 use mode_core::proto::Command;
@@ -54,23 +56,24 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_OUTGOING: usize = 256 * 1024 * 1024 - 1;
 
 /// Serves one MQTT connection until it closes, the client breaks a rule, the cloud drops it, or
-/// `stop` fires. Never panics on any input.
-pub(crate) async fn serve<S>(
-    io: S,
-    peer: std::net::SocketAddr,
-    transport: Transport,
-    cloud: Cloud,
-    stop: CancellationToken,
-    max_packet_size: usize,
-    pending: Pending,
-) where
+/// `stop` fires. `certified` is the device a verified client certificate names (TLS in
+/// client-certificate mode). Never panics on any input.
+pub(crate) async fn serve<S>(io: S, transport: Transport, certified: Option<DeviceId>, link: Link)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Link {
+        peer,
+        cloud,
+        stop,
+        max_packet_size,
+        pending,
+    } = link;
     let evicted = pending.eviction();
     let mut framed = Framed::new(io, MqttCodec::new(max_packet_size, pending));
     let span = tracing::info_span!("mqtt", %peer, %transport, device_id = tracing::field::Empty);
     async move {
-        let handshake = handshake(&mut framed, transport, &cloud, &stop);
+        let handshake = handshake(&mut framed, transport, certified, &cloud, &stop);
         let accepted = tokio::select! {
             accepted = handshake => accepted,
             _ = evicted.cancelled() => {
@@ -90,6 +93,7 @@ pub(crate) async fn serve<S>(
             stop,
             commands: None,
             kv: None,
+            raw: None,
             bulk: None,
             bulk_labels: Vec::new(),
             unacked: VecDeque::new(),
@@ -212,6 +216,7 @@ impl tokio_util::codec::Encoder<Packet> for MqttCodec {
 async fn handshake<S>(
     framed: &mut Io<S>,
     transport: Transport,
+    certified: Option<DeviceId>,
     cloud: &Cloud,
     stop: &CancellationToken,
 ) -> Option<(ConnectionGuard, Option<Duration>)>
@@ -277,6 +282,11 @@ where
             ConnectReturnCode::BadUserNamePassword,
             "username must be the device id in decimal",
         ))
+    } else if certified.is_some_and(|c| Some(c) != device_id) {
+        Some((
+            ConnectReturnCode::NotAuthorized,
+            "the client certificate names another device than the username",
+        ))
     } else {
         None
     };
@@ -292,7 +302,9 @@ where
         (Some(id), Some(login)) => (id, login.password),
         _ => return None, // ruled out above
     };
-    let guard = match cloud.connect_device(device_id, &password, transport) {
+    // With a client certificate for this device, an empty password is enough (ours).
+    let key = (certified != Some(device_id) || !password.is_empty()).then_some(&*password);
+    let guard = match cloud.connect_device_with(device_id, key, transport) {
         Ok(guard) => guard,
         Err(err) => {
             let code = match err {
@@ -359,6 +371,9 @@ struct Connection<S> {
     stop: CancellationToken,
     commands: Option<Subscription<Command>>,
     kv: Option<KvSubscription>,
+    /// Raw publishes of the test control [`Cloud::publish_raw`], from the first command or kv
+    /// subscription on; forwarded on the channels this connection subscribed to.
+    raw: Option<Subscription<RawPublish>>,
     /// The device's bulk-data responses, from the first bulk response subscription on.
     bulk: Option<Subscription<BulkResponse>>,
     /// Labels whose response topic this connection subscribed to: the responses it forwards.
@@ -406,6 +421,7 @@ enum Wake {
     Command(Option<Command>),
     Sync(Option<SyncMessage>),
     Bulk(Option<BulkResponse>),
+    Raw(Option<RawPublish>),
     /// The oldest unacknowledged publish is on disk (or cannot be).
     Durable(Result<(), NotDurable>),
 }
@@ -426,6 +442,7 @@ where
                 let commands = &mut self.commands;
                 let kv = &mut self.kv;
                 let bulk = &mut self.bulk;
+                let raw = &mut self.raw;
                 let oldest = self.unacked.front_mut();
                 tokio::select! {
                     biased;
@@ -437,6 +454,7 @@ where
                     command = async { match commands { Some(s) => s.recv().await, None => pending().await } } => Wake::Command(command),
                     sync = async { match kv { Some(s) => s.recv().await, None => pending().await } } => Wake::Sync(sync),
                     response = async { match bulk { Some(s) => s.recv().await, None => pending().await } } => Wake::Bulk(response),
+                    published = async { match raw { Some(s) => s.recv().await, None => pending().await } } => Wake::Raw(published),
                     durable = async { match oldest { Some((ticket, _)) => ticket.wait().await, None => pending().await } } => Wake::Durable(durable),
                 }
             };
@@ -493,6 +511,24 @@ where
                         if let Err(reason) = self.publish(topic, response.encode()).await {
                             return reason;
                         }
+                    }
+                }
+                Wake::Raw(None) => {
+                    self.raw = None;
+                    return "raw publish stream ended (subscriber fell behind)".into();
+                }
+                Wake::Raw(Some(RawPublish { channel, payload })) => {
+                    let topic = match channel {
+                        RawChannel::Command if self.commands.is_some() => {
+                            Some(Topic::command(self.device_id()))
+                        }
+                        RawChannel::Kv if self.kv.is_some() => Some(Topic::kv(self.device_id())),
+                        _ => None,
+                    };
+                    if let Some(topic) = topic
+                        && let Err(reason) = self.publish(topic.to_string(), payload.to_vec()).await
+                    {
+                        return reason;
                     }
                 }
                 Wake::Sync(Some(msg)) => {
@@ -629,6 +665,13 @@ where
 
     /// Registers a granted subscription with the cloud; for `kv`, the reload to send.
     fn start_subscription(&mut self, kind: TopicKind) -> Result<Option<Reload>, Reason> {
+        if matches!(kind, TopicKind::Command | TopicKind::Kv) && self.raw.is_none() {
+            let sub = self
+                .cloud
+                .subscribe_raw(&self.guard)
+                .map_err(|e| e.to_string())?;
+            self.raw = Some(sub);
+        }
         match kind {
             TopicKind::Command => {
                 let sub = self

@@ -23,32 +23,115 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Pending};
 use crate::cloud::{Cloud, Transport};
+use crate::config::TlsConfig;
+use mode_core::proto::{DeviceId, parse_device_id};
 
 /// How long connections get to close after their listener stops, before they are aborted.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Builds a TLS acceptor from a PEM certificate chain and a PEM private key.
-pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+/// Builds the TLS acceptor of every TLS listener from PEM files: the server's certificate
+/// chain and key and, in client-certificate mode, the CAs that issue client certificates (a
+/// client without a valid one is refused in the handshake, with rustls's alert saying why).
+pub(crate) fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad certificate PEM {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in {}", cert.display()));
-    }
+    let read_certs = |path: &Path| {
+        let pem = read(path)?;
+        let certs = rustls_pemfile::certs(&mut &pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("bad certificate PEM {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate in {}", path.display()));
+        }
+        Ok(certs)
+    };
+    let certs = read_certs(&tls.cert)?;
+    let key_pem = read(&tls.key)?;
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("bad key PEM {}: {e}", key.display()))?
-        .ok_or_else(|| format!("no private key in {}", key.display()))?;
+        .map_err(|e| format!("bad key PEM {}: {e}", tls.key.display()))?
+        .ok_or_else(|| format!("no private key in {}", tls.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad client CA {}: {e}", path.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("client CA {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not work together: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The device a TLS client proved to be with its certificate: the subject CN of its (verified)
+/// end-entity certificate, when that is a device id in decimal **(ours)**.
+pub(crate) fn certified_device(tls: &rustls::ServerConnection) -> Option<DeviceId> {
+    let cert = tls.peer_certificates()?.first()?;
+    parse_device_id(&subject_common_name(cert)?)
+}
+
+/// The subject's common name of a DER certificate. rustls verified the certificate already;
+/// this only walks `Certificate → tbsCertificate → subject` for the CN attribute.
+fn subject_common_name(der: &[u8]) -> Option<String> {
+    /// One DER element: (tag, contents, what follows).
+    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03]; // OID 2.5.4.3
+    let (_, cert, _) = element(der).filter(|e| e.0 == SEQUENCE)?;
+    let (_, mut tbs, _) = element(cert).filter(|e| e.0 == SEQUENCE)?;
+    // [0] version (optional), serial, signature algorithm, issuer, validity, then subject.
+    let mut fields = Vec::new();
+    while let Some((tag, contents, rest)) = element(tbs) {
+        fields.push((tag, contents));
+        tbs = rest;
+    }
+    let skip = if fields.first()?.0 == 0xa0 { 5 } else { 4 };
+    let (tag, mut subject) = *fields.get(skip)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    while let Some((_, mut set, rest)) = element(subject) {
+        while let Some((_, attribute, next)) = element(set) {
+            let (_, oid, value) = element(attribute)?;
+            if oid == COMMON_NAME {
+                let (_, text, _) = element(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+            set = next;
+        }
+        subject = rest;
+    }
+    None
 }
 
 /// What an accept loop serves.
@@ -57,6 +140,8 @@ pub(crate) enum Flavor {
     Tcp,
     Tls(TlsAcceptor),
     WebSocket,
+    /// MQTT over WebSocket over TLS (`wss://`).
+    WebSocketTls(TlsAcceptor),
 }
 
 /// Accepts MQTT connections on `listener` until `stop` fires, then waits for its connections
@@ -116,63 +201,98 @@ async fn serve_stream(
     max_packet_size: usize,
     pending: Pending,
 ) {
-    use crate::mqtt::{CONNECT_TIMEOUT, serve};
+    use crate::mqtt::serve;
+    let link = Link {
+        peer,
+        cloud,
+        stop,
+        max_packet_size,
+        pending,
+    };
     match flavor {
-        Flavor::Tcp => {
-            let transport = Transport::Mqtt;
-            serve(
-                stream,
-                peer,
-                transport,
-                cloud,
-                stop,
-                max_packet_size,
-                pending,
-            )
-            .await
-        }
+        Flavor::Tcp => serve(stream, Transport::Mqtt, None, link).await,
         Flavor::Tls(acceptor) => {
-            let tls = tokio::select! {
-                tls = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)) => tls,
-                _ = stop.cancelled() => return,
-            };
-            match tls {
-                Ok(Ok(tls)) => {
-                    let transport = Transport::MqttTls;
-                    serve(tls, peer, transport, cloud, stop, max_packet_size, pending).await
-                }
-                Ok(Err(err)) => tracing::info!(%peer, %err, "TLS handshake failed"),
-                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+            if let Some(tls) = accept_tls(&acceptor, stream, &link).await {
+                let certified = certified_device(tls.get_ref().1);
+                serve(tls, Transport::MqttTls, certified, link).await
             }
         }
-        Flavor::WebSocket => {
-            // A message or frame holds at most one MQTT packet's worth (its fixed header is at
-            // most 5 bytes), not tungstenite's default of 64 MiB.
-            let mut config = WebSocketConfig::default();
-            config.max_message_size = Some(max_packet_size + 5);
-            config.max_frame_size = Some(max_packet_size + 5);
-            let accept = tokio_tungstenite::accept_hdr_async_with_config(
-                stream,
-                choose_mqtt_subprotocol,
-                Some(config),
-            );
-            let ws = tokio::select! {
-                ws = tokio::time::timeout(CONNECT_TIMEOUT, accept) => ws,
-                _ = stop.cancelled() => return,
-            };
-            match ws {
-                Ok(Ok(ws)) => {
-                    // tungstenite may now buffer an unfinished message we cannot see.
-                    let mut pending = pending;
-                    pending.hold();
-                    let io = WsBytes::new(ws);
-                    let transport = Transport::MqttWs;
-                    serve(io, peer, transport, cloud, stop, max_packet_size, pending).await
-                }
-                Ok(Err(err)) => tracing::info!(%peer, %err, "WebSocket handshake failed"),
-                Err(_) => tracing::info!(%peer, "WebSocket handshake timed out"),
+        Flavor::WebSocket => serve_websocket(stream, Transport::MqttWs, None, link).await,
+        Flavor::WebSocketTls(acceptor) => {
+            if let Some(tls) = accept_tls(&acceptor, stream, &link).await {
+                let certified = certified_device(tls.get_ref().1);
+                serve_websocket(tls, Transport::MqttWss, certified, link).await
             }
         }
+    }
+}
+
+/// What every MQTT connection is served with, whatever its transport.
+pub(crate) struct Link {
+    pub(crate) peer: SocketAddr,
+    pub(crate) cloud: Cloud,
+    pub(crate) stop: CancellationToken,
+    pub(crate) max_packet_size: usize,
+    pub(crate) pending: Pending,
+}
+
+/// The TLS handshake of a new connection, bounded by the CONNECT timeout; `None` (logged)
+/// when it fails: a refused client certificate ends here.
+pub(crate) async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    link: &Link,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let peer = link.peer;
+    let tls = tokio::select! {
+        tls = tokio::time::timeout(crate::mqtt::CONNECT_TIMEOUT, acceptor.accept(stream)) => tls,
+        _ = link.stop.cancelled() => return None,
+    };
+    match tls {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(err)) => {
+            tracing::info!(%peer, %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn serve_websocket<S>(
+    stream: S,
+    transport: Transport,
+    certified: Option<DeviceId>,
+    link: Link,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // A message or frame holds at most one MQTT packet's worth (its fixed header is at most 5
+    // bytes), not tungstenite's default of 64 MiB.
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(link.max_packet_size + 5);
+    config.max_frame_size = Some(link.max_packet_size + 5);
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        choose_mqtt_subprotocol,
+        Some(config),
+    );
+    let ws = tokio::select! {
+        ws = tokio::time::timeout(crate::mqtt::CONNECT_TIMEOUT, accept) => ws,
+        _ = link.stop.cancelled() => return,
+    };
+    let peer = link.peer;
+    match ws {
+        Ok(Ok(ws)) => {
+            // tungstenite may now buffer an unfinished message we cannot see.
+            let mut link = link;
+            link.pending.hold();
+            crate::mqtt::serve(WsBytes::new(ws), transport, certified, link).await
+        }
+        Ok(Err(err)) => tracing::info!(%peer, %err, "WebSocket handshake failed"),
+        Err(_) => tracing::info!(%peer, "WebSocket handshake timed out"),
     }
 }
 

@@ -259,10 +259,7 @@ async fn serves_mqtt_over_tls() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let config = SimConfig {
-        tls: Some(TlsConfig {
-            cert: cert_path,
-            key: key_path,
-        }),
+        tls: Some(TlsConfig::new(cert_path, key_path)),
         ..SimConfig::demo()
     };
     let sim = Sim::start(config).await.unwrap();

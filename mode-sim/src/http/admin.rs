@@ -13,6 +13,11 @@
 //! - `PUT /admin/devices/{id}/syncFaults`: faults of the device's DDP sync stream, body
 //!   `{"delayMs": 0, "duplicatePercent": 0, "reorderPercent": 0, "seed": 0}` (each optional,
 //!   0 by default; percents 0-100); `204`. `DELETE` clears them.
+//! - `POST /admin/devices/{id}/publish/{channel}`: sends the request body, as it is, on
+//!   `channel` (`command` or `kv`) to every live connection of the device that receives it
+//!   (MQTT: subscribed to `/devices/{id}/command` or `/kv`; HTTP: that WebSocket, as a text
+//!   frame, non-UTF-8 bytes replaced); `200 {"delivered": n}`. For testing what a client does
+//!   with a malformed message from the cloud.
 //! - `PUT /admin/projects/{projectId}/bulkData/{label}`: body `{"available": false}` takes the
 //!   bulk-data module down (requests get `SERVICE_UNAVAILABLE`), `true` brings it back; `204`.
 //!
@@ -44,7 +49,7 @@ use serde::Deserialize;
 use super::auth::ApiKey;
 use super::error::{ApiError, json_response, read_body};
 use super::{AppState, raw_segment};
-use crate::cloud::{KvSource, SyncFaults};
+use crate::cloud::{KvSource, RawChannel, SyncFaults};
 use crate::untrusted::untrusted;
 
 /// The admin routes, behind the admin key check.
@@ -54,6 +59,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/admin/devices/{id}/drop", post(drop_device))
         .route("/admin/devices/{id}/pause", post(pause))
         .route("/admin/devices/{id}/resume", post(resume))
+        .route("/admin/devices/{id}/publish/{channel}", post(publish_raw))
         .route(
             "/admin/devices/{id}/syncFaults",
             put(set_faults).delete(clear_faults),
@@ -146,6 +152,31 @@ async fn resume(State(app): State<AppState>, uri: Uri) -> Result<Response, ApiEr
     let id = device(&app, &uri)?;
     let n = app.cloud.resume_connections(id);
     Ok(ok_json(object([("resumed", n.into())])))
+}
+
+async fn publish_raw(
+    State(app): State<AppState>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = device(&app, &uri)?;
+    let channel = match raw_segment(&uri, 4) {
+        "command" => RawChannel::Command,
+        "kv" => RawChannel::Kv,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format_args!(
+                    "no channel {:?}: publish to `command` or `kv`",
+                    untrusted(other)
+                ),
+            ));
+        }
+    };
+    let body = read_body(body, app.options.max_body)?;
+    let n = app.cloud.publish_raw(id, channel, body)?;
+    Ok(ok_json(object([("delivered", n.into())])))
 }
 
 #[derive(Deserialize, Default)]

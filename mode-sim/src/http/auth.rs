@@ -15,8 +15,18 @@ use crate::cloud::{AppAccess, Cloud, HomeId, Principal};
 use crate::untrusted::untrusted;
 
 /// The API key a request carries: the `Authorization` header first, else the `authToken` query
-/// parameter (for WebSocket clients that cannot set headers). Never logged.
-pub(crate) struct ApiKey(Option<String>);
+/// parameter (for WebSocket clients that cannot set headers); an empty key counts as none.
+/// Over HTTPS in client-certificate mode, also the device the client's certificate names.
+/// Never logged.
+pub(crate) struct ApiKey {
+    key: Option<String>,
+    certified: Option<DeviceId>,
+}
+
+/// The device a verified client certificate names (subject CN = device id), put on every
+/// request of an HTTPS connection **(ours)**.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Certified(pub(crate) Option<DeviceId>);
 
 #[derive(Deserialize)]
 struct AuthQuery {
@@ -33,6 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_authorization)
+            .filter(|k| !k.is_empty())
             .map(str::to_owned);
         let key = from_header.or_else(|| {
             Query::<AuthQuery>::try_from_uri(&parts.uri)
@@ -40,23 +51,47 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
                 .and_then(|q| q.0.auth_token)
                 .filter(|k| !k.is_empty())
         });
-        Ok(ApiKey(key))
+        let certified = parts.extensions.get::<Certified>().and_then(|c| c.0);
+        Ok(ApiKey { key, certified })
     }
 }
 
 impl ApiKey {
     /// The key, or 401 when the request carries none.
     pub(crate) fn require(&self) -> Result<&str, ApiError> {
-        self.0.as_deref().ok_or_else(|| {
+        self.key.as_deref().ok_or_else(|| {
             ApiError::unauthenticated(format_args!(
                 "no API key: send `Authorization: {AUTH_SCHEME} <key>` or `?{AUTH_TOKEN_PARAM}=<key>`"
             ))
         })
     }
 
-    /// The key's owner, or 401 for a missing or unknown key.
+    /// The key's owner, or 401 for a missing or unknown key. Without a key, the device of the
+    /// client certificate (when there is one); with both, they must agree (403).
     pub(crate) fn principal(&self, cloud: &Cloud) -> Result<Principal, ApiError> {
-        Ok(cloud.authenticate(self.require()?)?)
+        let Some(certified) = self.certified else {
+            return Ok(cloud.authenticate(self.require()?)?);
+        };
+        if self.key.is_none() {
+            return Ok(Principal::Device(certified));
+        }
+        match cloud.authenticate(self.require()?)? {
+            Principal::Device(other) if other != certified => {
+                Err(ApiError::forbidden(format_args!(
+                    "the key of device {other} came with the client certificate of device {certified}"
+                )))
+            }
+            principal => Ok(principal),
+        }
+    }
+
+    /// The key to check for a device connection: `None` when the client certificate proved
+    /// the device and no key came (nothing to check), else the key (401 without one).
+    pub(crate) fn connection_key(&self) -> Result<Option<&str>, ApiError> {
+        match (&self.key, self.certified) {
+            (None, Some(_)) => Ok(None),
+            _ => self.require().map(Some),
+        }
     }
 }
 

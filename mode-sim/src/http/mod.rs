@@ -90,6 +90,7 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloud::Cloud;
@@ -203,6 +204,29 @@ impl Drop for SocketTicket {
 pub async fn serve(
     listener: TcpListener,
     cloud: Cloud,
+    options: HttpOptions,
+    shutdown: CancellationToken,
+) {
+    serve_on(listener, None, cloud, options, shutdown).await
+}
+
+/// [`serve`] over TLS (HTTPS and `wss://`). With client certificates required by `tls`, a
+/// request without an API key acts as the device its certificate names (subject CN = device
+/// id) **(ours)**.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    cloud: Cloud,
+    options: HttpOptions,
+    shutdown: CancellationToken,
+) {
+    serve_on(listener, Some(tls), cloud, options, shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    cloud: Cloud,
     mut options: HttpOptions,
     shutdown: CancellationToken,
 ) {
@@ -233,12 +257,31 @@ pub async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = tcp.set_nodelay(true);
-        conns.spawn(serve_connection(
-            tcp,
-            app.clone(),
-            header_timeout,
-            shutdown.clone(),
-        ));
+        let (app, stop) = (app.clone(), shutdown.clone());
+        match &tls {
+            None => {
+                conns.spawn(serve_connection(tcp, app, header_timeout, stop));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                conns.spawn(async move {
+                    // The handshake counts against the header timeout: a client that never
+                    // finishes it holds nothing for longer.
+                    let tls = tokio::select! {
+                        tls = tokio::time::timeout(header_timeout, acceptor.accept(tcp)) => tls,
+                        _ = stop.cancelled() => return,
+                    };
+                    let tls = match tls {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => return tracing::info!(%err, "HTTPS: TLS handshake failed"),
+                        Err(_) => return tracing::info!("HTTPS: TLS handshake timed out"),
+                    };
+                    let certified = crate::net::certified_device(tls.get_ref().1);
+                    let app = app.layer(axum::Extension(auth::Certified(certified)));
+                    serve_connection(tls, app, header_timeout, stop).await
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} })
@@ -259,19 +302,21 @@ pub async fn serve(
 /// Serves one HTTP/1.1 connection (WebSocket upgrades included) with hyper, which closes it
 /// when a request's headers take longer than `header_timeout`. When `stop` fires, the request
 /// in progress finishes and the connection closes.
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     app: Router,
     header_timeout: Duration,
     stop: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let service = hyper_util::service::TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
     let conn = builder
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

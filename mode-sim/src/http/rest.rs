@@ -25,13 +25,10 @@ fn json_value(status: StatusCode, value: &Value) -> Response {
     json_response(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// `GET /auth`: who the key is.
+/// `GET /auth`: who the key (or the client certificate) is.
 pub(crate) async fn whoami(State(app): State<AppState>, key: ApiKey) -> Response {
     let mut out = Map::new();
-    let principal = key
-        .require()
-        .ok()
-        .and_then(|k| app.cloud.authenticate(k).ok());
+    let principal = key.principal(&app.cloud).ok();
     match principal {
         Some(Principal::Device(id)) => {
             out.insert("type".into(), "device".into());

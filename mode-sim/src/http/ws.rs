@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{ApiKey, Callers, authorize_device, authorize_home};
 use super::error::ApiError;
 use super::{AppState, SocketTicket, raw_segment, rest};
-use crate::cloud::{ConnectionGuard, KvSubscription, Subscription, Transport};
+use crate::cloud::{
+    ConnectionGuard, KvSubscription, RawChannel, RawPublish, Subscription, Transport,
+};
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 
@@ -63,9 +65,9 @@ fn connect(
             return Err(err);
         }
     };
-    let guard = app
-        .cloud
-        .connect_device(device_id, key.require()?, Transport::WebSocket)?;
+    let guard =
+        app.cloud
+            .connect_device_with(device_id, key.connection_key()?, Transport::WebSocket)?;
     Ok((upgrade, guard))
 }
 
@@ -79,11 +81,13 @@ pub(crate) async fn command_socket(
     let (upgrade, guard) = connect(&app, &key, &uri, upgrade)?;
     // Subscribed before the 101 goes out: a command sent once the client sees it arrives.
     let commands = app.cloud.subscribe_commands(&guard)?;
+    let raw = app.cloud.subscribe_raw(&guard)?;
     Ok(spawn_socket(
         &app,
         upgrade,
         Some(guard),
         Feed::Commands(commands),
+        Some((RawChannel::Command, raw)),
         None,
     ))
 }
@@ -101,12 +105,14 @@ pub(crate) async fn kv_socket_or_list(
     }
     let (upgrade, guard) = connect(&app, &key, &uri, upgrade)?;
     let (reload, changes) = app.cloud.subscribe_kv(&guard)?;
+    let raw = app.cloud.subscribe_raw(&guard)?;
     let first = SyncMessage::Reload(reload).encode();
     Ok(spawn_socket(
         &app,
         upgrade,
         Some(guard),
         Feed::Kv(changes),
+        Some((RawChannel::Kv, raw)),
         Some(first),
     ))
 }
@@ -122,7 +128,14 @@ pub(crate) async fn home_events_socket(
     let upgrade = upgrade_or_refuse(upgrade, app.options.max_body)?;
     let events = app.cloud.subscribe_home(home)?;
     tracing::info!(home, "app subscribed to home events over WebSocket");
-    Ok(spawn_socket(&app, upgrade, None, Feed::Home(events), None))
+    Ok(spawn_socket(
+        &app,
+        upgrade,
+        None,
+        Feed::Home(events),
+        None,
+        None,
+    ))
 }
 
 /// What a socket streams.
@@ -144,8 +157,33 @@ impl Feed {
     /// Moves the feed into its own task and hands back a channel of its frames. The socket
     /// loop selects over several things at once and would drop a message that a fault-delayed
     /// `KvSubscription::recv` had already taken; a channel's `recv` loses nothing.
-    fn into_channel(mut self) -> mpsc::Receiver<Vec<u8>> {
+    /// The raw publishes of `raw`'s channel (a test control) join the same channel from a task
+    /// of their own.
+    fn into_channel(
+        mut self,
+        raw: Option<(RawChannel, Subscription<RawPublish>)>,
+    ) -> mpsc::Receiver<Vec<u8>> {
         let (tx, rx) = mpsc::channel(1);
+        if let Some((channel, mut raw)) = raw {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        next = raw.recv() => next,
+                        _ = tx.closed() => return,
+                    };
+                    match next {
+                        Some(p) if p.channel == channel => {
+                            if tx.send(p.payload.to_vec()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(_) => {}
+                        None => return,
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -171,6 +209,7 @@ fn spawn_socket(
     upgrade: WebSocketUpgrade,
     guard: Option<ConnectionGuard>,
     feed: Feed,
+    raw: Option<(RawChannel, Subscription<RawPublish>)>,
     first: Option<Vec<u8>>,
 ) -> Response {
     let link = Link {
@@ -180,7 +219,7 @@ fn spawn_socket(
         ping_every: app.options.ping_interval,
         _ticket: app.sockets.open(),
     };
-    let frames = feed.into_channel();
+    let frames = feed.into_channel(raw);
     upgrade.on_upgrade(move |socket| link.run(socket, frames, first))
 }
 

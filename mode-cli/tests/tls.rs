@@ -28,10 +28,7 @@ async fn a_private_ca_is_trusted_with_ca_file_and_refused_without_it() {
     std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
     std::fs::write(path("not-a-cert.pem"), "hello").unwrap();
     let sim = Sim::start(SimConfig {
-        tls: Some(TlsConfig {
-            cert: path("server.pem"),
-            key: path("server.key"),
-        }),
+        tls: Some(TlsConfig::new(path("server.pem"), path("server.key"))),
         ..SimConfig::demo()
     })
     .await

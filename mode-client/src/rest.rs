@@ -1,5 +1,7 @@
 //! REST requests to the MODE API with the device's key: one function that sends, checks the
-//! status and turns MODE error bodies into [`ClientError::Rest`].
+//! status and turns MODE error bodies into [`ClientError::Rest`]. Every caller (the HTTP link,
+//! `device_info`, claim mode, provisioning) goes through it, so each gets the same body limit
+//! and the same retry of an idempotent request on a kept connection the server just closed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -87,12 +90,6 @@ impl Rest {
                     )));
                 }
             };
-        if bytes.len() > self.max_body {
-            return Err(ClientError::MessageTooLarge {
-                size: bytes.len(),
-                max: self.max_body,
-            });
-        }
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
@@ -107,7 +104,7 @@ impl Rest {
         })
     }
 
-    /// One request and its whole answer.
+    /// One request and its whole answer, read no further than `max_body` bytes.
     async fn exchange(
         &self,
         url: &str,
@@ -153,12 +150,30 @@ impl Rest {
             Failed::Request(e) => failed("", &e),
         })?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| failed("reading the answer: ", &e))?
-            .to_bytes();
+        let too_large = |size: u64| ClientError::MessageTooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            max: self.max_body,
+        };
+        // A declared length over the limit is refused before a byte of the body is read.
+        if let Some(length) = response.body().size_hint().exact()
+            && length > self.max_body as u64
+        {
+            return Err(too_large(length));
+        }
+        // Otherwise the body is read frame by frame and abandoned (with its connection) as soon
+        // as it passes the limit: a broken or hostile server cannot make us hold more.
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| failed("reading the answer: ", &e))?;
+            if let Some(data) = frame.data_ref() {
+                if bytes.len() + data.len() > self.max_body {
+                    return Err(too_large((bytes.len() + data.len()) as u64));
+                }
+                bytes.extend_from_slice(data);
+            }
+        }
+        let bytes = Bytes::from(bytes);
         // Only a connection whose answer was read to the end can carry the next request.
         self.idle
             .lock()
@@ -168,7 +183,8 @@ impl Rest {
     }
 
     /// Sends `request` on the kept connection, or on a new one when there is none or it has
-    /// closed (the server may close an idle connection at any time).
+    /// closed (the server may close an idle connection at any time, even as our request goes
+    /// out: then an idempotent request is sent once more, on a new connection).
     async fn round_trip(
         &self,
         uri: &Uri,
@@ -179,12 +195,19 @@ impl Rest {
         if let Some(mut connection) = kept
             && connection.ready().await.is_ok()
         {
+            let again = request.method().is_idempotent().then(|| copy(&request));
             match connection.try_send_request(request).await {
                 Ok(response) => return Ok((connection, response)),
-                // hyper hands the request back when it was not sent: send it anew.
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(Failed::Request(err.into_error())),
+                Err(mut err) => match (err.take_message(), again) {
+                    // hyper hands the request back when it was not sent: send it anew.
+                    (Some(unsent), _) => request = unsent,
+                    // Sent, perhaps, but the connection ended before an answer: the server
+                    // closed it as the request went out. Safe to repeat when idempotent.
+                    (None, Some(again)) if closed_under_us(err.error()) => {
+                        tracing::debug!(err = %err.error(), "the kept connection closed under the request; sending it again on a new one");
+                        request = again;
+                    }
+                    (None, _) => return Err(Failed::Request(err.into_error())),
                 },
             }
         }
@@ -204,6 +227,39 @@ impl Rest {
             .map_err(Failed::Request)?;
         Ok((connection, response))
     }
+}
+
+/// A copy of `request` to send again (its body is a cheap `Bytes` clone).
+fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(request.body().clone());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
+/// True when a request failed because its connection ended before an answer (closed, reset,
+/// cut mid-answer), not because of anything in the request or its answer.
+fn closed_under_us(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 /// Why [`Rest::round_trip`] got no answer.

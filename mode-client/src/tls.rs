@@ -201,7 +201,11 @@ pub(crate) fn find_rustls_error<'a>(
     None
 }
 
+/// A TLS failure in words that say which side's certificate failed, why, and what to change.
+/// A refused client certificate reaches us as the server's alert (with TLS 1.3 often after our
+/// side of the handshake has finished), so alerts are named here too.
 pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
+    use rustls::AlertDescription as Alert;
     use rustls::CertificateError;
     match err {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
@@ -212,6 +216,54 @@ pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
         ) => format!(
             "the server's certificate is not valid for the host name {host} ({err}); connect with the name the certificate was issued for"
         ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => format!(
+            "the server's certificate for {host} has expired ({err}); the server must renew it"
+        ),
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => format!(
+            "the server {host} requires a client certificate and none was sent ({err}); set client_cert (certificate and key, PEM)"
+        ),
+        rustls::Error::AlertReceived(Alert::CertificateExpired) => format!(
+            "the server {host} refused our client certificate: it has expired ({err}); use a renewed certificate"
+        ),
+        rustls::Error::AlertReceived(Alert::UnknownCA) => format!(
+            "the server {host} refused our client certificate: it is not issued by a CA the server trusts ({err}); use a certificate from the server's client CA"
+        ),
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate | Alert::UnsupportedCertificate | Alert::CertificateRevoked,
+        ) => format!("the server {host} refused our client certificate ({err}); check client_cert"),
         other => format!("{other} (server {host})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_certificate_failure_says_which_certificate_and_why() {
+        use rustls::AlertDescription as Alert;
+        let text = |err| describe_tls(&err, "localhost");
+        for (err, says) in [
+            (
+                rustls::Error::AlertReceived(Alert::CertificateRequired),
+                "requires a client certificate and none was sent",
+            ),
+            (
+                rustls::Error::AlertReceived(Alert::CertificateExpired),
+                "refused our client certificate: it has expired",
+            ),
+            (
+                rustls::Error::AlertReceived(Alert::UnknownCA),
+                "refused our client certificate: it is not issued by a CA the server trusts",
+            ),
+            (
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+                "the server's certificate for localhost has expired",
+            ),
+        ] {
+            assert!(text(err.clone()).contains(says), "{}", text(err));
+        }
     }
 }

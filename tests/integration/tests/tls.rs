@@ -1,21 +1,25 @@
-//! MQTT over TLS against the simulator with a test CA made by rcgen: the client trusts an extra
-//! CA file, and a wrong CA or host name fails with an error that says what to fix.
+//! TLS on every path against the simulator, with a private CA made by rcgen: MQTT over TLS,
+//! MQTT over `wss://`, the HTTP transport over HTTPS and `wss://`; mutual TLS (a client
+//! certificate and key, PEM) on MQTT and HTTPS; and a wrong CA, a wrong host name, and a
+//! missing, unknown or expired client certificate each fail with an error that says which.
 
 use std::path::PathBuf;
 
-use mode_client::{Client, ClientConfig, DisconnectReason, Notification};
+use mode_client::{Client, ClientConfig, DisconnectReason, Notification, Transport};
 use mode_core::proto::{Map, Qos};
 use mode_integration::*;
 use mode_sim::config::TlsConfig;
 use mode_sim::{Sim, SimConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-/// A simulator serving MQTT over TLS with a certificate for `localhost` issued by a fresh CA.
+/// A simulator whose TLS listeners serve a certificate for `localhost` issued by a fresh CA,
+/// and (with [`mtls_sim`]) require client certificates issued by that CA.
 struct TlsSim {
     sim: Sim,
     ca_file: PathBuf,
     other_ca_file: PathBuf,
-    _dir: tempfile::TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -28,6 +32,14 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 async fn tls_sim() -> TlsSim {
+    start_tls_sim(false).await
+}
+
+async fn mtls_sim() -> TlsSim {
+    start_tls_sim(true).await
+}
+
+async fn start_tls_sim(client_certs: bool) -> TlsSim {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let ca = ca("libmode test CA");
@@ -41,11 +53,12 @@ async fn tls_sim() -> TlsSim {
     std::fs::write(path("other-ca.pem"), self::ca("someone else").pem()).unwrap();
     std::fs::write(path("server.pem"), server.pem()).unwrap();
     std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
+    let mut tls = TlsConfig::new(path("server.pem"), path("server.key"));
+    if client_certs {
+        tls = tls.with_client_ca(path("ca.pem"));
+    }
     let sim = Sim::start(SimConfig {
-        tls: Some(TlsConfig {
-            cert: path("server.pem"),
-            key: path("server.key"),
-        }),
+        tls: Some(tls),
         ..SimConfig::demo()
     })
     .await
@@ -54,7 +67,54 @@ async fn tls_sim() -> TlsSim {
         sim,
         ca_file: path("ca.pem"),
         other_ca_file: path("other-ca.pem"),
-        _dir: dir,
+        ca,
+        dir,
+    }
+}
+
+/// Which client certificate a test presents.
+enum ClientCert {
+    /// Issued by the simulator's client CA for device 1001 (CN = 1001).
+    Valid,
+    /// Issued by a CA the simulator does not trust.
+    OtherCa,
+    /// Issued by the simulator's client CA, expired in 2021.
+    Expired,
+}
+
+impl TlsSim {
+    /// Writes a client certificate and key (PEM) for device 1001; returns their paths.
+    fn client_cert(&self, which: ClientCert) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, D1.to_string());
+        let (name, cert) = match which {
+            ClientCert::Valid => ("valid", params.signed_by(&key, &self.ca).unwrap()),
+            ClientCert::OtherCa => ("other-ca", params.signed_by(&key, &ca("stranger")).unwrap()),
+            ClientCert::Expired => {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+                ("expired", params.signed_by(&key, &self.ca).unwrap())
+            }
+        };
+        let cert_path = self.dir.path().join(format!("client-{name}.pem"));
+        let key_path = self.dir.path().join(format!("client-{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// The HTTP transport against the HTTPS listener, as `host`, trusting the test CA.
+    fn https_config(&self, host: &str) -> mode_client::ClientConfigBuilder {
+        let port = self.sim.https_addr().expect("an HTTPS listener").port();
+        ClientConfig::builder(D1, key(D1))
+            .transport(Transport::Http)
+            .api_url(format!("https://{host}:{port}"))
+            .extra_ca_file(&self.ca_file)
+            .keepalive(std::time::Duration::from_secs(2))
+            .backoff(fast_backoff())
     }
 }
 
@@ -118,6 +178,145 @@ async fn a_host_name_the_certificate_does_not_name_is_a_clear_tls_error() {
     assert!(
         detail.contains("not valid for the host name 127.0.0.1"),
         "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn the_http_transport_works_over_https_and_wss_with_the_test_ca() {
+    let t = tls_sim().await;
+    let (client, _notifications) = start(t.https_config("localhost")).await;
+    client
+        .send_event("over-https", Map::new(), Qos::AtLeastOnce)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(t.sim.cloud().events_from(D1)[0].event_type, "over-https");
+    assert_eq!(client.device_info().await.unwrap().id, D1);
+}
+
+#[tokio::test]
+async fn mqtt_over_wss_works_with_the_test_ca() {
+    let t = tls_sim().await;
+    let port = t.sim.mqtt_wss_addr().expect("a wss listener").port();
+    let (client, _notifications) = start(
+        tls_config(&t, "localhost")
+            .transport(Transport::MqttWebSocket)
+            .mqtt_ws_url(format!("wss://localhost:{port}/mqtt"))
+            .extra_ca_file(&t.ca_file),
+    )
+    .await;
+    client
+        .send_event("over-wss", Map::new(), Qos::AtLeastOnce)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(t.sim.cloud().events_from(D1)[0].event_type, "over-wss");
+}
+
+#[tokio::test]
+async fn mutual_tls_connects_mqtt_and_https_with_a_client_certificate_and_key() {
+    let t = mtls_sim().await;
+    let (cert, key_file) = t.client_cert(ClientCert::Valid);
+    let (mqtt, _n1) = start(
+        tls_config(&t, "localhost")
+            .extra_ca_file(&t.ca_file)
+            .client_cert(&cert, &key_file),
+    )
+    .await;
+    let (http, _n2) = start(t.https_config("localhost").client_cert(&cert, &key_file)).await;
+    for (client, name) in [(&mqtt, "mqtt-mtls"), (&http, "https-mtls")] {
+        client
+            .send_event(name, Map::new(), Qos::AtLeastOnce)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let mut types: Vec<_> = t
+        .sim
+        .cloud()
+        .events_from(D1)
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    types.sort();
+    assert_eq!(types, ["https-mtls", "mqtt-mtls"]);
+    assert_eq!(http.device_info().await.unwrap().id, D1);
+}
+
+/// The first TLS failure of MQTT over TLS and of the HTTP transport over HTTPS, presenting
+/// `cert` (or none) to the client-certificate simulator.
+async fn mtls_errors(t: &TlsSim, cert: Option<ClientCert>) -> [String; 2] {
+    let cert = cert.map(|c| t.client_cert(c));
+    let with_cert = |b: mode_client::ClientConfigBuilder| match &cert {
+        Some((c, k)) => b.client_cert(c, k),
+        None => b,
+    };
+    [
+        first_tls_error(with_cert(
+            tls_config(t, "localhost").extra_ca_file(&t.ca_file),
+        ))
+        .await,
+        first_tls_error(with_cert(t.https_config("localhost"))).await,
+    ]
+}
+
+#[tokio::test]
+async fn a_missing_client_certificate_is_a_clear_tls_error_on_mqtt_and_https() {
+    let t = mtls_sim().await;
+    for detail in mtls_errors(&t, None).await {
+        assert!(
+            detail.contains("requires a client certificate and none was sent"),
+            "{detail}"
+        );
+        assert!(detail.contains("client_cert"), "{detail}");
+    }
+    assert_eq!(t.sim.cloud().connect_attempts(D1).total(), 0);
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_a_clear_tls_error_on_mqtt_and_https() {
+    let t = mtls_sim().await;
+    for detail in mtls_errors(&t, Some(ClientCert::OtherCa)).await {
+        assert!(
+            detail.contains(
+                "refused our client certificate: it is not issued by a CA the server trusts"
+            ),
+            "{detail}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_client_certificate_is_a_clear_tls_error_on_mqtt_and_https() {
+    let t = mtls_sim().await;
+    for detail in mtls_errors(&t, Some(ClientCert::Expired)).await {
+        assert!(
+            detail.contains("refused our client certificate: it has expired"),
+            "{detail}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_host_name_over_https_is_a_clear_tls_error() {
+    let t = tls_sim().await;
+    let detail = first_tls_error(t.https_config("127.0.0.1")).await;
+    assert!(detail.contains("not valid for the host name"), "{detail}");
+    let err = Client::connect(t.https_config("127.0.0.1").build().unwrap())
+        .unwrap()
+        .0
+        .device_info()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not valid for the host name"),
+        "{err}"
     );
 }
 

@@ -87,6 +87,26 @@ impl Drop for Inner {
     }
 }
 
+/// One sender waiting for queue room, counted while it lives.
+struct RoomWaiter<'a>(&'a Shared);
+
+impl<'a> RoomWaiter<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared
+            .room_waiters
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        RoomWaiter(shared)
+    }
+}
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0
+            .room_waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The outcome of one sent message, for callers who want to know when the cloud has it.
 /// Dropping it is fine: the message is delivered all the same.
 #[derive(Debug)]
@@ -199,7 +219,7 @@ fn start_close(
         state.engine.close(now + timeout, now);
         rx
     };
-    shared.wake.notify_one();
+    shared.wake.notify();
     Some(rx)
 }
 
@@ -315,7 +335,7 @@ impl Client {
             return Err(ClientError::Closed);
         }
         let delivery = self.submit_locked(&mut shared.lock(), send)?;
-        shared.wake.notify_one();
+        shared.wake.notify();
         Ok(delivery)
     }
 
@@ -328,23 +348,34 @@ impl Client {
             return self.try_enqueue(send);
         }
         let shared = &self.inner.shared;
+        let mut send = Some(send);
         loop {
-            // Registered before looking, so a release between the look and the wait wakes it.
-            let mut room = pin!(shared.room.notified());
-            room.as_mut().enable();
             if shared.is_closed() {
                 return Err(ClientError::Closed);
             }
             {
                 let mut state = shared.lock();
                 if state.engine.room() > 0 || state.engine.is_closing() {
+                    let send = send.take().expect("sent only once: this returns");
                     let delivery = self.submit_locked(&mut state, send)?;
                     drop(state);
-                    shared.wake.notify_one();
+                    shared.wake.notify();
                     return Ok(delivery);
                 }
             }
-            room.await;
+            // Full: wait for room. Counted as a waiter (the task wakes waiters only when there
+            // are some) and registered before looking again, so a release between the look and
+            // the wait is never missed.
+            let _waiting = RoomWaiter::new(shared);
+            let mut room = pin!(shared.room.notified());
+            room.as_mut().enable();
+            let full = {
+                let state = shared.lock();
+                state.engine.room() == 0 && !state.engine.is_closing()
+            };
+            if full && !shared.is_closed() {
+                room.await;
+            }
         }
     }
 

@@ -96,7 +96,15 @@ pub(crate) struct MqttConn {
     inflight: Vec<Option<MessageId>>,
     collided: Option<(u16, MessageId)>,
     /// Publishes the engine handed out that rumqttc's request queue had no room for yet.
-    backlog: VecDeque<Publish>,
+    backlog: VecDeque<Waiting>,
+}
+
+/// A publish waiting for room in rumqttc's queue, in rumqttc's own form (as its refusal
+/// returned it, so nothing is copied again).
+struct Waiting {
+    id: MessageId,
+    qos: Qos,
+    publish: rumqttc::Publish,
 }
 
 impl Drop for MqttConn {
@@ -157,33 +165,65 @@ impl MqttConn {
         }
     }
 
-    /// Hands a publish to rumqttc (or keeps it until rumqttc has room).
+    /// Hands a publish to rumqttc (or keeps it until rumqttc has room). The engine keeps its
+    /// own copy until the cloud confirms, so the message survives a lost connection; this one is
+    /// moved into rumqttc, which takes the payload as its own buffer.
     pub(crate) fn publish(&mut self, publish: Publish) {
-        self.backlog.push_back(publish);
-        self.flush_backlog();
+        let qos = match publish.qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        };
+        if self.backlog.is_empty() {
+            self.hand(publish.id, publish.qos, publish.topic, qos, publish.payload);
+        } else {
+            self.backlog.push_back(Waiting {
+                id: publish.id,
+                qos: publish.qos,
+                publish: rumqttc::Publish::new(publish.topic, qos, publish.payload),
+            });
+        }
     }
 
-    /// Hands rumqttc what it had no room for before.
+    fn hand(
+        &mut self,
+        id: MessageId,
+        ours: Qos,
+        topic: String,
+        qos: QoS,
+        payload: impl Into<Vec<u8>>,
+    ) {
+        match self.client.try_publish(topic, qos, false, payload) {
+            Ok(()) => self.handed.push_back((id, ours)),
+            Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(publish)))
+            | Err(rumqttc::ClientError::Request(rumqttc::Request::Publish(publish))) => {
+                // rumqttc's queue is full or the connection is ending; its events say which.
+                self.backlog.push_back(Waiting {
+                    id,
+                    qos: ours,
+                    publish,
+                });
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Hands rumqttc what it had no room for before, in order.
     pub(crate) fn flush_backlog(&mut self) {
-        while let Some(publish) = self.backlog.pop_front() {
-            let qos = match publish.qos {
-                Qos::AtMostOnce => QoS::AtMostOnce,
-                Qos::AtLeastOnce => QoS::AtLeastOnce,
-            };
-            // rumqttc 0.25 takes the payload as its own `Vec`; the engine keeps its copy until
-            // the cloud confirms, so the message survives a lost connection.
-            match self.client.try_publish(
-                publish.topic.clone(),
+        while let Some(waiting) = self.backlog.pop_front() {
+            let before = self.backlog.len();
+            let rumqttc::Publish {
+                topic,
                 qos,
-                false,
-                publish.payload.clone(),
-            ) {
-                Ok(()) => self.handed.push_back((publish.id, publish.qos)),
-                Err(_) => {
-                    // rumqttc's queue is full or the connection is ending; its events say which.
-                    self.backlog.push_front(publish);
-                    return;
+                payload,
+                ..
+            } = waiting.publish;
+            self.hand(waiting.id, waiting.qos, topic, qos, payload);
+            if self.backlog.len() > before {
+                // Still no room: it went back to the end; put it first again and stop.
+                if let Some(last) = self.backlog.pop_back() {
+                    self.backlog.push_front(last);
                 }
+                return;
             }
         }
     }

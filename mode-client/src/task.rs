@@ -105,11 +105,12 @@ impl Task {
         async move {
             tracing::debug!(transport = ?self.config.transport, "connection task started");
             self.drive(|_, _| {});
+            let shared = self.shared.clone();
             while !self.done {
                 let timer = self.timer.map(|at| self.shared.clock.to_tokio(at));
                 tokio::select! {
                     biased;
-                    () = self.shared.wake.notified() => self.drive(|_, _| {}),
+                    () = std::future::poll_fn(|cx| shared.wake.poll(cx)) => self.drive(|_, _| {}),
                     event = next_event(&mut self.link, &mut self.mqtt_events) => match event {
                         LinkEvent::Mqtt(0) => self.drive(|task, state| {
                             task.link_lost(state, DisconnectReason::Network("connection task ended".into()));
@@ -165,7 +166,9 @@ impl Task {
             }
             self.outcomes.clear();
             // Room in the queue: senders waiting under the Block policy try again.
-            self.shared.room.notify_waiters();
+            if self.shared.room_waiters.load(Ordering::Acquire) > 0 {
+                self.shared.room.notify_waiters();
+            }
         }
     }
 
@@ -336,13 +339,13 @@ impl Task {
 
     /// Tells message `id`'s sender (if still listening) and the hook its outcome.
     fn finish(&mut self, state: &mut State, id: MessageId, result: Result<(), ClientError>) {
-        if self.config.delivery_hook.is_some() {
-            self.outcomes.push((id, result.clone()));
-        } else {
-            // Nobody else needs it; still a reason to wake Block senders.
-            self.outcomes.push((id, Ok(())));
-        }
-        if let Some(sender) = state.deliveries.remove(&id) {
+        // Kept for the hook; without one, only to say that room was made.
+        let kept = match &self.config.delivery_hook {
+            Some(_) => result.clone(),
+            None => Ok(()),
+        };
+        self.outcomes.push((id, kept));
+        if let Some(sender) = state.deliveries.remove(id) {
             let _ = sender.send(result);
         }
     }

@@ -5,14 +5,16 @@
 //! than everything queued, and after a lost connection the network's messages go back to the
 //! front of the queue in their order.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 
 use super::types::{MessageId, Publish};
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     queue: VecDeque<Publish>,
-    in_network: BTreeMap<MessageId, Publish>,
+    /// In id order (handed from the front of the queue); confirmations mostly come in that
+    /// order too, so finishing one is usually a pop from the front.
+    in_network: VecDeque<Publish>,
 }
 
 impl Outbox {
@@ -38,21 +40,27 @@ impl Outbox {
     pub(crate) fn hand_front(&mut self) -> Option<Publish> {
         let message = self.queue.pop_front()?;
         let copy = message.clone();
-        self.in_network.insert(message.id, message);
+        self.in_network.push_back(message);
         Some(copy)
     }
 
     /// The transport finished `id` (confirmed or refused); `None` if it is not in the network
     /// (already finished, or handed on a connection since lost: a late report is ignored).
     pub(crate) fn finish(&mut self, id: MessageId) -> Option<Publish> {
-        self.in_network.remove(&id)
+        if self.in_network.front().is_some_and(|front| front.id == id) {
+            return self.in_network.pop_front();
+        }
+        let index = self
+            .in_network
+            .binary_search_by_key(&id, |message| message.id)
+            .ok()?;
+        self.in_network.remove(index)
     }
 
     /// The connection is gone: every message in the network goes back to the front of the queue,
     /// oldest first.
     pub(crate) fn requeue(&mut self) {
-        let in_network = core::mem::take(&mut self.in_network);
-        for (_, message) in in_network.into_iter().rev() {
+        while let Some(message) = self.in_network.pop_back() {
             self.queue.push_front(message);
         }
     }

@@ -7,10 +7,19 @@
  *   out-pointers only on success. ::mode_status_str explains a code.
  * - Objects are opaque: `mode_x_new(..., &out)` creates, `mode_x_free(x)` destroys; free(NULL) is
  *   a no-op. Inputs are copied, never retained: the caller keeps ownership of what it passes.
- * - Input strings are NUL-terminated UTF-8; binary payloads are pointer + length. Values handed to
- *   callbacks are borrowed views (pointer + length, not NUL-terminated) valid only during the call.
+ * - A function that returns an error has done nothing: nothing queued, sent, consumed or
+ *   changed (the one exception, ::mode_client_stop's MODE_ERR_TIMEOUT, says so). Why it failed
+ *   is in ::mode_last_error, kept per thread for every object alike.
+ * - Text, the one rule: every string the library hands out (callback arguments, struct fields
+ *   such as mode_outgoing_t.topic and mode_log_record_t.message) comes as pointer + length AND
+ *   is NUL-terminated (the NUL not counted), UTF-8, borrowed for the call only: use the length,
+ *   or pass it to a C string function. Strings you pass in are NUL-terminated UTF-8, except
+ *   where a length is taken (::mode_session_handle's topic: pointer + length, no NUL needed).
+ *   Binary payloads are pointer + length only.
  * - Output text goes into a caller buffer: on MODE_ERR_BUFFER_TOO_SMALL, `*out_len` holds the
  *   length needed (excluding the NUL); pass buf = NULL, buf_len = 0 to ask for it.
+ * - Enums are passed in as `int` and checked (MODE_ERR_INVALID_ARGUMENT otherwise), since a C
+ *   enum may hold any int: pass the named values (mode_qos_t, mode_transport_t, ...).
  * - No Rust panic crosses this boundary: an internal bug returns MODE_ERR_PANIC.
  */
 
@@ -42,6 +51,12 @@
 #define MODE_VERSION_PATCH 0
 
 /**
+ * A buffer of this many bytes always holds a bulk request id and its NUL (an id is at most 58
+ * characters: "DEVICE-SEED-N" with a 20-digit device id, 16 hex digits and a 20-digit counter).
+ */
+#define MODE_REQUEST_ID_SIZE 64
+
+/**
  * The outcome of every fallible libmode function. Values are explicit and never renumbered.
  */
 typedef enum {
@@ -66,7 +81,7 @@ typedef enum {
    */
   MODE_ERR_BUFFER_TOO_SMALL = 4,
   /**
-   * A payload from the peer could not be decoded; the object's last error says where.
+   * A payload from the peer could not be decoded; ::mode_last_error says where.
    */
   MODE_ERR_DECODE = 5,
   /**
@@ -82,7 +97,7 @@ typedef enum {
    */
   MODE_ERR_INVALID_STATE = 8,
   /**
-   * The configuration cannot work; ::mode_config_last_error says why.
+   * The configuration cannot work; ::mode_last_error says why.
    */
   MODE_ERR_CONFIG = 9,
   /**
@@ -106,7 +121,7 @@ typedef enum {
    */
   MODE_ERR_AUTH = 14,
   /**
-   * The cloud answered a REST request with an error; the last error holds status and reason.
+   * The cloud answered a REST request with an error; ::mode_last_error holds status and reason.
    */
   MODE_ERR_REST = 15,
   /**
@@ -138,17 +153,31 @@ typedef enum {
 } mode_change_kind_t;
 
 /**
- * How serious a log line is.
+ * How serious a log line is. The values are fixed (1 and 2 came first), so they do not sort by
+ * severity: compare with `==`.
  */
 typedef enum {
   /**
-   * Something worth knowing.
+   * Something worth knowing: connected, closed.
    */
   MODE_LOG_INFO = 1,
   /**
-   * Something went wrong and was handled (a malformed message, a dropped message).
+   * Something went wrong and was handled: a malformed message, a dropped message, a lost
+   * connection.
    */
   MODE_LOG_WARN = 2,
+  /**
+   * Something failed that needs the application's attention: e.g. the cloud refused the key.
+   */
+  MODE_LOG_ERROR = 3,
+  /**
+   * Detail for debugging: connection attempts, DDP revisions.
+   */
+  MODE_LOG_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  MODE_LOG_TRACE = 5,
 } mode_log_level_t;
 
 /**
@@ -196,6 +225,21 @@ typedef enum {
 } mode_incoming_kind_t;
 
 /**
+ * The QoS of a message. Functions take it as an `int` holding one of these values (others are
+ * MODE_ERR_INVALID_ARGUMENT): a C enum may hold any int, so it is checked before use.
+ */
+typedef enum {
+  /**
+   * At most once: sent, never re-sent.
+   */
+  MODE_QOS_AT_MOST_ONCE = 0,
+  /**
+   * At least once: kept and re-sent until the cloud acknowledges it.
+   */
+  MODE_QOS_AT_LEAST_ONCE = 1,
+} mode_qos_t;
+
+/**
  * Which transport a client uses.
  */
 typedef enum {
@@ -215,14 +259,22 @@ typedef enum {
 
 /**
  * What a send does when the outgoing queue is full.
+ *
+ * C differs from Rust and Python here on purpose: there the default is to block (an `async`
+ * send or a Python call waits for room), but a C send never waits. A C device usually runs one
+ * loop or an RTOS task that also serves its sensors and watchdog, and a callback that waited
+ * for room would wait for the very thread that makes room; so C has no blocking policy and
+ * refuses instead: retry on MODE_ERR_QUEUE_FULL, or pace sends by the delivery callback
+ * (::mode_client_set_delivery_cb), which reports each message that leaves the queue.
  */
 typedef enum {
   /**
-   * Fail with MODE_ERR_QUEUE_FULL (C sends never wait). The default.
+   * Fail with MODE_ERR_QUEUE_FULL; nothing is queued. The default in C.
    */
   MODE_QUEUE_ERROR = 0,
   /**
-   * Drop the oldest queued message to make room; counted in the stats and logged.
+   * Drop the oldest message not yet on the network to make room; counted in the stats,
+   * logged, and reported to the delivery callback as MODE_ERR_QUEUE_FULL.
    */
   MODE_QUEUE_DROP_OLDEST = 1,
 } mode_full_queue_policy_t;
@@ -235,7 +287,7 @@ typedef struct mode_client_t mode_client_t;
 
 /**
  * Connection settings for one device. Not thread-safe: build it on one thread, then hand it
- * to ::mode_client_new, which consumes it.
+ * to ::mode_client_new, which consumes it when it succeeds.
  */
 typedef struct mode_config_t mode_config_t;
 
@@ -250,7 +302,7 @@ typedef struct mode_mirror_t mode_mirror_t;
 typedef struct mode_session_t mode_session_t;
 
 /**
- * Receives a command: its action and its parameters as JSON object text, borrowed for the call.
+ * Receives a command: its action and its parameters as JSON object text (borrowed for the call).
  */
 typedef void (*mode_command_cb)(void *userdata, const char *action, size_t action_len, const char *parameters, size_t parameters_len);
 
@@ -260,8 +312,8 @@ typedef void (*mode_command_cb)(void *userdata, const char *action, size_t actio
 typedef void (*mode_free_userdata_cb)(void *userdata);
 
 /**
- * Receives one change. `key`, `value` and `previous` are borrowed, not NUL-terminated, valid
- * only during the call; `value`/`previous` are JSON text or NULL (see ::mode_change_kind_t).
+ * Receives one change. `key`, `value` and `previous` are borrowed for the call (see the text
+ * rule at the top); `value`/`previous` are JSON text or NULL (see ::mode_change_kind_t).
  * Runs on the calling thread, after the mirror is updated: it may call the mirror's read
  * functions, but must not free the mirror.
  */
@@ -281,9 +333,50 @@ typedef void (*mode_connection_cb)(void *userdata, bool connected, const char *r
 typedef void (*mode_bulk_result_cb)(void *userdata, mode_status_t status, const char *request_id, size_t request_id_len, const char *bulk_status, size_t bulk_status_len, const char *payload, size_t payload_len);
 
 /**
- * Receives a log line (borrowed text, no newline).
+ * One log line, borrowed for the callback only. Texts follow the rule at the top of mode.h.
  */
-typedef void (*mode_log_cb)(void *userdata, mode_log_level_t level, const char *message, size_t message_len);
+typedef struct {
+  /**
+   * How serious it is.
+   */
+  mode_log_level_t level;
+  /**
+   * Where it comes from: a Rust module path such as "mode_client::task", or "mode_ffi".
+   */
+  const char *target;
+  /**
+   * The target's length.
+   */
+  size_t target_len;
+  /**
+   * The message and its fields, e.g. "connection refused reason=... retry_in=2s"; no newline.
+   * Never holds the API key.
+   */
+  const char *message;
+  /**
+   * The message's length.
+   */
+  size_t message_len;
+  /**
+   * The device the client speaks for.
+   */
+  uint64_t device_id;
+} mode_log_record_t;
+
+/**
+ * Receives one log line (see ::mode_log_record_t).
+ */
+typedef void (*mode_log_cb)(void *userdata, const mode_log_record_t *record);
+
+/**
+ * Receives the outcome of one message a send accepted, named by the id the send wrote to its
+ * `out_message_id`: MODE_OK once delivered (QoS 1: the cloud's PUBACK; QoS 0: written to the
+ * network; HTTP transport: a 2xx answer), MODE_ERR_QUEUE_FULL when the full-queue policy
+ * dropped it, MODE_ERR_CLOSED when it was given up at ::mode_client_stop or ::mode_client_free,
+ * MODE_ERR_AUTH / MODE_ERR_REST when the cloud refused it. Called exactly once per message, in
+ * the order the outcomes happened, on the dispatcher thread like every callback.
+ */
+typedef void (*mode_delivery_cb)(void *userdata, uint64_t message_id, mode_status_t status);
 
 /**
  * Counters of one client (see ::mode_client_stats).
@@ -379,7 +472,7 @@ typedef struct {
 typedef void (*mode_entry_cb)(void *userdata, const char *key, size_t key_len, const char *value, size_t value_len);
 
 /**
- * Receives one topic name (NUL-terminated, borrowed for the call).
+ * Receives one topic name (borrowed for the call).
  */
 typedef void (*mode_topic_cb)(void *userdata, const char *topic, size_t topic_len);
 
@@ -408,15 +501,17 @@ typedef struct {
 } mode_incoming_handlers_t;
 
 /**
- * One publish for the caller's MQTT stack, borrowed for the callback only.
+ * One publish for the caller's MQTT stack, borrowed for the callback only. Its texts follow
+ * the rule at the top (pointer + length, NUL-terminated too, so `topic` can go straight to
+ * `mosquitto_publish`); the payload is bytes, pointer + length only.
  */
 typedef struct {
   /**
-   * The topic, NUL-terminated.
+   * The topic.
    */
   const char *topic;
   /**
-   * The topic's length without the NUL.
+   * The topic's length.
    */
   size_t topic_len;
   /**
@@ -428,13 +523,17 @@ typedef struct {
    */
   size_t payload_len;
   /**
-   * The QoS to publish with: 0 or 1.
+   * The QoS to publish with.
    */
-  int qos;
+  mode_qos_t qos;
   /**
-   * For a bulk request, its request id (NUL-terminated); NULL otherwise.
+   * For a bulk request, its request id; NULL otherwise.
    */
   const char *request_id;
+  /**
+   * The request id's length (0 when `request_id` is NULL).
+   */
+  size_t request_id_len;
 } mode_outgoing_t;
 
 /**
@@ -447,10 +546,23 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * A static, NUL-terminated description of `status` (never NULL; unknown values get a generic
- * text). `status` is an int so any value a C caller holds is safe to pass.
+ * A static, NUL-terminated description of `status`, starting with its name (never NULL;
+ * values that are no ::mode_status_t get "unknown mode_status_t value"). `status` is an int so
+ * any value a C caller holds is safe to pass.
  */
 const char *mode_status_str(int status);
+
+/**
+ * Copies the text of the calling thread's last error and a NUL into `buf`: why the most recent
+ * call on this thread that returned an error failed (the status's own text when there is
+ * nothing more to say; "" before any failure). Calls that succeed leave it as it is, so read it
+ * right after the failing call. Every object (config, client, mirror, session) reports its
+ * errors here. This function itself never changes the text, also when it fails.
+ *
+ * # Safety
+ * `buf` NULL or `buf_len` writable bytes; `out_len` NULL or writable.
+ */
+mode_status_t mode_last_error(char *buf, size_t buf_len, size_t *out_len);
 
 /**
  * The library's version, "MAJOR.MINOR.PATCH", equal to `MODE_VERSION`. Static, never NULL.
@@ -458,10 +570,9 @@ const char *mode_status_str(int status);
 const char *mode_version(void);
 
 /**
- * Creates a client from `config`, which it consumes (even on failure: do not free it after),
- * into `*out`. Nothing connects until ::mode_client_start. MODE_ERR_CONFIG: the settings cannot
- * work (the reason is in ::mode_client_last_error of no client, so it is printed to stderr by
- * nothing: call ::mode_config_validate first to read it).
+ * Creates a client from `config` into `*out`; nothing connects until ::mode_client_start.
+ * Consumes `config` on success only: on an error nothing is consumed or created (free the
+ * config yourself), and ::mode_last_error says why (MODE_ERR_CONFIG: the settings cannot work).
  *
  * # Safety
  * `config` from ::mode_config_new, not freed; `out` writable.
@@ -504,8 +615,10 @@ mode_status_t mode_client_set_connection_cb(const mode_client_t *client, mode_co
 mode_status_t mode_client_set_bulk_cb(const mode_client_t *client, mode_bulk_result_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
 
 /**
- * Sets the log callback (before start): connection changes, malformed messages from the cloud,
- * messages dropped by the queue policy.
+ * Sets the log callback (before start): the library's own log lines (`tracing` events of the
+ * connection task, the REST client and libmode itself) at ::mode_client_set_log_level or more
+ * severe, with their target and the device id; never the API key. If the callback falls
+ * behind by more than 1024 lines, further lines are dropped and a warning says how many.
  *
  * # Safety
  * `client` from ::mode_client_new.
@@ -513,8 +626,30 @@ mode_status_t mode_client_set_bulk_cb(const mode_client_t *client, mode_bulk_res
 mode_status_t mode_client_set_log_cb(const mode_client_t *client, mode_log_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
 
 /**
+ * Sets the most verbose ::mode_log_level_t the log callback receives (default MODE_LOG_INFO:
+ * info, warnings and errors; MODE_LOG_DEBUG and MODE_LOG_TRACE add detail). May be called at any
+ * time, from any thread.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_log_level(const mode_client_t *client, int level);
+
+/**
+ * Sets the delivery callback (before start, so no message can be sent before it is in place):
+ * called exactly once for every message a send accepted, with the id that send wrote to its
+ * `out_message_id` (see ::mode_delivery_cb). Messages still queued at ::mode_client_free are
+ * given up and reported (MODE_ERR_CLOSED) before it returns.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_set_delivery_cb(const mode_client_t *client, mode_delivery_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
+
+/**
  * Starts connecting (in the background; the connection callback says when it is up) and starts
- * the dispatcher thread. Messages sent before the connection is up are queued.
+ * the dispatcher thread. Messages sent before the connection is up are queued. On an error the
+ * client is as it was.
  *
  * # Safety
  * `client` from ::mode_client_new.
@@ -522,30 +657,34 @@ mode_status_t mode_client_set_log_cb(const mode_client_t *client, mode_log_cb cb
 mode_status_t mode_client_start(const mode_client_t *client);
 
 /**
- * Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at QoS 0 or
- * 1. Never waits: queued for the connection (kept across reconnects), or MODE_ERR_QUEUE_FULL.
+ * Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos` (a
+ * ::mode_qos_t value). Never waits: queued for the connection (kept across reconnects), or
+ * MODE_ERR_QUEUE_FULL. On success the message's id goes to `*out_message_id` (may be NULL): the
+ * delivery callback names it once with its outcome. On an error nothing is queued.
  *
  * # Safety
- * `client` from ::mode_client_new; strings NUL-terminated (or NULL where allowed).
+ * `client` from ::mode_client_new; strings NUL-terminated (or NULL where allowed);
+ * `out_message_id` NULL or writable.
  */
-mode_status_t mode_client_send_event(const mode_client_t *client, const char *event_type, const char *data_json, int qos);
+mode_status_t mode_client_send_event(const mode_client_t *client, const char *event_type, const char *data_json, int qos, uint64_t *out_message_id);
 
 /**
- * Sets DDP `key` to `value_json` (any JSON) in the cloud (QoS 1, queued like an event). The
- * local mirror changes when the cloud reports the change back (the kv callback).
+ * Sets DDP `key` to `value_json` (any JSON) in the cloud (QoS 1, queued like an event; its id
+ * to `*out_message_id`, may be NULL). The local mirror changes when the cloud reports the
+ * change back (the kv callback).
  *
  * # Safety
- * `client` from ::mode_client_new; strings NUL-terminated.
+ * `client` from ::mode_client_new; strings NUL-terminated; `out_message_id` NULL or writable.
  */
-mode_status_t mode_client_kv_set(const mode_client_t *client, const char *key, const char *value_json);
+mode_status_t mode_client_kv_set(const mode_client_t *client, const char *key, const char *value_json, uint64_t *out_message_id);
 
 /**
- * Deletes DDP `key` in the cloud (QoS 1, queued).
+ * Deletes DDP `key` in the cloud (QoS 1, queued; its id to `*out_message_id`, may be NULL).
  *
  * # Safety
- * `client` from ::mode_client_new; `key` NUL-terminated.
+ * `client` from ::mode_client_new; `key` NUL-terminated; `out_message_id` NULL or writable.
  */
-mode_status_t mode_client_kv_delete(const mode_client_t *client, const char *key);
+mode_status_t mode_client_kv_delete(const mode_client_t *client, const char *key, uint64_t *out_message_id);
 
 /**
  * Copies the JSON value of `key` in the local mirror and a NUL into `buf`: MODE_ERR_NOT_FOUND
@@ -565,26 +704,33 @@ mode_status_t mode_client_kv_get(const mode_client_t *client, const char *key, c
 mode_status_t mode_client_kv_keys(const mode_client_t *client, char *buf, size_t buf_len, size_t *out_len);
 
 /**
- * Sends `data_len` bytes of bulk data to the smart module of `label` at QoS 0 or 1 (queued).
+ * Sends `data_len` bytes of bulk data to the smart module of `label` at `qos` (a ::mode_qos_t
+ * value; queued, its id to `*out_message_id`, may be NULL).
  *
  * # Safety
- * `client` from ::mode_client_new; `label` NUL-terminated; `data` `data_len` bytes.
+ * `client` from ::mode_client_new; `label` NUL-terminated; `data` `data_len` bytes;
+ * `out_message_id` NULL or writable.
  */
-mode_status_t mode_client_send_bulk_data(const mode_client_t *client, const char *label, const uint8_t *data, size_t data_len, int qos);
+mode_status_t mode_client_send_bulk_data(const mode_client_t *client, const char *label, const uint8_t *data, size_t data_len, int qos, uint64_t *out_message_id);
 
 /**
- * Sends a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`); its
- * response, or MODE_ERR_TIMEOUT after `timeout_ms`, goes to the bulk callback. The request id is
- * copied into `request_id_buf` (NULL allowed: then it is not reported) as with every buffer.
+ * Sends a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`) at QoS
+ * 1; its response, or MODE_ERR_TIMEOUT after `timeout_ms`, goes to the bulk callback. The
+ * request id is copied with a NUL into `request_id_buf` (NULL: not reported), which must hold
+ * at least MODE_REQUEST_ID_SIZE bytes: it is checked before anything is sent, and a smaller
+ * one is MODE_ERR_BUFFER_TOO_SMALL with nothing sent. On success `*out_request_id_len` (may be
+ * NULL) is the id's length and `*out_message_id` (may be NULL) the message's id.
  *
  * # Safety
- * `client` from ::mode_client_new; strings NUL-terminated; buffer as documented.
+ * `client` from ::mode_client_new; strings NUL-terminated; `request_id_buf` NULL or
+ * `request_id_buf_len` writable bytes; out-pointers NULL or writable.
  */
-mode_status_t mode_client_bulk_request(const mode_client_t *client, const char *label, const char *payload_json, uint32_t timeout_ms, char *request_id_buf, size_t request_id_buf_len);
+mode_status_t mode_client_bulk_request(const mode_client_t *client, const char *label, const char *payload_json, uint32_t timeout_ms, char *request_id_buf, size_t request_id_buf_len, size_t *out_request_id_len, uint64_t *out_message_id);
 
 /**
  * Fetches the device's info from the cloud (REST, waits up to `timeout_ms`) as JSON text into
- * `buf`.
+ * `buf`. A GET changes nothing, so a buffer found too small afterwards has no side effect:
+ * call again with `*out_len` + 1 bytes.
  *
  * # Safety
  * `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
@@ -609,8 +755,10 @@ bool mode_client_is_connected(const mode_client_t *client);
 
 /**
  * Stops the client: unsubscribes, delivers what is queued within `timeout_ms`, disconnects.
- * MODE_ERR_TIMEOUT if messages were still undelivered at the deadline (they are given up).
- * Later sends return MODE_ERR_CLOSED. Callbacks already queued still run.
+ * MODE_ERR_TIMEOUT if messages were still undelivered at the deadline: they are given up (the
+ * delivery callback reports each as MODE_ERR_CLOSED) and the client is stopped all the same;
+ * this is the one error after which something has happened. Later sends return
+ * MODE_ERR_CLOSED. Callbacks already queued still run.
  *
  * # Safety
  * `client` from ::mode_client_new.
@@ -618,18 +766,10 @@ bool mode_client_is_connected(const mode_client_t *client);
 mode_status_t mode_client_stop(const mode_client_t *client, uint32_t timeout_ms);
 
 /**
- * Copies the text of the client's last error ("" if none) and a NUL into `buf`. Safe from any
- * thread; the text is that of the most recent failing call on this client from any thread.
- *
- * # Safety
- * `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
- */
-mode_status_t mode_client_last_error(const mode_client_t *client, char *buf, size_t buf_len, size_t *out_len);
-
-/**
  * Destroys the client: stops it at once if running (what is queued is given up: call
  * ::mode_client_stop first to deliver it), waits for a callback in progress on another thread
- * to return, then calls each `free_userdata`. May be called from inside a callback: the client
+ * to return, reports each message not yet reported to the delivery callback (MODE_ERR_CLOSED),
+ * then calls each `free_userdata`. May be called from inside a callback: the client
  * is then released when that callback returns. NULL is a no-op; do not use the pointer after.
  *
  * # Safety
@@ -640,7 +780,7 @@ void mode_client_free(mode_client_t *client);
 /**
  * Creates settings for device `device_id` with its API key (copied) into `*out`, with every
  * default of the real cloud (MQTT over TLS to mqtt.tinkermode.com:8883). The API key is never
- * logged. Free with ::mode_config_free unless consumed by ::mode_client_new.
+ * logged. Free with ::mode_config_free unless a ::mode_client_new succeeded with it.
  *
  * # Safety
  * `api_key` NUL-terminated; `out` writable.
@@ -772,7 +912,8 @@ mode_status_t mode_config_set_max_inflight(mode_config_t *config, uint32_t max_i
 mode_status_t mode_config_set_queue_size(mode_config_t *config, size_t queue_size);
 
 /**
- * Sets the full-queue policy: a ::mode_full_queue_policy_t value.
+ * Sets the full-queue policy: a ::mode_full_queue_policy_t value (default MODE_QUEUE_ERROR;
+ * why C has no blocking policy: see ::mode_full_queue_policy_t).
  *
  * # Safety
  * `config` from ::mode_config_new.
@@ -798,21 +939,12 @@ mode_status_t mode_config_set_backoff_ms(mode_config_t *config, uint32_t unit_ms
 
 /**
  * Checks the settings without creating a client. MODE_ERR_CONFIG means they cannot work;
- * ::mode_config_last_error says why.
+ * ::mode_last_error says why.
  *
  * # Safety
  * `config` from ::mode_config_new.
  */
 mode_status_t mode_config_validate(mode_config_t *config);
-
-/**
- * Why the settings cannot work ("" if nothing went wrong), owned by the config and valid until
- * its next call. Never NULL.
- *
- * # Safety
- * `config` NULL or from ::mode_config_new.
- */
-const char *mode_config_last_error(const mode_config_t *config);
 
 /**
  * Creates an empty mirror at revision 0 into `*out`; free it with ::mode_mirror_free.
@@ -833,8 +965,8 @@ void mode_mirror_free(mode_mirror_t *mirror);
 /**
  * Decodes a raw sync payload (as received on `/devices/{id}/kv`) and applies it. Each visible
  * change goes to `cb` (may be NULL) with `userdata`; `out_info` (may be NULL) gets a summary.
- * A payload that does not decode returns MODE_ERR_DECODE, changes nothing, and sets
- * ::mode_mirror_last_error.
+ * A payload that does not decode returns MODE_ERR_DECODE, changes nothing, and says where in
+ * ::mode_last_error.
  *
  * # Safety
  * `mirror` from ::mode_mirror_new; `payload` points to `payload_len` bytes (NULL only if 0).
@@ -886,15 +1018,6 @@ mode_status_t mode_mirror_snapshot(const mode_mirror_t *mirror, char *buf, size_
 mode_status_t mode_mirror_stat(const mode_mirror_t *mirror, size_t *out_len, uint64_t *out_rev);
 
 /**
- * The last error of this mirror as NUL-terminated text ("" if none), owned by the mirror and
- * valid until its next call. Never NULL, even for a NULL mirror.
- *
- * # Safety
- * `mirror` NULL or from ::mode_mirror_new.
- */
-const char *mode_mirror_last_error(const mode_mirror_t *mirror);
-
-/**
  * Creates a session for `device_id` into `*out`. `request_seed` should be random: it makes
  * bulk request ids unique across restarts. Free with ::mode_session_free.
  *
@@ -940,18 +1063,19 @@ mode_status_t mode_session_on_subscribed(mode_session_t *session);
  * Interprets one incoming publish: a command, a DDP sync message (applied to the session's
  * mirror), a bulk response, or something unrelated. The kind goes to `*out_kind` (may be NULL),
  * the content to `handlers` (may be NULL), a DDP summary to `out_info` (may be NULL). A payload
- * that does not decode returns MODE_ERR_DECODE (kind MODE_INCOMING_INVALID) and sets
- * ::mode_session_last_error; nothing changes. Handlers run on the calling thread after the
- * session is updated; they may call the session's read functions, not free it.
+ * that does not decode returns MODE_ERR_DECODE (kind MODE_INCOMING_INVALID) and says where in
+ * ::mode_last_error; nothing changes. The topic is `topic_len` bytes, NUL-terminated or not,
+ * as ESP-MQTT and coreMQTT hand it over: no copy needed. Handlers run on the calling thread
+ * after the session is updated; they may call the session's read functions, not free it.
  *
  * # Safety
- * `session` from ::mode_session_new; `topic` NUL-terminated; `payload` `payload_len` bytes.
+ * `session` from ::mode_session_new; `topic` `topic_len` bytes; `payload` `payload_len` bytes.
  */
-mode_status_t mode_session_handle(mode_session_t *session, const char *topic, const uint8_t *payload, size_t payload_len, const mode_incoming_handlers_t *handlers, void *userdata, mode_incoming_kind_t *out_kind, mode_apply_info_t *out_info);
+mode_status_t mode_session_handle(mode_session_t *session, const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len, const mode_incoming_handlers_t *handlers, void *userdata, mode_incoming_kind_t *out_kind, mode_apply_info_t *out_info);
 
 /**
  * Encodes an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos`
- * (0 or 1) and hands the publish to `cb`.
+ * (a ::mode_qos_t value) and hands the publish to `cb`.
  *
  * # Safety
  * `session` from ::mode_session_new; strings NUL-terminated or NULL where allowed; `cb` not NULL.
@@ -1014,15 +1138,6 @@ mode_status_t mode_session_kv_for_each(const mode_session_t *session, mode_entry
  * As ::mode_mirror_snapshot.
  */
 mode_status_t mode_session_kv_snapshot(const mode_session_t *session, char *buf, size_t buf_len, size_t *out_len);
-
-/**
- * The last error of this session ("" if none), owned by it and valid until its next call.
- * Never NULL, even for a NULL session.
- *
- * # Safety
- * `session` NULL or from ::mode_session_new.
- */
-const char *mode_session_last_error(const mode_session_t *session);
 
 #ifdef __cplusplus
 }  // extern "C"

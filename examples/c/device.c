@@ -1,7 +1,9 @@
 /*
  * A complete MODE device in C on libmode's managed client: it connects, sends a "tick" event
  * every second, answers each command with a "command-done" event, and prints every change of
- * its Device Data Proxy keys. libmode reconnects by itself and keeps what is queued meanwhile.
+ * its Device Data Proxy keys. libmode reconnects by itself and keeps what is queued meanwhile;
+ * the delivery callback says when each event reached the cloud, and the library's own log lines
+ * go to the log callback.
  *
  * Build (after scripts/install-c /usr/local, or any prefix on PKG_CONFIG_PATH):
  *   cc -std=c11 -o device examples/c/device.c $(pkg-config --cflags --libs mode)
@@ -16,11 +18,13 @@
 #include <mode.h>
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 static volatile sig_atomic_t running = 1;
+static atomic_ulong delivered, not_delivered;
 
 static void stop_running(int signal) {
     (void)signal;
@@ -43,7 +47,8 @@ static void on_command(void *client, const char *action, size_t action_len, cons
     fflush(stdout);
     char data[256];
     snprintf(data, sizeof data, "{\"action\":\"%.*s\"}", (int)action_len, action);
-    mode_status_t status = mode_client_send_event((const mode_client_t *)client, "command-done", data, 1);
+    mode_status_t status =
+        mode_client_send_event((const mode_client_t *)client, "command-done", data, MODE_QOS_AT_LEAST_ONCE, NULL);
     if (status != MODE_OK) fprintf(stderr, "could not answer: %s\n", mode_status_str(status));
 }
 
@@ -59,8 +64,30 @@ static void on_kv(void *client, mode_change_kind_t kind, const char *key, size_t
     fflush(stdout);
 }
 
+/* Once per message a send accepted, with the id that send returned. */
+static void on_delivery(void *userdata, uint64_t message_id, mode_status_t status) {
+    (void)userdata;
+    if (status == MODE_OK) {
+        atomic_fetch_add(&delivered, 1);
+    } else {
+        atomic_fetch_add(&not_delivered, 1);
+        fprintf(stderr, "message %llu not delivered: %s\n", (unsigned long long)message_id, mode_status_str(status));
+    }
+}
+
+/* The library's own log lines (connection refused, reconnecting, malformed messages, ...). */
+static void on_log(void *userdata, const mode_log_record_t *record) {
+    static const char *const names[] = {"?", "info", "warn", "error", "debug", "trace"};
+    (void)userdata;
+    fprintf(stderr, "libmode %s %s: %s\n", names[record->level <= 5 ? record->level : 0], record->target, record->message);
+}
+
+/* Why the last call on this thread failed. */
 static int fail(const char *what, mode_status_t status) {
-    fprintf(stderr, "%s: %s\n", what, mode_status_str(status));
+    char why[256];
+    size_t len = 0;
+    mode_last_error(why, sizeof why, &len);
+    fprintf(stderr, "%s: %s (%s)\n", what, mode_status_str(status), why);
     return 1;
 }
 
@@ -77,19 +104,19 @@ int main(int argc, char **argv) {
     status = mode_config_set_mqtt_port(config, atoi(argv[2]));
     if (status != MODE_OK) return fail("port", status);
     if (getenv("MODE_PLAIN")) mode_config_set_plain_tcp(config); /* the local simulator only */
-    status = mode_config_validate(config);
+
+    mode_client_t *client = NULL;
+    status = mode_client_new(config, &client); /* consumes config when it succeeds */
     if (status != MODE_OK) {
-        fprintf(stderr, "config: %s\n", mode_config_last_error(config));
+        fail("client", status); /* e.g. MODE_ERR_CONFIG with the reason */
         mode_config_free(config);
         return 1;
     }
-
-    mode_client_t *client = NULL;
-    status = mode_client_new(config, &client); /* consumes config */
-    if (status != MODE_OK) return fail("client", status);
     mode_client_set_connection_cb(client, on_connection, client, NULL);
     mode_client_set_command_cb(client, on_command, client, NULL);
     mode_client_set_kv_cb(client, on_kv, client, NULL);
+    mode_client_set_delivery_cb(client, on_delivery, NULL, NULL);
+    mode_client_set_log_cb(client, on_log, NULL, NULL);
     status = mode_client_start(client);
     if (status != MODE_OK) return fail("start", status);
 
@@ -100,7 +127,8 @@ int main(int argc, char **argv) {
         nanosleep(&second, NULL);
         char data[64];
         snprintf(data, sizeof data, "{\"n\":%d}", tick);
-        status = mode_client_send_event(client, "tick", data, 1);
+        uint64_t id = 0;
+        status = mode_client_send_event(client, "tick", data, MODE_QOS_AT_LEAST_ONCE, &id);
         if (status != MODE_OK) fprintf(stderr, "tick %d not queued: %s\n", tick, mode_status_str(status));
     }
 
@@ -110,7 +138,9 @@ int main(int argc, char **argv) {
                (unsigned long long)stats.messages_acked, (unsigned long long)stats.reconnects);
     }
     status = mode_client_stop(client, 5000); /* delivers what is queued, then disconnects */
-    mode_client_free(client);
+    mode_client_free(client); /* every delivery callback has run when it returns */
+    printf("delivered %lu, not delivered %lu\n", (unsigned long)atomic_load(&delivered),
+           (unsigned long)atomic_load(&not_delivered));
     printf("stopped: %s\n", mode_status_str(status));
     return status == MODE_OK ? 0 : 1;
 }

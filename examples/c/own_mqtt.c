@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static volatile sig_atomic_t running = 1;
@@ -32,7 +33,8 @@ typedef struct {
     mode_session_t *session;
 } device_t;
 
-/* libmode hands each encoded publish here; libmosquitto sends it. */
+/* libmode hands each encoded publish here; libmosquitto sends it. Like every string libmode
+ * hands out, the topic has a length and a NUL, so it goes to libmosquitto as it is. */
 static void publish(void *userdata, const mode_outgoing_t *out) {
     device_t *device = (device_t *)userdata;
     int rc = mosquitto_publish(device->mosq, NULL, out->topic, (int)out->payload_len, out->payload, out->qos, false);
@@ -71,7 +73,7 @@ static void on_command(void *userdata, const char *action, size_t action_len, co
     fflush(stdout);
     char data[256];
     snprintf(data, sizeof data, "{\"action\":\"%.*s\"}", (int)action_len, action);
-    mode_session_encode_event(device->session, "command-done", data, 1, publish, device);
+    mode_session_encode_event(device->session, "command-done", data, MODE_QOS_AT_LEAST_ONCE, publish, device);
 }
 
 static void on_kv(void *userdata, mode_change_kind_t kind, const char *key, size_t key_len, const char *value,
@@ -91,10 +93,16 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
     (void)mosq;
     mode_incoming_handlers_t handlers = {on_command, on_kv, NULL};
     mode_incoming_kind_t kind;
-    mode_status_t status = mode_session_handle(device->session, message->topic, (const uint8_t *)message->payload,
-                                               (size_t)message->payloadlen, &handlers, device, &kind, NULL);
+    /* Topic as pointer + length: stacks that hand a topic without a NUL (ESP-MQTT, coreMQTT)
+     * pass theirs the same way, without a copy. */
+    mode_status_t status =
+        mode_session_handle(device->session, message->topic, strlen(message->topic), (const uint8_t *)message->payload,
+                            (size_t)message->payloadlen, &handlers, device, &kind, NULL);
     if (status == MODE_ERR_DECODE) {
-        fprintf(stderr, "ignored a malformed message on %s: %s\n", message->topic, mode_session_last_error(device->session));
+        char why[256];
+        size_t len = 0;
+        mode_last_error(why, sizeof why, &len);
+        fprintf(stderr, "ignored a malformed message on %s: %s\n", message->topic, why);
     }
 }
 
@@ -135,7 +143,7 @@ int main(int argc, char **argv) {
             next_tick++;
             char data[64];
             snprintf(data, sizeof data, "{\"n\":%d}", ++tick);
-            mode_session_encode_event(device.session, "tick", data, 1, publish, &device);
+            mode_session_encode_event(device.session, "tick", data, MODE_QOS_AT_LEAST_ONCE, publish, &device);
         }
     }
     for (int i = 0; i < 10; i++) mosquitto_loop(device.mosq, 50, 1); /* let the last PUBACKs in */

@@ -10,17 +10,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
-use mode_client::{Client, ClientConfig, ClientError, Notification, Notifications, Stats};
+use mode_client::{
+    Client, ClientConfigBuilder, ClientError, DeliveryHook, Notification, Notifications, Stats,
+};
 use mode_core::ddp::Change;
-use mode_core::proto::{BulkDataResponse, Qos};
+use mode_core::proto::BulkDataResponse;
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::ModeConfig;
+use crate::log::{LogLine, LogState, ModeLogCb, ModeLogLevel, ModeLogRecord};
 use crate::mirror::{ModeChangeCb, ModeChangeKind, report_change};
 use crate::session::ModeCommandCb;
-use crate::util::{borrow, bytes_arg, json_arg, str_arg, write_out, write_text};
-use crate::{ModeStatus, ffi_guard};
+use crate::util::{CText, borrow, bytes_arg, fail, json_arg, str_arg, write_out, write_text};
+use crate::{ModeStatus, ffi_guard, qos_arg};
 
 /// A connected device. Every function taking a `const mode_client_t *` may be called from any
 /// thread at any time, callbacks included.
@@ -56,28 +59,21 @@ pub type ModeBulkResultCb = Option<
     ),
 >;
 
-/// How serious a log line is.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModeLogLevel {
-    /// Something worth knowing.
-    ModeLogInfo = 1,
-    /// Something went wrong and was handled (a malformed message, a dropped message).
-    ModeLogWarn = 2,
-}
-
-/// Receives a log line (borrowed text, no newline).
-pub type ModeLogCb = Option<
-    unsafe extern "C" fn(
-        userdata: *mut c_void,
-        level: ModeLogLevel,
-        message: *const c_char,
-        message_len: usize,
-    ),
->;
+/// Receives the outcome of one message a send accepted, named by the id the send wrote to its
+/// `out_message_id`: MODE_OK once delivered (QoS 1: the cloud's PUBACK; QoS 0: written to the
+/// network; HTTP transport: a 2xx answer), MODE_ERR_QUEUE_FULL when the full-queue policy
+/// dropped it, MODE_ERR_CLOSED when it was given up at ::mode_client_stop or ::mode_client_free,
+/// MODE_ERR_AUTH / MODE_ERR_REST when the cloud refused it. Called exactly once per message, in
+/// the order the outcomes happened, on the dispatcher thread like every callback.
+pub type ModeDeliveryCb =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, message_id: u64, status: ModeStatus)>;
 
 /// Frees a callback's userdata when the client no longer needs it.
 pub type ModeFreeUserdataCb = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// A buffer of this many bytes always holds a bulk request id and its NUL (an id is at most 58
+/// characters: "DEVICE-SEED-N" with a 20-digit device id, 16 hex digits and a 20-digit counter).
+pub const MODE_REQUEST_ID_SIZE: usize = 64;
 
 /// Counters of one client (see ::mode_client_stats).
 #[repr(C)]
@@ -161,7 +157,8 @@ type BulkFn = unsafe extern "C" fn(
     *const c_char,
     usize,
 );
-type LogFn = unsafe extern "C" fn(*mut c_void, ModeLogLevel, *const c_char, usize);
+type LogFn = unsafe extern "C" fn(*mut c_void, *const ModeLogRecord);
+type DeliveryFn = unsafe extern "C" fn(*mut c_void, u64, ModeStatus);
 
 #[derive(Default)]
 struct Callbacks {
@@ -170,6 +167,7 @@ struct Callbacks {
     connection: Slot<ConnectionFn>,
     bulk: Slot<BulkFn>,
     log: Slot<LogFn>,
+    delivery: Slot<DeliveryFn>,
 }
 
 impl Callbacks {
@@ -179,6 +177,7 @@ impl Callbacks {
         self.connection.release();
         self.bulk.release();
         self.log.release();
+        self.delivery.release();
     }
 }
 
@@ -192,33 +191,47 @@ enum Extra {
         request_id: String,
         result: Result<BulkDataResponse, ClientError>,
     },
+    /// From the delivery hook, which runs on the connection task: the C callback must not.
+    Delivery {
+        id: u64,
+        status: ModeStatus,
+    },
+    Log(LogLine),
 }
 
 struct Inner {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
-    config: Mutex<Option<ClientConfig>>,
+    /// The settings until ::mode_client_start; the lock also serializes starts.
+    config: Mutex<Option<ClientConfigBuilder>>,
     client: OnceLock<Client>,
     callbacks: Mutex<Callbacks>,
     started: AtomicBool,
+    /// A ::mode_client_stop finished: every message has its outcome.
+    stopped: AtomicBool,
     freed: AtomicBool,
     stop_dispatch: Notify,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     dispatcher_thread: OnceLock<ThreadId>,
     extra_tx: mpsc::UnboundedSender<Extra>,
     extra_rx: Mutex<Option<mpsc::UnboundedReceiver<Extra>>>,
-    last_error: Mutex<String>,
+    device_id: u64,
+    log: Arc<LogState>,
+    log_dispatch: tracing::Dispatch,
+    /// The id of the last message a send was accepted with. Every send holds this lock while
+    /// it queues (never while it waits: C sends never wait), so a bulk request's id, which
+    /// mode-client does not return, is the one after it (ids are consecutive from 1).
+    last_id: Mutex<u64>,
 }
 
 impl Inner {
-    fn fail(&self, status: ModeStatus, message: impl ToString) -> ModeStatus {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = message.to_string();
-        status
+    fn fail(&self, status: ModeStatus, message: impl std::fmt::Display) -> ModeStatus {
+        fail(status, message)
     }
 
     fn client_error(&self, err: ClientError) -> ModeStatus {
         let status = status_of(&err);
-        self.fail(status, err)
+        fail(status, err)
     }
 
     /// Runs one call on the started client; its error becomes the status and the last error.
@@ -226,7 +239,22 @@ impl Inner {
         &self,
         call: impl FnOnce(&Client) -> Result<T, ClientError>,
     ) -> Result<T, ModeStatus> {
-        call(self.client()?).map_err(|err| self.client_error(err))
+        let client = self.client()?;
+        tracing::dispatcher::with_default(&self.log_dispatch, || call(client))
+            .map_err(|err| self.client_error(err))
+    }
+
+    /// Queues one message; its id goes to `out_id` (may be NULL) on success only.
+    fn send(
+        &self,
+        out_id: *mut u64,
+        send: impl FnOnce(&Client) -> Result<mode_client::Delivery, ClientError>,
+    ) -> Result<(), ModeStatus> {
+        let mut last = self.last_id.lock().unwrap_or_else(|p| p.into_inner());
+        let delivery = self.call(send)?;
+        *last = delivery.id();
+        unsafe { write_out(out_id, delivery.id()) };
+        Ok(())
     }
 
     fn client(&self) -> Result<&Client, ModeStatus> {
@@ -237,9 +265,13 @@ impl Inner {
             )
         })
     }
+
+    fn on_dispatcher(&self) -> bool {
+        self.dispatcher_thread.get() == Some(&std::thread::current().id())
+    }
 }
 
-/// The status a client error maps to; its text goes to the client's last error.
+/// The status a client error maps to; its text goes to the thread's last error.
 fn status_of(err: &ClientError) -> ModeStatus {
     match err {
         ClientError::Config(_) => ModeStatus::ModeErrConfig,
@@ -259,11 +291,18 @@ fn status_of(err: &ClientError) -> ModeStatus {
     }
 }
 
-fn qos_arg(qos: c_int) -> Result<Qos, ModeStatus> {
-    u8::try_from(qos)
-        .ok()
-        .and_then(Qos::from_level)
-        .ok_or(ModeStatus::ModeErrInvalidArgument)
+/// A C program, unlike a Rust one, does not ignore SIGPIPE, and a write to a socket the peer
+/// closed (the cloud dropping the connection) would raise it and kill the program. Blocked on
+/// the runtime's threads, where every socket write happens, it stays pending there and the
+/// write fails with EPIPE, which the connection task handles as a lost connection. The
+/// application's own threads and handlers are untouched.
+fn ignore_sigpipe_on_this_thread() {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// The client behind a C pointer.
@@ -274,10 +313,9 @@ unsafe fn inner<'a>(client: *const ModeClient) -> Result<&'a Arc<Inner>, ModeSta
     Ok(&unsafe { borrow(client) }?.inner)
 }
 
-/// Creates a client from `config`, which it consumes (even on failure: do not free it after),
-/// into `*out`. Nothing connects until ::mode_client_start. MODE_ERR_CONFIG: the settings cannot
-/// work (the reason is in ::mode_client_last_error of no client, so it is printed to stderr by
-/// nothing: call ::mode_config_validate first to read it).
+/// Creates a client from `config` into `*out`; nothing connects until ::mode_client_start.
+/// Consumes `config` on success only: on an error nothing is consumed or created (free the
+/// config yourself), and ::mode_last_error says why (MODE_ERR_CONFIG: the settings cannot work).
 ///
 /// # Safety
 /// `config` from ::mode_config_new, not freed; `out` writable.
@@ -287,33 +325,54 @@ pub unsafe extern "C" fn mode_client_new(
     out: *mut *mut ModeClient,
 ) -> ModeStatus {
     ffi_guard!({
-        if config.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        let config = unsafe { Box::from_raw(config) };
+        let settings = unsafe { borrow(config) }?;
         let out = unsafe { out.as_mut() }.ok_or(ModeStatus::ModeErrNull)?;
-        let config = config.build().map_err(|_| ModeStatus::ModeErrConfig)?;
+        let built = settings
+            .build()
+            .map_err(|err| fail(ModeStatus::ModeErrConfig, err))?;
+        let device_id = built.device_id();
+        let log = LogState::new(settings.api_key.clone());
+        let (extra_tx, extra_rx) = mpsc::unbounded_channel();
+        let log_dispatch = {
+            let (log, extra) = (log.clone(), extra_tx.clone());
+            crate::log::dispatch(log.clone(), move |line| {
+                if extra.send(Extra::Log(line)).is_err() {
+                    log.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+        };
+        let on_start = log_dispatch.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mode-io")
             .enable_all()
+            .on_thread_start(move || {
+                ignore_sigpipe_on_this_thread();
+                crate::log::install(&on_start)
+            })
+            .on_thread_stop(crate::log::uninstall)
             .build()
-            .map_err(|_| ModeStatus::ModeErrConnection)?;
-        let (extra_tx, extra_rx) = mpsc::unbounded_channel();
+            .map_err(|err| fail(ModeStatus::ModeErrConnection, format!("no runtime: {err}")))?;
+        // Nothing can fail from here on: the config is consumed.
+        let builder = unsafe { Box::from_raw(config) }.builder;
         let inner = Inner {
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
-            config: Mutex::new(Some(config)),
+            config: Mutex::new(Some(builder)),
             client: OnceLock::new(),
             callbacks: Mutex::new(Callbacks::default()),
             started: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             freed: AtomicBool::new(false),
             stop_dispatch: Notify::new(),
             dispatcher: Mutex::new(None),
             dispatcher_thread: OnceLock::new(),
             extra_tx,
             extra_rx: Mutex::new(Some(extra_rx)),
-            last_error: Mutex::new(String::new()),
+            device_id,
+            log,
+            log_dispatch,
+            last_id: Mutex::new(0),
         };
         *out = Box::into_raw(Box::new(ModeClient {
             inner: Arc::new(inner),
@@ -323,6 +382,7 @@ pub unsafe extern "C" fn mode_client_new(
 }
 
 /// Registers one callback before start; replaces (and frees the userdata of) an earlier one.
+/// On an error nothing changes and `userdata` stays the caller's.
 ///
 /// # Safety
 /// `client` NULL or from ::mode_client_new.
@@ -412,8 +472,10 @@ pub unsafe extern "C" fn mode_client_set_bulk_cb(
     unsafe { register(client, |c| &mut c.bulk, cb, userdata, free_userdata) }
 }
 
-/// Sets the log callback (before start): connection changes, malformed messages from the cloud,
-/// messages dropped by the queue policy.
+/// Sets the log callback (before start): the library's own log lines (`tracing` events of the
+/// connection task, the REST client and libmode itself) at ::mode_client_set_log_level or more
+/// severe, with their target and the device id; never the API key. If the callback falls
+/// behind by more than 1024 lines, further lines are dropped and a warning says how many.
 ///
 /// # Safety
 /// `client` from ::mode_client_new.
@@ -427,8 +489,44 @@ pub unsafe extern "C" fn mode_client_set_log_cb(
     unsafe { register(client, |c| &mut c.log, cb, userdata, free_userdata) }
 }
 
+/// Sets the most verbose ::mode_log_level_t the log callback receives (default MODE_LOG_INFO:
+/// info, warnings and errors; MODE_LOG_DEBUG and MODE_LOG_TRACE add detail). May be called at any
+/// time, from any thread.
+///
+/// # Safety
+/// `client` from ::mode_client_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_client_set_log_level(
+    client: *const ModeClient,
+    level: c_int,
+) -> ModeStatus {
+    ffi_guard!({
+        let inner = unsafe { inner(client) }?;
+        inner.log.set_level(ModeLogLevel::filter_arg(level)?);
+        Ok(())
+    })
+}
+
+/// Sets the delivery callback (before start, so no message can be sent before it is in place):
+/// called exactly once for every message a send accepted, with the id that send wrote to its
+/// `out_message_id` (see ::mode_delivery_cb). Messages still queued at ::mode_client_free are
+/// given up and reported (MODE_ERR_CLOSED) before it returns.
+///
+/// # Safety
+/// `client` from ::mode_client_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_client_set_delivery_cb(
+    client: *const ModeClient,
+    cb: ModeDeliveryCb,
+    userdata: *mut c_void,
+    free_userdata: ModeFreeUserdataCb,
+) -> ModeStatus {
+    unsafe { register(client, |c| &mut c.delivery, cb, userdata, free_userdata) }
+}
+
 /// Starts connecting (in the background; the connection callback says when it is up) and starts
-/// the dispatcher thread. Messages sent before the connection is up are queued.
+/// the dispatcher thread. Messages sent before the connection is up are queued. On an error the
+/// client is as it was.
 ///
 /// # Safety
 /// `client` from ::mode_client_new.
@@ -436,36 +534,62 @@ pub unsafe extern "C" fn mode_client_set_log_cb(
 pub unsafe extern "C" fn mode_client_start(client: *const ModeClient) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
-        if inner.started.swap(true, Ordering::AcqRel) {
+        let mut config = inner.config.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(builder) = config.as_ref() else {
             return Err(inner.fail(
                 ModeStatus::ModeErrInvalidState,
                 "the client is already started",
             ));
+        };
+        let callbacks = inner.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut builder = builder.clone();
+        if callbacks.delivery.cb.is_some() {
+            // Runs on the connection task: it only hands the outcome to the dispatcher.
+            let extra = inner.extra_tx.clone();
+            builder = builder.delivery_hook(DeliveryHook::new(move |id, result| {
+                let status = result
+                    .as_ref()
+                    .map_or_else(status_of, |()| ModeStatus::ModeOk);
+                let _ = extra.send(Extra::Delivery { id, status });
+            }));
         }
-        let config = inner
-            .config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let config = config.ok_or(ModeStatus::ModeErrInvalidState)?;
+        inner
+            .log
+            .wanted
+            .store(callbacks.log.cb.is_some(), Ordering::Release);
+        drop(callbacks);
+        let built = builder
+            .build()
+            .map_err(|err| inner.fail(ModeStatus::ModeErrConfig, err))?;
+        let mut extra_rx = inner.extra_rx.lock().unwrap_or_else(|p| p.into_inner());
         let (connected, notifications) = {
             let _entered = inner.handle.enter();
-            Client::connect(config).map_err(|err| inner.client_error(err))?
+            tracing::dispatcher::with_default(&inner.log_dispatch, || Client::connect(built))
+                .map_err(|err| inner.client_error(err))?
         };
-        let _ = inner.client.set(connected);
-        let extra_rx = inner
-            .extra_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let extra_rx = extra_rx.ok_or(ModeStatus::ModeErrInvalidState)?;
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<Option<mpsc::UnboundedReceiver<Extra>>>();
         let for_thread = inner.clone();
         let thread = std::thread::Builder::new()
             .name("mode-callbacks".into())
-            .spawn(move || dispatch(for_thread, notifications, extra_rx))
-            .map_err(|err| inner.fail(ModeStatus::ModeErrConnection, err))?;
+            .spawn(move || {
+                if let Ok(Some(extra_rx)) = go_rx.recv() {
+                    dispatch(for_thread, notifications, extra_rx);
+                }
+            })
+            .map_err(|err| {
+                connected.try_close(Duration::ZERO);
+                inner.fail(
+                    ModeStatus::ModeErrConnection,
+                    format!("no callback thread: {err}"),
+                )
+            })?;
+        // Nothing fails from here on.
+        let _ = inner.client.set(connected);
         let _ = inner.dispatcher_thread.set(thread.thread().id());
         *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        inner.started.store(true, Ordering::Release);
+        *config = None;
+        let _ = go_tx.send(extra_rx.take());
         Ok(())
     })
 }
@@ -487,19 +611,46 @@ fn dispatch(
             }
         });
         let Some(item) = next else { break };
-        let callbacks = inner.callbacks.lock().unwrap_or_else(|p| p.into_inner());
-        let copy = CallbackRefs::of(&callbacks);
-        drop(callbacks);
-        // A bug in our dispatch code must not kill the thread that serves the callbacks.
-        let _ = catch_unwind(AssertUnwindSafe(|| match item {
-            Ok(note) => copy.notification(note),
-            Err(Extra::Bulk { request_id, result }) => copy.bulk(&request_id, result),
-        }));
+        run_callback(&inner, item);
     }
-    // Freed (possibly from inside a callback): no callback runs after this point.
     if inner.freed.load(Ordering::Acquire) {
+        // ::mode_client_free closed the client before it stopped this loop, so every message's
+        // outcome is in the channel: report each, as promised, then nothing more runs.
+        while let Ok(item) = extra.try_recv() {
+            if let Extra::Delivery { .. } = item {
+                run_callback(&inner, Err(item));
+            }
+        }
         finish(&inner);
     }
+}
+
+/// Runs the callback for one item, with no lock held.
+fn run_callback(inner: &Inner, item: Result<Notification, Extra>) {
+    let callbacks = inner.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+    let copy = CallbackRefs::of(&callbacks, inner.device_id);
+    drop(callbacks);
+    // A bug in our dispatch code must not kill the thread that serves the callbacks.
+    let _ = catch_unwind(AssertUnwindSafe(|| match item {
+        Ok(note) => copy.notification(note),
+        Err(Extra::Bulk { request_id, result }) => copy.bulk(&request_id, result),
+        Err(Extra::Delivery { id, status }) => {
+            if let (Some(cb), userdata) = copy.delivery {
+                unsafe { cb(userdata, id, status) };
+            }
+        }
+        Err(Extra::Log(line)) => {
+            inner.log.pending.fetch_sub(1, Ordering::AcqRel);
+            let dropped = inner.log.dropped.swap(0, Ordering::AcqRel);
+            if dropped > 0 {
+                copy.log(
+                    ModeLogLevel::ModeLogWarn,
+                    &format!("{dropped} log lines were dropped: the log callback fell behind"),
+                );
+            }
+            copy.log_line(&line);
+        }
+    }));
 }
 
 /// Copies of the callbacks, taken with the lock held and used without it.
@@ -509,23 +660,44 @@ struct CallbackRefs {
     connection: (Option<ConnectionFn>, *mut c_void),
     bulk: (Option<BulkFn>, *mut c_void),
     log: (Option<LogFn>, *mut c_void),
+    delivery: (Option<DeliveryFn>, *mut c_void),
+    device_id: u64,
 }
 
 impl CallbackRefs {
-    fn of(c: &Callbacks) -> Self {
+    fn of(c: &Callbacks, device_id: u64) -> Self {
         CallbackRefs {
             command: (c.command.cb, c.command.userdata),
             kv_change: (c.kv_change.cb, c.kv_change.userdata),
             connection: (c.connection.cb, c.connection.userdata),
             bulk: (c.bulk.cb, c.bulk.userdata),
             log: (c.log.cb, c.log.userdata),
+            delivery: (c.delivery.cb, c.delivery.userdata),
+            device_id,
         }
     }
 
-    fn log(&self, level: ModeLogLevel, message: &str) {
+    fn log_line(&self, line: &LogLine) {
         if let (Some(cb), userdata) = self.log {
-            unsafe { cb(userdata, level, message.as_ptr().cast(), message.len()) };
+            let record = ModeLogRecord {
+                level: line.level,
+                target: line.target.ptr(),
+                target_len: line.target.len(),
+                message: line.message.ptr(),
+                message_len: line.message.len(),
+                device_id: self.device_id,
+            };
+            unsafe { cb(userdata, &record) };
         }
+    }
+
+    /// A line of libmode's own (target "mode_ffi").
+    fn log(&self, level: ModeLogLevel, message: &str) {
+        self.log_line(&LogLine {
+            level,
+            target: CText::new("mode_ffi"),
+            message: CText::new(message),
+        });
     }
 
     fn change(&self, change: &Change) {
@@ -534,34 +706,33 @@ impl CallbackRefs {
     }
 
     fn notification(&self, note: Notification) {
+        // Connection changes, malformed messages and drops are logged by the connection task
+        // itself (forwarded by crate::log); only what happens here is logged here.
         match note {
             Notification::Connected => {
-                self.log(ModeLogLevel::ModeLogInfo, "connected");
                 if let (Some(cb), userdata) = self.connection {
                     unsafe { cb(userdata, true, std::ptr::null(), 0, -1) };
                 }
             }
             Notification::Disconnected { reason, retry_in } => {
-                let reason = reason.to_string();
-                self.log(
-                    ModeLogLevel::ModeLogInfo,
-                    &format!("disconnected: {reason}"),
-                );
                 if let (Some(cb), userdata) = self.connection {
+                    let reason = CText::from_string(reason.to_string());
                     let retry =
                         retry_in.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                    unsafe { cb(userdata, false, reason.as_ptr().cast(), reason.len(), retry) };
+                    unsafe { cb(userdata, false, reason.ptr(), reason.len(), retry) };
                 }
             }
             Notification::Command(command) => {
                 if let (Some(cb), userdata) = self.command {
-                    let parameters = Value::Object(command.parameters).to_string();
+                    let action = CText::new(&command.action);
+                    let parameters =
+                        CText::from_string(Value::Object(command.parameters).to_string());
                     unsafe {
                         cb(
                             userdata,
-                            command.action.as_ptr().cast(),
-                            command.action.len(),
-                            parameters.as_ptr().cast(),
+                            action.ptr(),
+                            action.len(),
+                            parameters.ptr(),
                             parameters.len(),
                         )
                     };
@@ -586,16 +757,7 @@ impl CallbackRefs {
             Notification::BulkResponse { response, .. } => {
                 self.bulk(&response.request_id.clone(), Ok(response))
             }
-            Notification::Error { topic, error } => self.log(
-                ModeLogLevel::ModeLogWarn,
-                &format!("ignored a malformed message on {topic}: {error}"),
-            ),
-            Notification::MessageDropped { topic, total } => self.log(
-                ModeLogLevel::ModeLogWarn,
-                &format!(
-                    "dropped a queued message for {topic} (queue full; {total} dropped so far)"
-                ),
-            ),
+            Notification::Error { .. } | Notification::MessageDropped { .. } => {}
             Notification::Lagged { missed } => self.log(
                 ModeLogLevel::ModeLogWarn,
                 &format!("callbacks fell behind: {missed} notifications were dropped"),
@@ -610,20 +772,21 @@ impl CallbackRefs {
         let (status, bulk_status, payload) = match result {
             Ok(response) => (
                 ModeStatus::ModeOk,
-                response.status.as_str().to_owned(),
-                response.payload.to_string(),
+                CText::new(response.status.as_str()),
+                CText::from_string(response.payload.to_string()),
             ),
-            Err(err) => (status_of(&err), String::new(), String::new()),
+            Err(err) => (status_of(&err), CText::new(""), CText::new("")),
         };
+        let request_id = CText::new(request_id);
         unsafe {
             cb(
                 userdata,
                 status,
-                request_id.as_ptr().cast(),
+                request_id.ptr(),
                 request_id.len(),
-                bulk_status.as_ptr().cast(),
+                bulk_status.ptr(),
                 bulk_status.len(),
-                payload.as_ptr().cast(),
+                payload.ptr(),
                 payload.len(),
             )
         };
@@ -648,17 +811,21 @@ fn finish(inner: &Inner) {
     }
 }
 
-/// Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at QoS 0 or
-/// 1. Never waits: queued for the connection (kept across reconnects), or MODE_ERR_QUEUE_FULL.
+/// Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos` (a
+/// ::mode_qos_t value). Never waits: queued for the connection (kept across reconnects), or
+/// MODE_ERR_QUEUE_FULL. On success the message's id goes to `*out_message_id` (may be NULL): the
+/// delivery callback names it once with its outcome. On an error nothing is queued.
 ///
 /// # Safety
-/// `client` from ::mode_client_new; strings NUL-terminated (or NULL where allowed).
+/// `client` from ::mode_client_new; strings NUL-terminated (or NULL where allowed);
+/// `out_message_id` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_client_send_event(
     client: *const ModeClient,
     event_type: *const c_char,
     data_json: *const c_char,
     qos: c_int,
+    out_message_id: *mut u64,
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
@@ -670,21 +837,22 @@ pub unsafe extern "C" fn mode_client_send_event(
             ));
         };
         let qos = qos_arg(qos)?;
-        inner.call(|c| c.try_send_event(event_type, data, qos))?;
-        Ok(())
+        inner.send(out_message_id, |c| c.try_send_event(event_type, data, qos))
     })
 }
 
-/// Sets DDP `key` to `value_json` (any JSON) in the cloud (QoS 1, queued like an event). The
-/// local mirror changes when the cloud reports the change back (the kv callback).
+/// Sets DDP `key` to `value_json` (any JSON) in the cloud (QoS 1, queued like an event; its id
+/// to `*out_message_id`, may be NULL). The local mirror changes when the cloud reports the
+/// change back (the kv callback).
 ///
 /// # Safety
-/// `client` from ::mode_client_new; strings NUL-terminated.
+/// `client` from ::mode_client_new; strings NUL-terminated; `out_message_id` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_client_kv_set(
     client: *const ModeClient,
     key: *const c_char,
     value_json: *const c_char,
+    out_message_id: *mut u64,
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
@@ -693,25 +861,24 @@ pub unsafe extern "C" fn mode_client_kv_set(
             return Err(ModeStatus::ModeErrNull);
         }
         let value = unsafe { json_arg(value_json, Value::Null) }?;
-        inner.call(|c| c.try_kv_set(key, value))?;
-        Ok(())
+        inner.send(out_message_id, |c| c.try_kv_set(key, value))
     })
 }
 
-/// Deletes DDP `key` in the cloud (QoS 1, queued).
+/// Deletes DDP `key` in the cloud (QoS 1, queued; its id to `*out_message_id`, may be NULL).
 ///
 /// # Safety
-/// `client` from ::mode_client_new; `key` NUL-terminated.
+/// `client` from ::mode_client_new; `key` NUL-terminated; `out_message_id` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_client_kv_delete(
     client: *const ModeClient,
     key: *const c_char,
+    out_message_id: *mut u64,
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
         let key = unsafe { str_arg(key) }?;
-        inner.call(|c| c.try_kv_delete(key))?;
-        Ok(())
+        inner.send(out_message_id, |c| c.try_kv_delete(key))
     })
 }
 
@@ -762,10 +929,12 @@ pub unsafe extern "C" fn mode_client_kv_keys(
     })
 }
 
-/// Sends `data_len` bytes of bulk data to the smart module of `label` at QoS 0 or 1 (queued).
+/// Sends `data_len` bytes of bulk data to the smart module of `label` at `qos` (a ::mode_qos_t
+/// value; queued, its id to `*out_message_id`, may be NULL).
 ///
 /// # Safety
-/// `client` from ::mode_client_new; `label` NUL-terminated; `data` `data_len` bytes.
+/// `client` from ::mode_client_new; `label` NUL-terminated; `data` `data_len` bytes;
+/// `out_message_id` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_client_send_bulk_data(
     client: *const ModeClient,
@@ -773,23 +942,27 @@ pub unsafe extern "C" fn mode_client_send_bulk_data(
     data: *const u8,
     data_len: usize,
     qos: c_int,
+    out_message_id: *mut u64,
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
         let label = unsafe { str_arg(label) }?;
         let data = unsafe { bytes_arg(data, data_len) }?;
         let qos = qos_arg(qos)?;
-        inner.call(|c| c.try_send_bulk_data(label, data, qos))?;
-        Ok(())
+        inner.send(out_message_id, |c| c.try_send_bulk_data(label, data, qos))
     })
 }
 
-/// Sends a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`); its
-/// response, or MODE_ERR_TIMEOUT after `timeout_ms`, goes to the bulk callback. The request id is
-/// copied into `request_id_buf` (NULL allowed: then it is not reported) as with every buffer.
+/// Sends a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`) at QoS
+/// 1; its response, or MODE_ERR_TIMEOUT after `timeout_ms`, goes to the bulk callback. The
+/// request id is copied with a NUL into `request_id_buf` (NULL: not reported), which must hold
+/// at least MODE_REQUEST_ID_SIZE bytes: it is checked before anything is sent, and a smaller
+/// one is MODE_ERR_BUFFER_TOO_SMALL with nothing sent. On success `*out_request_id_len` (may be
+/// NULL) is the id's length and `*out_message_id` (may be NULL) the message's id.
 ///
 /// # Safety
-/// `client` from ::mode_client_new; strings NUL-terminated; buffer as documented.
+/// `client` from ::mode_client_new; strings NUL-terminated; `request_id_buf` NULL or
+/// `request_id_buf_len` writable bytes; out-pointers NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_client_bulk_request(
     client: *const ModeClient,
@@ -798,24 +971,32 @@ pub unsafe extern "C" fn mode_client_bulk_request(
     timeout_ms: u32,
     request_id_buf: *mut c_char,
     request_id_buf_len: usize,
+    out_request_id_len: *mut usize,
+    out_message_id: *mut u64,
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
+        if !request_id_buf.is_null() && request_id_buf_len < MODE_REQUEST_ID_SIZE {
+            unsafe { write_out(out_request_id_len, MODE_REQUEST_ID_SIZE - 1) };
+            return Err(inner.fail(
+                ModeStatus::ModeErrBufferTooSmall,
+                format!(
+                    "the request id buffer holds {request_id_buf_len} bytes: pass MODE_REQUEST_ID_SIZE ({MODE_REQUEST_ID_SIZE}) or more; nothing was sent"
+                ),
+            ));
+        }
         let label = unsafe { str_arg(label) }?;
         let payload = unsafe { json_arg(payload_json, Value::Object(Map::new())) }?;
+        let mut last = inner.last_id.lock().unwrap_or_else(|p| p.into_inner());
         let pending = inner.call(|c| c.try_bulk_request(label, payload))?;
+        // mode-client does not return a bulk request's message id; ids are consecutive and
+        // every send queues under this lock, so it is the one after the last.
+        *last += 1;
+        let message_id = *last;
+        drop(last);
         let request_id = pending.request_id().to_owned();
-        let extra = inner.extra_tx.clone();
-        let timeout = Duration::from_millis(timeout_ms.into());
-        let id = request_id.clone();
-        inner.handle.spawn(async move {
-            let result = pending.response(timeout).await;
-            let _ = extra.send(Extra::Bulk {
-                request_id: id,
-                result,
-            });
-        });
         if !request_id_buf.is_null() {
+            // Fits: checked above, and MODE_REQUEST_ID_SIZE bounds every id (tested).
             unsafe {
                 write_text(
                     request_id.as_bytes(),
@@ -825,12 +1006,23 @@ pub unsafe extern "C" fn mode_client_bulk_request(
                 )
             }?;
         }
+        unsafe {
+            write_out(out_request_id_len, request_id.len());
+            write_out(out_message_id, message_id);
+        }
+        let extra = inner.extra_tx.clone();
+        let timeout = Duration::from_millis(timeout_ms.into());
+        inner.handle.spawn(async move {
+            let result = pending.response(timeout).await;
+            let _ = extra.send(Extra::Bulk { request_id, result });
+        });
         Ok(())
     })
 }
 
 /// Fetches the device's info from the cloud (REST, waits up to `timeout_ms`) as JSON text into
-/// `buf`.
+/// `buf`. A GET changes nothing, so a buffer found too small afterwards has no side effect:
+/// call again with `*out_len` + 1 bytes.
 ///
 /// # Safety
 /// `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
@@ -846,11 +1038,13 @@ pub unsafe extern "C" fn mode_client_device_info(
         let inner = unsafe { inner(client) }?;
         let connected = inner.client()?.clone();
         let timeout = Duration::from_millis(timeout_ms.into());
-        let info = inner
-            .handle
-            .block_on(async move { tokio::time::timeout(timeout, connected.device_info()).await })
-            .map_err(|_| inner.client_error(ClientError::Timeout(timeout)))?
-            .map_err(|e| inner.client_error(e))?;
+        let info = tracing::dispatcher::with_default(&inner.log_dispatch, || {
+            inner.handle.block_on(async move {
+                tokio::time::timeout(timeout, connected.device_info()).await
+            })
+        })
+        .map_err(|_| inner.client_error(ClientError::Timeout(timeout)))?
+        .map_err(|e| inner.client_error(e))?;
         unsafe { write_text(&info.encode(), buf, buf_len, out_len) }
     })
 }
@@ -909,8 +1103,10 @@ pub unsafe extern "C" fn mode_client_is_connected(client: *const ModeClient) -> 
 }
 
 /// Stops the client: unsubscribes, delivers what is queued within `timeout_ms`, disconnects.
-/// MODE_ERR_TIMEOUT if messages were still undelivered at the deadline (they are given up).
-/// Later sends return MODE_ERR_CLOSED. Callbacks already queued still run.
+/// MODE_ERR_TIMEOUT if messages were still undelivered at the deadline: they are given up (the
+/// delivery callback reports each as MODE_ERR_CLOSED) and the client is stopped all the same;
+/// this is the one error after which something has happened. Later sends return
+/// MODE_ERR_CLOSED. Callbacks already queued still run.
 ///
 /// # Safety
 /// `client` from ::mode_client_new.
@@ -922,40 +1118,23 @@ pub unsafe extern "C" fn mode_client_stop(
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
         let connected = inner.client()?.clone();
+        if inner.stopped.load(Ordering::Acquire) {
+            return Ok(()); // Stopped already: nothing left to deliver.
+        }
         let timeout = Duration::from_millis(timeout_ms.into());
-        inner
+        let closed = inner
             .handle
-            .block_on(async move { connected.close(timeout).await })
-            .map_err(|e| inner.client_error(e))
-    })
-}
-
-/// Copies the text of the client's last error ("" if none) and a NUL into `buf`. Safe from any
-/// thread; the text is that of the most recent failing call on this client from any thread.
-///
-/// # Safety
-/// `client` from ::mode_client_new; `buf` NULL or `buf_len` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn mode_client_last_error(
-    client: *const ModeClient,
-    buf: *mut c_char,
-    buf_len: usize,
-    out_len: *mut usize,
-) -> ModeStatus {
-    ffi_guard!({
-        let inner = unsafe { inner(client) }?;
-        let text = inner
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        unsafe { write_text(text.as_bytes(), buf, buf_len, out_len) }
+            .block_on(async move { connected.close(timeout).await });
+        // Closed either way: MODE_ERR_TIMEOUT only says what was given up.
+        inner.stopped.store(true, Ordering::Release);
+        closed.map_err(|e| inner.client_error(e))
     })
 }
 
 /// Destroys the client: stops it at once if running (what is queued is given up: call
 /// ::mode_client_stop first to deliver it), waits for a callback in progress on another thread
-/// to return, then calls each `free_userdata`. May be called from inside a callback: the client
+/// to return, reports each message not yet reported to the delivery callback (MODE_ERR_CLOSED),
+/// then calls each `free_userdata`. May be called from inside a callback: the client
 /// is then released when that callback returns. NULL is a no-op; do not use the pointer after.
 ///
 /// # Safety
@@ -968,15 +1147,25 @@ pub unsafe extern "C" fn mode_client_free(client: *mut ModeClient) {
         }
         let client = unsafe { Box::from_raw(client) };
         let inner = client.inner;
+        if let Some(connected) = inner.client.get()
+            && !inner.stopped.load(Ordering::Acquire)
+        {
+            // Waits for the connection task to give up what is queued, so each outcome is in
+            // the dispatcher's channel before the dispatcher is told to stop (it drains them
+            // then). A close with no deadline never waits for the network; its error only says
+            // messages were given up. Not after mode_client_stop: that close already reported
+            // every message, and a second close can wait forever on a task that has finished
+            // closing but not yet ended (mode-client). The bound is a safety net only.
+            let connected = connected.clone();
+            let _ = inner.handle.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(10), connected.close(Duration::ZERO)).await
+            });
+        }
         if inner.freed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Some(connected) = inner.client.get() {
-            connected.try_close(Duration::ZERO);
-        }
         inner.stop_dispatch.notify_one();
-        let on_dispatcher = inner.dispatcher_thread.get() == Some(&std::thread::current().id());
-        if on_dispatcher {
+        if inner.on_dispatcher() {
             // The dispatcher finishes the job once the running callback returns.
             return Ok(());
         }
@@ -1036,7 +1225,30 @@ mod tests {
     }
 
     #[test]
-    fn a_message_for_c_never_holds_an_interior_nul() {
-        assert!(std::ffi::CString::new(crate::util::error_text("a\0b").into_bytes()).is_ok());
+    fn the_last_error_never_holds_an_interior_nul() {
+        fail(ModeStatus::ModeErrDecode, "a\0b");
+        crate::util::read_last_error(|text| {
+            assert!(!text.contains(&0), "{text:?}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_bulk_request_id_fits_mode_request_id_size() {
+        let mut session = mode_core::session::Session::new(u64::MAX, u64::MAX);
+        let (id, _) = session
+            .bulk_request(
+                "echo",
+                Value::Object(Map::new()),
+                mode_core::proto::Qos::AtLeastOnce,
+            )
+            .unwrap();
+        let prefix = format!("{}-{:016x}-", u64::MAX, u64::MAX);
+        assert!(
+            id.starts_with(&prefix),
+            "{id} has another shape than {prefix}N"
+        );
+        // The longest: the largest counter after the longest prefix, and its NUL.
+        assert!(prefix.len() + u64::MAX.to_string().len() < MODE_REQUEST_ID_SIZE);
     }
 }

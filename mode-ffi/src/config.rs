@@ -1,20 +1,21 @@
 //! `mode_config_*`: a device's connection settings, built up field by field and consumed by
 //! ::mode_client_new. Every setter validates what it is given and says so by status.
 
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
-use mode_core::backoff::BackoffPolicy;
 use mode_client::{ClientConfig, ClientConfigBuilder, FullQueuePolicy, Transport};
+use mode_core::backoff::BackoffPolicy;
 
-use crate::util::{borrow, borrow_mut, error_text, str_arg};
+use crate::util::{borrow_mut, fail, str_arg};
 use crate::{ModeStatus, ffi_guard};
 
 /// Connection settings for one device. Not thread-safe: build it on one thread, then hand it
-/// to ::mode_client_new, which consumes it.
+/// to ::mode_client_new, which consumes it when it succeeds.
 pub struct ModeConfig {
-    builder: ClientConfigBuilder,
-    pub(crate) last_error: CString,
+    pub(crate) builder: ClientConfigBuilder,
+    /// Kept only to scrub it from log lines, should any ever hold it.
+    pub(crate) api_key: String,
 }
 
 /// Which transport a client uses.
@@ -30,12 +31,20 @@ pub enum ModeTransport {
 }
 
 /// What a send does when the outgoing queue is full.
+///
+/// C differs from Rust and Python here on purpose: there the default is to block (an `async`
+/// send or a Python call waits for room), but a C send never waits. A C device usually runs one
+/// loop or an RTOS task that also serves its sensors and watchdog, and a callback that waited
+/// for room would wait for the very thread that makes room; so C has no blocking policy and
+/// refuses instead: retry on MODE_ERR_QUEUE_FULL, or pace sends by the delivery callback
+/// (::mode_client_set_delivery_cb), which reports each message that leaves the queue.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModeFullQueuePolicy {
-    /// Fail with MODE_ERR_QUEUE_FULL (C sends never wait). The default.
+    /// Fail with MODE_ERR_QUEUE_FULL; nothing is queued. The default in C.
     ModeQueueError = 0,
-    /// Drop the oldest queued message to make room; counted in the stats and logged.
+    /// Drop the oldest message not yet on the network to make room; counted in the stats,
+    /// logged, and reported to the delivery callback as MODE_ERR_QUEUE_FULL.
     ModeQueueDropOldest = 1,
 }
 
@@ -77,7 +86,10 @@ unsafe fn set_ms(
     step: impl FnOnce(ClientConfigBuilder, Duration) -> ClientConfigBuilder,
 ) -> ModeStatus {
     if ms < min_ms {
-        return ModeStatus::ModeErrInvalidArgument;
+        return fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!("{ms} ms is too short: use at least {min_ms} ms"),
+        );
     }
     unsafe { set(config, |b| step(b, Duration::from_millis(ms.into()))) }
 }
@@ -100,7 +112,7 @@ unsafe fn set_str(
 
 /// Creates settings for device `device_id` with its API key (copied) into `*out`, with every
 /// default of the real cloud (MQTT over TLS to mqtt.tinkermode.com:8883). The API key is never
-/// logged. Free with ::mode_config_free unless consumed by ::mode_client_new.
+/// logged. Free with ::mode_config_free unless a ::mode_client_new succeeded with it.
 ///
 /// # Safety
 /// `api_key` NUL-terminated; `out` writable.
@@ -117,7 +129,7 @@ pub unsafe extern "C" fn mode_config_new(
             ClientConfig::builder(device_id, api_key).full_queue_policy(FullQueuePolicy::Error);
         *out = Box::into_raw(Box::new(ModeConfig {
             builder,
-            last_error: CString::default(),
+            api_key: api_key.to_owned(),
         }));
         Ok(())
     })
@@ -150,7 +162,12 @@ pub unsafe extern "C" fn mode_config_set_transport(
         0 => Transport::Mqtt,
         1 => Transport::MqttWebSocket,
         2 => Transport::Http,
-        _ => return ModeStatus::ModeErrInvalidArgument,
+        _ => {
+            return fail(
+                ModeStatus::ModeErrInvalidArgument,
+                format!("transport {transport} is not a mode_transport_t"),
+            );
+        }
     };
     unsafe { set(config, |b| b.transport(transport)) }
 }
@@ -178,7 +195,10 @@ pub unsafe extern "C" fn mode_config_set_mqtt_port(
 ) -> ModeStatus {
     match u16::try_from(port) {
         Ok(port) if port > 0 => unsafe { set(config, |b| b.mqtt_port(port)) },
-        _ => ModeStatus::ModeErrInvalidArgument,
+        _ => fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!("port {port} is out of range: use 1 to 65535"),
+        ),
     }
 }
 
@@ -306,12 +326,15 @@ pub unsafe extern "C" fn mode_config_set_max_inflight(
     config: *mut ModeConfig,
     max_inflight: u32,
 ) -> ModeStatus {
-    let Ok(max_inflight) = u16::try_from(max_inflight) else {
-        return ModeStatus::ModeErrInvalidArgument;
+    let max_inflight = match u16::try_from(max_inflight) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return fail(
+                ModeStatus::ModeErrInvalidArgument,
+                format!("max_inflight {max_inflight} is out of range: use 1 to 65535"),
+            );
+        }
     };
-    if max_inflight == 0 {
-        return ModeStatus::ModeErrInvalidArgument;
-    }
     unsafe { set(config, |b| b.max_inflight(max_inflight)) }
 }
 
@@ -325,12 +348,16 @@ pub unsafe extern "C" fn mode_config_set_queue_size(
     queue_size: usize,
 ) -> ModeStatus {
     if queue_size == 0 {
-        return ModeStatus::ModeErrInvalidArgument;
+        return fail(
+            ModeStatus::ModeErrInvalidArgument,
+            "the queue size must be at least 1",
+        );
     }
     unsafe { set(config, |b| b.queue_size(queue_size)) }
 }
 
-/// Sets the full-queue policy: a ::mode_full_queue_policy_t value.
+/// Sets the full-queue policy: a ::mode_full_queue_policy_t value (default MODE_QUEUE_ERROR;
+/// why C has no blocking policy: see ::mode_full_queue_policy_t).
 ///
 /// # Safety
 /// `config` from ::mode_config_new.
@@ -342,7 +369,12 @@ pub unsafe extern "C" fn mode_config_set_full_queue_policy(
     let policy = match policy {
         0 => FullQueuePolicy::Error,
         1 => FullQueuePolicy::DropOldest,
-        _ => return ModeStatus::ModeErrInvalidArgument,
+        _ => {
+            return fail(
+                ModeStatus::ModeErrInvalidArgument,
+                format!("policy {policy} is not a mode_full_queue_policy_t"),
+            );
+        }
     };
     unsafe { set(config, |b| b.full_queue_policy(policy)) }
 }
@@ -357,7 +389,10 @@ pub unsafe extern "C" fn mode_config_set_max_message_size(
     bytes: usize,
 ) -> ModeStatus {
     if bytes < 64 {
-        return ModeStatus::ModeErrInvalidArgument;
+        return fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!("a maximum message size of {bytes} bytes is too small: use at least 64"),
+        );
     }
     unsafe { set(config, |b| b.max_message_size(bytes)) }
 }
@@ -374,7 +409,12 @@ pub unsafe extern "C" fn mode_config_set_backoff_ms(
     cap_ms: u32,
 ) -> ModeStatus {
     if unit_ms == 0 || cap_ms < unit_ms {
-        return ModeStatus::ModeErrInvalidArgument;
+        return fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!(
+                "backoff unit {unit_ms} ms, cap {cap_ms} ms: use a unit of at least 1 ms and a cap no smaller"
+            ),
+        );
     }
     let policy = BackoffPolicy {
         unit: Duration::from_millis(unit_ms.into()),
@@ -385,7 +425,7 @@ pub unsafe extern "C" fn mode_config_set_backoff_ms(
 }
 
 /// Checks the settings without creating a client. MODE_ERR_CONFIG means they cannot work;
-/// ::mode_config_last_error says why.
+/// ::mode_last_error says why.
 ///
 /// # Safety
 /// `config` from ::mode_config_new.
@@ -393,22 +433,9 @@ pub unsafe extern "C" fn mode_config_set_backoff_ms(
 pub unsafe extern "C" fn mode_config_validate(config: *mut ModeConfig) -> ModeStatus {
     ffi_guard!({
         let config = unsafe { borrow_mut(config) }?;
-        config.build().map(drop).map_err(|err| {
-            config.last_error = error_text(err);
-            ModeStatus::ModeErrConfig
-        })
+        config
+            .build()
+            .map(drop)
+            .map_err(|err| fail(ModeStatus::ModeErrConfig, err))
     })
-}
-
-/// Why the settings cannot work ("" if nothing went wrong), owned by the config and valid until
-/// its next call. Never NULL.
-///
-/// # Safety
-/// `config` NULL or from ::mode_config_new.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn mode_config_last_error(config: *const ModeConfig) -> *const c_char {
-    match unsafe { borrow(config) } {
-        Ok(config) => config.last_error.as_ptr(),
-        Err(_) => c"config is NULL".as_ptr(),
-    }
 }

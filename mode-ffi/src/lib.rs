@@ -7,11 +7,12 @@
 
 pub mod client;
 pub mod config;
+pub mod log;
 pub mod mirror;
 pub mod session;
 mod util;
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{CStr, c_char, c_int};
 
 /// The outcome of every fallible libmode function. Values are explicit and never renumbered.
 #[repr(C)]
@@ -27,7 +28,7 @@ pub enum ModeStatus {
     ModeErrInvalidUtf8 = 3,
     /// The caller's buffer is too small; `*out_len` holds the length needed.
     ModeErrBufferTooSmall = 4,
-    /// A payload from the peer could not be decoded; the object's last error says where.
+    /// A payload from the peer could not be decoded; ::mode_last_error says where.
     ModeErrDecode = 5,
     /// No such key or item.
     ModeErrNotFound = 6,
@@ -35,7 +36,7 @@ pub enum ModeStatus {
     ModeErrInvalidJson = 7,
     /// The call does not fit the object's state (e.g. a send before ::mode_client_start).
     ModeErrInvalidState = 8,
-    /// The configuration cannot work; ::mode_config_last_error says why.
+    /// The configuration cannot work; ::mode_last_error says why.
     ModeErrConfig = 9,
     /// The message is larger than the configured maximum message size.
     ModeErrTooLarge = 10,
@@ -47,7 +48,7 @@ pub enum ModeStatus {
     ModeErrTimeout = 13,
     /// The cloud refused the device id or API key.
     ModeErrAuth = 14,
-    /// The cloud answered a REST request with an error; the last error holds status and reason.
+    /// The cloud answered a REST request with an error; ::mode_last_error holds status and reason.
     ModeErrRest = 15,
     /// The network failed (connection refused, reset, DNS, TLS).
     ModeErrConnection = 16,
@@ -55,6 +56,40 @@ pub enum ModeStatus {
     ModeErrUnsupported = 17,
     /// An internal bug was caught before it could cross the boundary. Please report it.
     ModeErrPanic = 99,
+}
+
+/// The QoS of a message. Functions take it as an `int` holding one of these values (others are
+/// MODE_ERR_INVALID_ARGUMENT): a C enum may hold any int, so it is checked before use.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeQos {
+    /// At most once: sent, never re-sent.
+    ModeQosAtMostOnce = 0,
+    /// At least once: kept and re-sent until the cloud acknowledges it.
+    ModeQosAtLeastOnce = 1,
+}
+
+impl ModeQos {
+    fn of(qos: mode_core::proto::Qos) -> ModeQos {
+        match qos {
+            mode_core::proto::Qos::AtMostOnce => ModeQos::ModeQosAtMostOnce,
+            mode_core::proto::Qos::AtLeastOnce => ModeQos::ModeQosAtLeastOnce,
+        }
+    }
+}
+
+/// A ::mode_qos_t value passed as an int, checked.
+fn qos_arg(qos: c_int) -> Result<mode_core::proto::Qos, ModeStatus> {
+    match qos {
+        0 => Ok(mode_core::proto::Qos::AtMostOnce),
+        1 => Ok(mode_core::proto::Qos::AtLeastOnce),
+        _ => Err(util::fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!(
+                "QoS {qos} is not a mode_qos_t: use MODE_QOS_AT_MOST_ONCE (0) or MODE_QOS_AT_LEAST_ONCE (1)"
+            ),
+        )),
+    }
 }
 
 /// Runs an export's body, turning a panic into `MODE_ERR_PANIC` and `Err(status)` into
@@ -67,52 +102,109 @@ macro_rules! ffi_guard {
     };
 }
 
-const STATUS_NAMES: &[(ModeStatus, &str)] = &[
-    (ModeStatus::ModeOk, "MODE_OK: success\0"),
-    (
-        ModeStatus::ModeErrNull,
-        "MODE_ERR_NULL: a required pointer argument was NULL\0",
-    ),
-    (
-        ModeStatus::ModeErrInvalidArgument,
-        "MODE_ERR_INVALID_ARGUMENT: an argument was out of range (enum value, empty key, bad label)\0",
-    ),
-    (
-        ModeStatus::ModeErrInvalidUtf8,
-        "MODE_ERR_INVALID_UTF8: a string argument was not valid UTF-8\0",
-    ),
-    (
-        ModeStatus::ModeErrBufferTooSmall,
-        "MODE_ERR_BUFFER_TOO_SMALL: the buffer is too small; *out_len holds the length needed\0",
-    ),
-    (
-        ModeStatus::ModeErrDecode,
-        "MODE_ERR_DECODE: a payload could not be decoded; the object's last error says where\0",
-    ),
-    (
-        ModeStatus::ModeErrNotFound,
-        "MODE_ERR_NOT_FOUND: no such key or item\0",
-    ),
-    (
-        ModeStatus::ModeErrInvalidJson,
-        "MODE_ERR_INVALID_JSON: the JSON text given is not valid JSON of the required type\0",
-    ),
-    (
-        ModeStatus::ModeErrPanic,
-        "MODE_ERR_PANIC: an internal libmode bug was caught; please report it\0",
-    ),
-];
+impl ModeStatus {
+    /// The status with value `value`, if there is one.
+    pub fn from_int(value: c_int) -> Option<ModeStatus> {
+        use ModeStatus::*;
+        Some(match value {
+            0 => ModeOk,
+            1 => ModeErrNull,
+            2 => ModeErrInvalidArgument,
+            3 => ModeErrInvalidUtf8,
+            4 => ModeErrBufferTooSmall,
+            5 => ModeErrDecode,
+            6 => ModeErrNotFound,
+            7 => ModeErrInvalidJson,
+            8 => ModeErrInvalidState,
+            9 => ModeErrConfig,
+            10 => ModeErrTooLarge,
+            11 => ModeErrQueueFull,
+            12 => ModeErrClosed,
+            13 => ModeErrTimeout,
+            14 => ModeErrAuth,
+            15 => ModeErrRest,
+            16 => ModeErrConnection,
+            17 => ModeErrUnsupported,
+            99 => ModeErrPanic,
+            _ => return None,
+        })
+    }
 
-/// A static, NUL-terminated description of `status` (never NULL; unknown values get a generic
-/// text). `status` is an int so any value a C caller holds is safe to pass.
+    /// The status's text, "NAME: what it means". One exhaustive `match`: a new variant does not
+    /// compile until it has its text (a table beside the enum once lost ten codes).
+    pub const fn description(self) -> &'static CStr {
+        use ModeStatus::*;
+        match self {
+            ModeOk => c"MODE_OK: success",
+            ModeErrNull => c"MODE_ERR_NULL: a required pointer argument was NULL",
+            ModeErrInvalidArgument => {
+                c"MODE_ERR_INVALID_ARGUMENT: an argument was out of range (enum value, empty key, bad label)"
+            }
+            ModeErrInvalidUtf8 => c"MODE_ERR_INVALID_UTF8: a string argument was not valid UTF-8",
+            ModeErrBufferTooSmall => {
+                c"MODE_ERR_BUFFER_TOO_SMALL: the buffer is too small; *out_len holds the length needed"
+            }
+            ModeErrDecode => {
+                c"MODE_ERR_DECODE: a payload could not be decoded; mode_last_error says where"
+            }
+            ModeErrNotFound => c"MODE_ERR_NOT_FOUND: no such key or item",
+            ModeErrInvalidJson => {
+                c"MODE_ERR_INVALID_JSON: the JSON text given is not valid JSON of the required type"
+            }
+            ModeErrInvalidState => {
+                c"MODE_ERR_INVALID_STATE: the call does not fit the object's state (e.g. a send before mode_client_start)"
+            }
+            ModeErrConfig => c"MODE_ERR_CONFIG: the configuration cannot work; mode_last_error says why",
+            ModeErrTooLarge => {
+                c"MODE_ERR_TOO_LARGE: the message is larger than the configured maximum message size"
+            }
+            ModeErrQueueFull => {
+                c"MODE_ERR_QUEUE_FULL: the outgoing queue is full; retry later or raise the queue size"
+            }
+            ModeErrClosed => c"MODE_ERR_CLOSED: the client is stopped; nothing more is sent",
+            ModeErrTimeout => {
+                c"MODE_ERR_TIMEOUT: no answer, or not everything delivered, within the time given"
+            }
+            ModeErrAuth => c"MODE_ERR_AUTH: the cloud refused the device id or API key",
+            ModeErrRest => {
+                c"MODE_ERR_REST: the cloud answered a REST request with an error; mode_last_error holds status and reason"
+            }
+            ModeErrConnection => {
+                c"MODE_ERR_CONNECTION: the network failed (connection refused, reset, DNS, TLS)"
+            }
+            ModeErrUnsupported => {
+                c"MODE_ERR_UNSUPPORTED: not available with this transport or in this version"
+            }
+            ModeErrPanic => c"MODE_ERR_PANIC: an internal libmode bug was caught; please report it",
+        }
+    }
+}
+
+/// A static, NUL-terminated description of `status`, starting with its name (never NULL;
+/// values that are no ::mode_status_t get "unknown mode_status_t value"). `status` is an int so
+/// any value a C caller holds is safe to pass.
 #[unsafe(no_mangle)]
 pub extern "C" fn mode_status_str(status: c_int) -> *const c_char {
-    STATUS_NAMES
-        .iter()
-        .find(|(known, _)| *known as c_int == status)
-        .map_or(c"unknown mode_status_t value".as_ptr(), |(_, text)| {
-            text.as_ptr().cast()
-        })
+    ModeStatus::from_int(status)
+        .map_or(c"unknown mode_status_t value", ModeStatus::description)
+        .as_ptr()
+}
+
+/// Copies the text of the calling thread's last error and a NUL into `buf`: why the most recent
+/// call on this thread that returned an error failed (the status's own text when there is
+/// nothing more to say; "" before any failure). Calls that succeed leave it as it is, so read it
+/// right after the failing call. Every object (config, client, mirror, session) reports its
+/// errors here. This function itself never changes the text, also when it fails.
+///
+/// # Safety
+/// `buf` NULL or `buf_len` writable bytes; `out_len` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_last_error(
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> ModeStatus {
+    util::read_last_error(|text| unsafe { util::write_text(text, buf, buf_len, out_len) })
 }
 
 /// The library's version, "MAJOR.MINOR.PATCH", equal to `MODE_VERSION`. Static, never NULL.
@@ -141,12 +233,50 @@ mod tests {
         assert!(config.contains(&define), "cbindgen.toml must hold {define}");
     }
 
+    /// Every `MODE_*` value the header declares in `mode_status_t`, by name.
+    fn header_statuses() -> Vec<(String, c_int)> {
+        let header = include_str!("../../include/mode.h");
+        let end = header
+            .find("} mode_status_t;")
+            .expect("mode_status_t in mode.h");
+        let body = &header[header[..end].rfind("typedef enum").unwrap()..end];
+        body.lines()
+            .filter_map(|line| {
+                let (name, value) = line.trim().trim_end_matches(',').split_once(" = ")?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn text(status: c_int) -> &'static str {
+        unsafe { CStr::from_ptr(mode_status_str(status)) }
+            .to_str()
+            .unwrap()
+    }
+
     #[test]
-    fn every_status_has_a_description_that_starts_with_its_name() {
-        for (status, text) in STATUS_NAMES {
-            let described = unsafe { std::ffi::CStr::from_ptr(mode_status_str(*status as c_int)) };
-            assert_eq!(described.to_bytes_with_nul(), text.as_bytes());
-            assert!(text.starts_with("MODE_"), "{text}");
+    fn every_status_the_header_declares_has_a_text_that_starts_with_its_name() {
+        let declared = header_statuses();
+        assert!(declared.len() >= 19, "{declared:?}");
+        for (name, value) in &declared {
+            let status = ModeStatus::from_int(*value).unwrap_or_else(|| panic!("{name} unknown"));
+            assert_eq!(status as c_int, *value, "{name}");
+            let text = text(*value);
+            assert!(
+                text.starts_with(&format!("{name}: ")),
+                "{name} = {value}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_are_no_status_get_the_unknown_text() {
+        let declared: Vec<c_int> = header_statuses().into_iter().map(|(_, v)| v).collect();
+        for value in (-300..300).chain([c_int::MIN, c_int::MAX]) {
+            if !declared.contains(&value) {
+                assert_eq!(text(value), "unknown mode_status_t value", "{value}");
+                assert!(ModeStatus::from_int(value).is_none());
+            }
         }
     }
 }

@@ -1,17 +1,18 @@
 //! `mode_mirror_*`: the DDP mirror for C callers that receive sync payloads themselves. The
 //! read functions here also serve the session's mirror (`mode_session_kv_*`).
 
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{c_char, c_void};
 
 use mode_core::ddp::{Applied, Change, IgnoreReason, Mirror};
 
-use crate::util::{borrow, borrow_mut, bytes_arg, error_text, str_arg, write_out, write_text};
+use crate::util::{
+    CText, borrow, borrow_mut, bytes_arg, fail, opt_text, str_arg, write_out, write_text,
+};
 use crate::{ModeStatus, ffi_guard};
 
 /// A DDP mirror. Not thread-safe: use one from one thread at a time.
 pub struct ModeMirror {
     pub(crate) inner: Mirror,
-    pub(crate) last_error: CString,
 }
 
 /// What happened to a key.
@@ -52,8 +53,8 @@ pub struct ModeApplyInfo {
     pub changes: usize,
 }
 
-/// Receives one change. `key`, `value` and `previous` are borrowed, not NUL-terminated, valid
-/// only during the call; `value`/`previous` are JSON text or NULL (see ::mode_change_kind_t).
+/// Receives one change. `key`, `value` and `previous` are borrowed for the call (see the text
+/// rule at the top); `value`/`previous` are JSON text or NULL (see ::mode_change_kind_t).
 /// Runs on the calling thread, after the mirror is updated: it may call the mirror's read
 /// functions, but must not free the mirror.
 pub type ModeChangeCb = Option<
@@ -79,15 +80,6 @@ pub type ModeEntryCb = Option<
         value_len: usize,
     ),
 >;
-
-impl ModeMirror {
-    pub(crate) fn new(inner: Mirror) -> Self {
-        ModeMirror {
-            inner,
-            last_error: CString::default(),
-        }
-    }
-}
 
 /// Hands each change of `applied` to `cb` and fills `out_info`. Shared by the mirror and the
 /// session, so both report changes the same way.
@@ -136,6 +128,7 @@ pub(crate) unsafe fn report_applied(
 /// `cb` and `userdata` as documented on ::mode_change_cb.
 pub(crate) unsafe fn report_change(cb: ModeChangeCb, userdata: *mut c_void, change: &Change) {
     let Some(cb) = cb else { return };
+    let json = |value: &serde_json::Value| CText::from_string(value.to_string());
     let (kind, key, value, previous) = match change {
         Change::Set {
             key,
@@ -144,23 +137,24 @@ pub(crate) unsafe fn report_change(cb: ModeChangeCb, userdata: *mut c_void, chan
         } => (
             ModeChangeKind::ModeChangeSet,
             key,
-            Some(value.to_string()),
-            previous.as_ref().map(ToString::to_string),
+            Some(json(value)),
+            previous.as_ref().map(json),
         ),
         Change::Deleted { key, previous } => (
             ModeChangeKind::ModeChangeDeleted,
             key,
             None,
-            Some(previous.to_string()),
+            Some(json(previous)),
         ),
     };
-    let (value_ptr, value_len) = text_view(value.as_deref());
-    let (previous_ptr, previous_len) = text_view(previous.as_deref());
+    let key = CText::new(key);
+    let (value_ptr, value_len) = opt_text(value.as_ref());
+    let (previous_ptr, previous_len) = opt_text(previous.as_ref());
     unsafe {
         cb(
             userdata,
             kind,
-            key.as_ptr().cast(),
+            key.ptr(),
             key.len(),
             value_ptr,
             value_len,
@@ -168,10 +162,6 @@ pub(crate) unsafe fn report_change(cb: ModeChangeCb, userdata: *mut c_void, chan
             previous_len,
         )
     };
-}
-
-fn text_view(text: Option<&str>) -> (*const c_char, usize) {
-    text.map_or((std::ptr::null(), 0), |t| (t.as_ptr().cast(), t.len()))
 }
 
 /// `get` of one key as JSON text into the caller's buffer; shared with the session.
@@ -201,20 +191,12 @@ pub(crate) unsafe fn for_each(
 ) -> Result<(), ModeStatus> {
     let cb = cb.ok_or(ModeStatus::ModeErrNull)?;
     // Copied first, so the callback may call the read functions without aliasing an iterator.
-    let entries: Vec<(String, String)> = mirror
+    let entries: Vec<(CText, CText)> = mirror
         .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_string()))
+        .map(|(k, v)| (CText::new(k), CText::from_string(v.to_string())))
         .collect();
     for (key, value) in &entries {
-        unsafe {
-            cb(
-                userdata,
-                key.as_ptr().cast(),
-                key.len(),
-                value.as_ptr().cast(),
-                value.len(),
-            )
-        };
+        unsafe { cb(userdata, key.ptr(), key.len(), value.ptr(), value.len()) };
     }
     Ok(())
 }
@@ -247,7 +229,9 @@ pub(crate) unsafe fn snapshot_json(
 pub unsafe extern "C" fn mode_mirror_new(out: *mut *mut ModeMirror) -> ModeStatus {
     ffi_guard!({
         let out = unsafe { borrow_mut(out) }?;
-        *out = Box::into_raw(Box::new(ModeMirror::new(Mirror::new())));
+        *out = Box::into_raw(Box::new(ModeMirror {
+            inner: Mirror::new(),
+        }));
         Ok(())
     })
 }
@@ -268,8 +252,8 @@ pub unsafe extern "C" fn mode_mirror_free(mirror: *mut ModeMirror) {
 
 /// Decodes a raw sync payload (as received on `/devices/{id}/kv`) and applies it. Each visible
 /// change goes to `cb` (may be NULL) with `userdata`; `out_info` (may be NULL) gets a summary.
-/// A payload that does not decode returns MODE_ERR_DECODE, changes nothing, and sets
-/// ::mode_mirror_last_error.
+/// A payload that does not decode returns MODE_ERR_DECODE, changes nothing, and says where in
+/// ::mode_last_error.
 ///
 /// # Safety
 /// `mirror` from ::mode_mirror_new; `payload` points to `payload_len` bytes (NULL only if 0).
@@ -288,10 +272,7 @@ pub unsafe extern "C" fn mode_mirror_apply(
             let mirror = unsafe { borrow_mut(mirror) }?;
             match mirror.inner.apply_json(payload) {
                 Ok(applied) => applied,
-                Err(err) => {
-                    mirror.last_error = error_text(err);
-                    return Err(ModeStatus::ModeErrDecode);
-                }
+                Err(err) => return Err(fail(ModeStatus::ModeErrDecode, err)),
             }
         };
         // The mirror is no longer borrowed: the callback may read it.
@@ -376,17 +357,4 @@ pub unsafe extern "C" fn mode_mirror_stat(
         }
         Ok(())
     })
-}
-
-/// The last error of this mirror as NUL-terminated text ("" if none), owned by the mirror and
-/// valid until its next call. Never NULL, even for a NULL mirror.
-///
-/// # Safety
-/// `mirror` NULL or from ::mode_mirror_new.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn mode_mirror_last_error(mirror: *const ModeMirror) -> *const c_char {
-    match unsafe { mirror.as_ref() } {
-        Some(mirror) => mirror.last_error.as_ptr(),
-        None => c"mirror is NULL".as_ptr(),
-    }
 }

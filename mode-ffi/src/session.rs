@@ -2,22 +2,23 @@
 //! (libmosquitto, paho.mqtt.c, ...): topics to subscribe to, incoming publishes classified, and
 //! outgoing intents encoded into topic + payload + QoS.
 
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::ffi::{c_char, c_int, c_void};
 
-use mode_core::proto::{Event, Qos};
+use mode_core::proto::Event;
 use mode_core::session::{Incoming, Outgoing, Session};
 use serde_json::{Map, Value};
 
 use crate::mirror::{
     ModeApplyInfo, ModeChangeCb, ModeEntryCb, for_each, get_json, report_applied, snapshot_json,
 };
-use crate::util::{borrow, borrow_mut, bytes_arg, error_text, json_arg, str_arg, write_out};
-use crate::{ModeStatus, ffi_guard};
+use crate::util::{
+    CText, borrow, borrow_mut, bytes_arg, fail, json_arg, opt_text, str_arg, write_out,
+};
+use crate::{ModeQos, ModeStatus, ffi_guard, qos_arg};
 
 /// A device's protocol session. Not thread-safe: use one from one thread at a time.
 pub struct ModeSession {
     inner: Session,
-    last_error: CString,
 }
 
 /// What an incoming publish was.
@@ -36,7 +37,7 @@ pub enum ModeIncomingKind {
     ModeIncomingInvalid = 5,
 }
 
-/// Receives a command: its action and its parameters as JSON object text, borrowed for the call.
+/// Receives a command: its action and its parameters as JSON object text (borrowed for the call).
 pub type ModeCommandCb = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -75,80 +76,77 @@ pub struct ModeIncomingHandlers {
     pub on_bulk_response: ModeBulkResponseCb,
 }
 
-/// One publish for the caller's MQTT stack, borrowed for the callback only.
+/// One publish for the caller's MQTT stack, borrowed for the callback only. Its texts follow
+/// the rule at the top (pointer + length, NUL-terminated too, so `topic` can go straight to
+/// `mosquitto_publish`); the payload is bytes, pointer + length only.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ModeOutgoing {
-    /// The topic, NUL-terminated.
+    /// The topic.
     pub topic: *const c_char,
-    /// The topic's length without the NUL.
+    /// The topic's length.
     pub topic_len: usize,
     /// The payload bytes.
     pub payload: *const u8,
     /// The payload's length.
     pub payload_len: usize,
-    /// The QoS to publish with: 0 or 1.
-    pub qos: c_int,
-    /// For a bulk request, its request id (NUL-terminated); NULL otherwise.
+    /// The QoS to publish with.
+    pub qos: ModeQos,
+    /// For a bulk request, its request id; NULL otherwise.
     pub request_id: *const c_char,
+    /// The request id's length (0 when `request_id` is NULL).
+    pub request_id_len: usize,
 }
 
 /// Receives one publish to send (see ::mode_outgoing_t).
 pub type ModeOutgoingCb =
     Option<unsafe extern "C" fn(userdata: *mut c_void, outgoing: *const ModeOutgoing)>;
 
-/// Receives one topic name (NUL-terminated, borrowed for the call).
+/// Receives one topic name (borrowed for the call).
 pub type ModeTopicCb =
     Option<unsafe extern "C" fn(userdata: *mut c_void, topic: *const c_char, topic_len: usize)>;
 
-fn qos_arg(qos: c_int) -> Result<Qos, ModeStatus> {
-    u8::try_from(qos)
-        .ok()
-        .and_then(Qos::from_level)
-        .ok_or(ModeStatus::ModeErrInvalidArgument)
-}
-
 impl ModeSession {
-    /// Runs an encoder; an error is kept as the last error and reported as INVALID_ARGUMENT.
+    /// Runs an encoder; an error is the thread's last error, reported as INVALID_ARGUMENT.
     fn encode(
         &mut self,
         encode: impl FnOnce(&mut Session) -> Result<Outgoing, mode_core::proto::EncodeError>,
     ) -> Result<Outgoing, ModeStatus> {
-        encode(&mut self.inner).map_err(|err| {
-            self.last_error = error_text(err);
-            ModeStatus::ModeErrInvalidArgument
-        })
+        encode(&mut self.inner).map_err(|err| fail(ModeStatus::ModeErrInvalidArgument, err))
     }
 }
 
-/// Hands `outgoing` to `cb` with NUL-terminated strings.
+/// Hands `outgoing` to `cb`.
 ///
 /// # Safety
 /// `cb` as documented on ::mode_outgoing_cb.
 unsafe fn emit(
     outgoing: Outgoing,
     request_id: Option<String>,
-    cb: ModeOutgoingCb,
+    cb: OutgoingFn,
     userdata: *mut c_void,
-) -> Result<(), ModeStatus> {
-    let cb = cb.ok_or(ModeStatus::ModeErrNull)?;
-    let topic = CString::new(outgoing.topic).map_err(|_| ModeStatus::ModeErrInvalidArgument)?;
-    let request_id = request_id
-        .map(CString::new)
-        .transpose()
-        .map_err(|_| ModeStatus::ModeErrInvalidArgument)?;
+) {
+    let topic = CText::from_string(outgoing.topic);
+    let request_id = request_id.map(CText::from_string);
+    let (request_id, request_id_len) = opt_text(request_id.as_ref());
     let view = ModeOutgoing {
-        topic: topic.as_ptr(),
-        topic_len: topic.as_bytes().len(),
+        topic: topic.ptr(),
+        topic_len: topic.len(),
         payload: outgoing.payload.as_ptr(),
         payload_len: outgoing.payload.len(),
-        qos: outgoing.qos.level().into(),
-        request_id: request_id
-            .as_ref()
-            .map_or(std::ptr::null(), |id| id.as_ptr()),
+        qos: ModeQos::of(outgoing.qos),
+        request_id,
+        request_id_len,
     };
     unsafe { cb(userdata, &view) };
-    Ok(())
+}
+
+type OutgoingFn = unsafe extern "C" fn(*mut c_void, *const ModeOutgoing);
+
+/// The callback of an encoder, checked before anything is encoded: encoding a bulk request
+/// uses up a request id, which an error must not do.
+fn outgoing_cb(cb: ModeOutgoingCb) -> Result<OutgoingFn, ModeStatus> {
+    cb.ok_or_else(|| fail(ModeStatus::ModeErrNull, "the outgoing callback is NULL"))
 }
 
 /// Creates a session for `device_id` into `*out`. `request_seed` should be random: it makes
@@ -166,7 +164,6 @@ pub unsafe extern "C" fn mode_session_new(
         let out = unsafe { borrow_mut(out) }?;
         *out = Box::into_raw(Box::new(ModeSession {
             inner: Session::new(device_id, request_seed),
-            last_error: CString::default(),
         }));
         Ok(())
     })
@@ -201,8 +198,8 @@ pub unsafe extern "C" fn mode_session_subscriptions(
         let session = unsafe { borrow(session) }?;
         let cb = cb.ok_or(ModeStatus::ModeErrNull)?;
         for topic in session.inner.subscriptions() {
-            let topic = CString::new(topic).map_err(|_| ModeStatus::ModeErrInvalidArgument)?;
-            unsafe { cb(userdata, topic.as_ptr(), topic.as_bytes().len()) };
+            let topic = CText::from_string(topic);
+            unsafe { cb(userdata, topic.ptr(), topic.len()) };
         }
         Ok(())
     })
@@ -220,10 +217,10 @@ pub unsafe extern "C" fn mode_session_watch_bulk_responses(
     ffi_guard!({
         let label = unsafe { str_arg(label) }?;
         let session = unsafe { borrow_mut(session) }?;
-        session.inner.watch_bulk_responses(label).map_err(|err| {
-            session.last_error = error_text(err);
-            ModeStatus::ModeErrInvalidArgument
-        })?;
+        session
+            .inner
+            .watch_bulk_responses(label)
+            .map_err(|err| fail(ModeStatus::ModeErrInvalidArgument, err))?;
         Ok(())
     })
 }
@@ -243,16 +240,18 @@ pub unsafe extern "C" fn mode_session_on_subscribed(session: *mut ModeSession) -
 /// Interprets one incoming publish: a command, a DDP sync message (applied to the session's
 /// mirror), a bulk response, or something unrelated. The kind goes to `*out_kind` (may be NULL),
 /// the content to `handlers` (may be NULL), a DDP summary to `out_info` (may be NULL). A payload
-/// that does not decode returns MODE_ERR_DECODE (kind MODE_INCOMING_INVALID) and sets
-/// ::mode_session_last_error; nothing changes. Handlers run on the calling thread after the
-/// session is updated; they may call the session's read functions, not free it.
+/// that does not decode returns MODE_ERR_DECODE (kind MODE_INCOMING_INVALID) and says where in
+/// ::mode_last_error; nothing changes. The topic is `topic_len` bytes, NUL-terminated or not,
+/// as ESP-MQTT and coreMQTT hand it over: no copy needed. Handlers run on the calling thread
+/// after the session is updated; they may call the session's read functions, not free it.
 ///
 /// # Safety
-/// `session` from ::mode_session_new; `topic` NUL-terminated; `payload` `payload_len` bytes.
+/// `session` from ::mode_session_new; `topic` `topic_len` bytes; `payload` `payload_len` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_session_handle(
     session: *mut ModeSession,
     topic: *const c_char,
+    topic_len: usize,
     payload: *const u8,
     payload_len: usize,
     handlers: *const ModeIncomingHandlers,
@@ -261,7 +260,16 @@ pub unsafe extern "C" fn mode_session_handle(
     out_info: *mut ModeApplyInfo,
 ) -> ModeStatus {
     ffi_guard!({
-        let topic = unsafe { str_arg(topic) }?;
+        if topic.is_null() {
+            return Err(ModeStatus::ModeErrNull);
+        }
+        let topic =
+            std::str::from_utf8(unsafe { bytes_arg(topic.cast(), topic_len) }?).map_err(|err| {
+                fail(
+                    ModeStatus::ModeErrInvalidUtf8,
+                    format!("the topic is not UTF-8: {err}"),
+                )
+            })?;
         let payload = unsafe { bytes_arg(payload, payload_len) }?;
         let handlers = unsafe { handlers.as_ref() }
             .copied()
@@ -270,25 +278,20 @@ pub unsafe extern "C" fn mode_session_handle(
                 on_kv_change: None,
                 on_bulk_response: None,
             });
-        let incoming = {
-            let session = unsafe { borrow_mut(session) }?;
-            let incoming = session.inner.handle(topic, payload);
-            if let Incoming::Invalid { error, .. } = &incoming {
-                session.last_error = error_text(error);
-            }
-            incoming
-        };
+        let incoming = unsafe { borrow_mut(session) }?.inner.handle(topic, payload);
         // The session is no longer borrowed: handlers may read it.
         let kind = match &incoming {
             Incoming::Command(command) => {
                 if let Some(cb) = handlers.on_command {
-                    let parameters = Value::Object(command.parameters.clone()).to_string();
+                    let action = CText::new(&command.action);
+                    let parameters =
+                        CText::from_string(Value::Object(command.parameters.clone()).to_string());
                     unsafe {
                         cb(
                             userdata,
-                            command.action.as_ptr().cast(),
-                            command.action.len(),
-                            parameters.as_ptr().cast(),
+                            action.ptr(),
+                            action.len(),
+                            parameters.ptr(),
                             parameters.len(),
                         )
                     };
@@ -301,18 +304,20 @@ pub unsafe extern "C" fn mode_session_handle(
             }
             Incoming::BulkResponse { label, response } => {
                 if let Some(cb) = handlers.on_bulk_response {
-                    let status = response.status.as_str();
-                    let payload = response.payload.to_string();
+                    let label = CText::new(label);
+                    let request_id = CText::new(&response.request_id);
+                    let status = CText::new(response.status.as_str());
+                    let payload = CText::from_string(response.payload.to_string());
                     unsafe {
                         cb(
                             userdata,
-                            label.as_ptr().cast(),
+                            label.ptr(),
                             label.len(),
-                            response.request_id.as_ptr().cast(),
-                            response.request_id.len(),
-                            status.as_ptr().cast(),
+                            request_id.ptr(),
+                            request_id.len(),
+                            status.ptr(),
                             status.len(),
-                            payload.as_ptr().cast(),
+                            payload.ptr(),
                             payload.len(),
                         )
                     };
@@ -323,15 +328,15 @@ pub unsafe extern "C" fn mode_session_handle(
             Incoming::Invalid { .. } => ModeIncomingKind::ModeIncomingInvalid,
         };
         unsafe { write_out(out_kind, kind) };
-        if kind == ModeIncomingKind::ModeIncomingInvalid {
-            return Err(ModeStatus::ModeErrDecode);
+        if let Incoming::Invalid { error, .. } = &incoming {
+            return Err(fail(ModeStatus::ModeErrDecode, error));
         }
         Ok(())
     })
 }
 
 /// Encodes an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos`
-/// (0 or 1) and hands the publish to `cb`.
+/// (a ::mode_qos_t value) and hands the publish to `cb`.
 ///
 /// # Safety
 /// `session` from ::mode_session_new; strings NUL-terminated or NULL where allowed; `cb` not NULL.
@@ -345,14 +350,19 @@ pub unsafe extern "C" fn mode_session_encode_event(
     userdata: *mut c_void,
 ) -> ModeStatus {
     ffi_guard!({
+        let cb = outgoing_cb(cb)?;
         let event_type = unsafe { str_arg(event_type) }?;
         let Value::Object(data) = unsafe { json_arg(data_json, Value::Object(Map::new())) }? else {
-            return Err(ModeStatus::ModeErrInvalidJson);
+            return Err(fail(
+                ModeStatus::ModeErrInvalidJson,
+                "event data must be a JSON object",
+            ));
         };
         let qos = qos_arg(qos)?;
         let session = unsafe { borrow_mut(session) }?;
         let outgoing = session.encode(|s| s.event(&Event::new(event_type, data), qos))?;
-        unsafe { emit(outgoing, None, cb, userdata) }
+        unsafe { emit(outgoing, None, cb, userdata) };
+        Ok(())
     })
 }
 
@@ -369,6 +379,7 @@ pub unsafe extern "C" fn mode_session_encode_kv_set(
     userdata: *mut c_void,
 ) -> ModeStatus {
     ffi_guard!({
+        let cb = outgoing_cb(cb)?;
         let key = unsafe { str_arg(key) }?;
         if value_json.is_null() {
             return Err(ModeStatus::ModeErrNull);
@@ -376,7 +387,8 @@ pub unsafe extern "C" fn mode_session_encode_kv_set(
         let value = unsafe { json_arg(value_json, Value::Null) }?;
         let session = unsafe { borrow_mut(session) }?;
         let outgoing = session.encode(|s| s.kv_set(key, value))?;
-        unsafe { emit(outgoing, None, cb, userdata) }
+        unsafe { emit(outgoing, None, cb, userdata) };
+        Ok(())
     })
 }
 
@@ -392,10 +404,12 @@ pub unsafe extern "C" fn mode_session_encode_kv_delete(
     userdata: *mut c_void,
 ) -> ModeStatus {
     ffi_guard!({
+        let cb = outgoing_cb(cb)?;
         let key = unsafe { str_arg(key) }?;
         let session = unsafe { borrow_mut(session) }?;
         let outgoing = session.encode(|s| s.kv_delete(key))?;
-        unsafe { emit(outgoing, None, cb, userdata) }
+        unsafe { emit(outgoing, None, cb, userdata) };
+        Ok(())
     })
 }
 
@@ -414,12 +428,14 @@ pub unsafe extern "C" fn mode_session_encode_bulk_data(
     userdata: *mut c_void,
 ) -> ModeStatus {
     ffi_guard!({
+        let cb = outgoing_cb(cb)?;
         let label = unsafe { str_arg(label) }?;
         let data = unsafe { bytes_arg(data, data_len) }?;
         let qos = qos_arg(qos)?;
         let session = unsafe { borrow_mut(session) }?;
         let outgoing = session.encode(|s| s.bulk_data(label, data, qos))?;
-        unsafe { emit(outgoing, None, cb, userdata) }
+        unsafe { emit(outgoing, None, cb, userdata) };
+        Ok(())
     })
 }
 
@@ -438,6 +454,7 @@ pub unsafe extern "C" fn mode_session_encode_bulk_request(
     userdata: *mut c_void,
 ) -> ModeStatus {
     ffi_guard!({
+        let cb = outgoing_cb(cb)?;
         let label = unsafe { str_arg(label) }?;
         let payload = unsafe { json_arg(payload_json, Value::Object(Map::new())) }?;
         let qos = qos_arg(qos)?;
@@ -448,7 +465,8 @@ pub unsafe extern "C" fn mode_session_encode_bulk_request(
             request_id = Some(id);
             Ok(outgoing)
         })?;
-        unsafe { emit(outgoing, request_id, cb, userdata) }
+        unsafe { emit(outgoing, request_id, cb, userdata) };
+        Ok(())
     })
 }
 
@@ -492,17 +510,4 @@ pub unsafe extern "C" fn mode_session_kv_snapshot(
     out_len: *mut usize,
 ) -> ModeStatus {
     ffi_guard!({ unsafe { snapshot_json(borrow(session)?.inner.mirror(), buf, buf_len, out_len) } })
-}
-
-/// The last error of this session ("" if none), owned by it and valid until its next call.
-/// Never NULL, even for a NULL session.
-///
-/// # Safety
-/// `session` NULL or from ::mode_session_new.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn mode_session_last_error(session: *const ModeSession) -> *const c_char {
-    match unsafe { session.as_ref() } {
-        Some(session) => session.last_error.as_ptr(),
-        None => c"session is NULL".as_ptr(),
-    }
 }

@@ -1,18 +1,97 @@
 //! The boundary's plumbing, shared by every export: the panic guard, reading C arguments, and
 //! writing results into caller buffers.
 
+use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::ModeStatus;
 
-/// Runs `body`; a panic becomes `MODE_ERR_PANIC`, never an unwind into C.
+thread_local! {
+    /// The calling thread's last error: a generation (bumped by every [`fail`]), the status and
+    /// its text. Read with `mode_last_error`.
+    static LAST_ERROR: RefCell<(u64, ModeStatus, String)> =
+        const { RefCell::new((0, ModeStatus::ModeOk, String::new())) };
+}
+
+fn generation() -> u64 {
+    LAST_ERROR.with(|last| last.borrow().0)
+}
+
+/// Records why a call fails with `status` as the thread's last error, and returns `status`.
+pub fn fail(status: ModeStatus, message: impl std::fmt::Display) -> ModeStatus {
+    let text = message.to_string().replace('\0', "\u{FFFD}");
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        *last = (last.0.wrapping_add(1), status, text);
+    });
+    status
+}
+
+/// Runs `body`; a panic becomes `MODE_ERR_PANIC`, never an unwind into C. An error the body did
+/// not explain with [`fail`] gets its status's own text as the thread's last error.
 pub fn guard(body: impl FnOnce() -> Result<(), ModeStatus>) -> ModeStatus {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    let before = generation();
+    let status = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return ModeStatus::ModeOk,
+        Ok(Err(status)) => status,
+        Err(_) => ModeStatus::ModeErrPanic,
+    };
+    let explained = LAST_ERROR.with(|last| {
+        let last = last.borrow();
+        last.0 != before && last.1 == status
+    });
+    if !explained {
+        let text = status.description().to_string_lossy().into_owned();
+        fail(status, text);
+    }
+    status
+}
+
+/// Hands the thread's last error to `read` without changing it, whatever `read` returns.
+pub fn read_last_error(read: impl FnOnce(&[u8]) -> Result<(), ModeStatus>) -> ModeStatus {
+    let text = LAST_ERROR.with(|last| last.borrow().2.clone());
+    match catch_unwind(AssertUnwindSafe(|| read(text.as_bytes()))) {
         Ok(Ok(())) => ModeStatus::ModeOk,
         Ok(Err(status)) => status,
         Err(_) => ModeStatus::ModeErrPanic,
     }
+}
+
+/// Text handed to C for the length of one call: pointer + length, and NUL-terminated as well
+/// (the NUL not counted), as mode.h promises for every string the library hands out.
+pub struct CText(Vec<u8>);
+
+impl CText {
+    /// A NUL-terminated copy of `text`.
+    pub fn new(text: &str) -> CText {
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(0);
+        CText(bytes)
+    }
+
+    /// Takes `text` over, adding the NUL (no copy when it has room).
+    pub fn from_string(text: String) -> CText {
+        let mut bytes = text.into_bytes();
+        bytes.push(0);
+        CText(bytes)
+    }
+
+    /// The first byte.
+    pub fn ptr(&self) -> *const c_char {
+        self.0.as_ptr().cast()
+    }
+
+    /// The length without the NUL.
+    pub fn len(&self) -> usize {
+        self.0.len() - 1
+    }
+}
+
+/// An optional text as pointer + length: NULL and 0 for none.
+pub fn opt_text(text: Option<&CText>) -> (*const c_char, usize) {
+    text.map_or((std::ptr::null(), 0), |t| (t.ptr(), t.len()))
 }
 
 /// A shared reference from a C pointer, or `MODE_ERR_NULL`.
@@ -39,9 +118,12 @@ pub unsafe fn str_arg<'a>(ptr: *const c_char) -> Result<&'a str, ModeStatus> {
     if ptr.is_null() {
         return Err(ModeStatus::ModeErrNull);
     }
-    unsafe { CStr::from_ptr(ptr) }
-        .to_str()
-        .map_err(|_| ModeStatus::ModeErrInvalidUtf8)
+    unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|err| {
+        fail(
+            ModeStatus::ModeErrInvalidUtf8,
+            format!("a string argument is not UTF-8: {err}"),
+        )
+    })
 }
 
 /// Bytes from pointer + length; NULL is allowed only with length 0.
@@ -68,7 +150,12 @@ pub unsafe fn json_arg(
         return Ok(default);
     }
     let text = unsafe { str_arg(ptr) }?;
-    serde_json::from_str(text).map_err(|_| ModeStatus::ModeErrInvalidJson)
+    serde_json::from_str(text).map_err(|err| {
+        fail(
+            ModeStatus::ModeErrInvalidJson,
+            format!("not valid JSON: {err}"),
+        )
+    })
 }
 
 /// Writes `text` and a NUL into `buf` when it fits; always reports the length needed (without
@@ -103,10 +190,4 @@ pub unsafe fn write_out<T>(out: *mut T, value: T) {
     if let Some(out) = unsafe { out.as_mut() } {
         *out = value;
     }
-}
-
-/// A NUL-terminated copy of an error message, kept by a handle as its last error.
-pub fn error_text(message: impl std::fmt::Display) -> std::ffi::CString {
-    // An interior NUL cannot come from our own messages; replace it rather than fail.
-    std::ffi::CString::new(message.to_string().replace('\0', "\u{FFFD}")).unwrap_or_default()
 }

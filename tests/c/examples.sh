@@ -47,6 +47,9 @@ run_example() {
 echo "-- examples/c/device.c (libmode's client)"
 run_example device 1001 MODE_PLAIN=1
 grep -qxF 'stopped: MODE_OK: success' "$prefix/device.out" || { cat "$prefix/device.out" >&2; fail "device did not stop cleanly"; }
+# Each message the device sent (ticks and answers) reported delivered by the delivery callback.
+sent=$(sed -n 's/^sent \([0-9]*\),.*/\1/p' "$prefix/device.out")
+grep -qxF "delivered $sent, not delivered 0" "$prefix/device.out" || { cat "$prefix/device.out" >&2; fail "device's deliveries were not all reported"; }
 
 echo "-- examples/c/own_mqtt.c (libmosquitto + libmode's IO-free session)"
 run_example own_mqtt 1002

@@ -26,7 +26,14 @@ lib=$target/debug
 trap stop_sim EXIT
 start_sim "$lib/mode-sim" || fail "mode-sim did not start"
 
-warn=(-Wall -Wextra -Wpedantic -Werror -I include)
+# Every value mode.h declares in mode_status_t, as X(NAME) for test_core.c: the status text
+# test iterates the header itself, so a code added there without a text fails it.
+awk '/^typedef enum/ { names = "" }
+     /^  MODE_[A-Z0-9_]+ = -?[0-9]+,?$/ { names = names " X(" $1 ")" }
+     /^} mode_status_t;/ { print "#define MODE_HEADER_STATUSES" names; exit }' include/mode.h >"$out/header_statuses.h"
+grep -q 'X(MODE_OK)' "$out/header_statuses.h" || fail "no mode_status_t values found in include/mode.h"
+
+warn=(-Wall -Wextra -Wpedantic -Werror -I include -I "$out")
 run_all_ways() { # NAME LANGS...: compile tests/c/NAME.c in each language, run each build
   local name=$1 src=tests/c/$1.c
   shift

@@ -80,15 +80,89 @@ typedef struct {
     atomic_int bulk_results;
     char bulk[256];
     atomic_int logs;
+    atomic_int library_errors;   /* ERROR lines from the connection task, for this device */
+    atomic_int key_leaked;       /* a log line held the API key */
+    atomic_int text_rule_broken; /* a string handed out was not NUL-terminated at its length */
+    const char *api_key;
     atomic_int freed_userdata;
     atomic_int free_self_on_command;
     atomic_int slow_ms;
     atomic_int in_callback;
+    pthread_t callback_thread; /* the dispatcher, as the connection callback saw it */
 } state_t;
+
+/* ---- what the delivery callback saw ----------------------------------------------------- */
+
+#define MAX_MESSAGES 512
+
+typedef struct {
+    pthread_mutex_t lock;
+    uint64_t ids[MAX_MESSAGES];
+    mode_status_t statuses[MAX_MESSAGES];
+    atomic_int count;
+    pthread_t thread;
+    int threads;      /* 1 while every call came on one thread */
+    int slow_ms;      /* a slow application: each call takes this long */
+} deliveries_t;
+
+static void deliveries_init(deliveries_t *d) {
+    memset(d, 0, sizeof *d);
+    pthread_mutex_init(&d->lock, NULL);
+}
+
+static void on_delivery(void *ud, uint64_t message_id, mode_status_t status) {
+    deliveries_t *d = (deliveries_t *)ud;
+    pthread_mutex_lock(&d->lock);
+    int n = atomic_load(&d->count);
+    if (n == 0) {
+        d->thread = pthread_self();
+        d->threads = 1;
+    } else if (!pthread_equal(d->thread, pthread_self())) {
+        d->threads = 2;
+    }
+    if (n < MAX_MESSAGES) {
+        d->ids[n] = message_id;
+        d->statuses[n] = status;
+    }
+    atomic_store(&d->count, n + 1);
+    pthread_mutex_unlock(&d->lock);
+    if (d->slow_ms) sleep_ms(d->slow_ms);
+}
+
+/* How many times `id` was reported, and with which status (the last). */
+static int reported(deliveries_t *d, uint64_t id, mode_status_t *status) {
+    int times = 0;
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < atomic_load(&d->count) && i < MAX_MESSAGES; i++) {
+        if (d->ids[i] == id) {
+            times++;
+            if (status) *status = d->statuses[i];
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return times;
+}
+
+/* Every id in `ids` is non-zero, distinct, and reported exactly once, with `want`. */
+static void check_each_reported_once(deliveries_t *d, const uint64_t *ids, int n, mode_status_t want) {
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        mode_status_t status = MODE_OK;
+        if (ids[i] == 0 || reported(d, ids[i], &status) != 1 || status != want) ok = 0;
+        for (int j = 0; j < i; j++) if (ids[j] == ids[i]) ok = 0;
+    }
+    if (!ok) fprintf(stderr, "deliveries: %d reported for %d messages\n", atomic_load(&d->count), n);
+    CHECK(ok);
+}
+
+#define CHECK_TEXT(s, ptr, len) \
+    do { if ((ptr) == NULL || (ptr)[len] != '\0' || strlen(ptr) != (len)) atomic_fetch_add(&(s)->text_rule_broken, 1); } while (0)
 
 static void on_connection(void *ud, bool connected, const char *reason, size_t reason_len, int64_t retry_in_ms) {
     state_t *s = (state_t *)ud;
     (void)retry_in_ms;
+    s->callback_thread = pthread_self();
+    if (!connected) CHECK_TEXT(s, reason, reason_len);
     if (connected) {
         atomic_store(&s->connected, 1);
     } else {
@@ -100,6 +174,8 @@ static void on_connection(void *ud, bool connected, const char *reason, size_t r
 
 static void on_command(void *ud, const char *action, size_t action_len, const char *params, size_t params_len) {
     state_t *s = (state_t *)ud;
+    CHECK_TEXT(s, action, action_len);
+    CHECK_TEXT(s, params, params_len);
     atomic_store(&s->in_callback, 1);
     snprintf(s->command, sizeof s->command, "%.*s %.*s", (int)action_len, action, (int)params_len, params);
     if (atomic_load(&s->free_self_on_command)) {
@@ -111,7 +187,7 @@ static void on_command(void *ud, const char *action, size_t action_len, const ch
     /* Calling the API from inside a callback must not deadlock. */
     char buf[64];
     size_t len = 0;
-    if (mode_client_send_event(s->client, "ack", "{\"from\":\"callback\"}", 1) == MODE_OK &&
+    if (mode_client_send_event(s->client, "ack", "{\"from\":\"callback\"}", MODE_QOS_AT_LEAST_ONCE, NULL) == MODE_OK &&
         mode_client_kv_get(s->client, "nothing-here", buf, sizeof buf, &len) == MODE_ERR_NOT_FOUND) {
         atomic_fetch_add(&s->reentrant_sends_ok, 1);
     }
@@ -123,7 +199,9 @@ static void on_command(void *ud, const char *action, size_t action_len, const ch
 static void on_kv(void *ud, mode_change_kind_t kind, const char *key, size_t key_len, const char *value, size_t value_len,
                   const char *previous, size_t previous_len) {
     state_t *s = (state_t *)ud;
-    (void)previous, (void)previous_len;
+    CHECK_TEXT(s, key, key_len);
+    if (value) CHECK_TEXT(s, value, value_len);
+    if (previous) CHECK_TEXT(s, previous, previous_len);
     size_t used = strlen(s->kv_log);
     snprintf(s->kv_log + used, sizeof s->kv_log - used, "%s %.*s=%.*s;", kind == MODE_CHANGE_SET ? "set" : "del",
              (int)key_len, key, value ? (int)value_len : 0, value ? value : "");
@@ -133,29 +211,47 @@ static void on_kv(void *ud, mode_change_kind_t kind, const char *key, size_t key
 static void on_bulk(void *ud, mode_status_t status, const char *request_id, size_t request_id_len, const char *bulk_status,
                     size_t bulk_status_len, const char *payload, size_t payload_len) {
     state_t *s = (state_t *)ud;
+    CHECK_TEXT(s, request_id, request_id_len);
+    CHECK_TEXT(s, bulk_status, bulk_status_len);
+    CHECK_TEXT(s, payload, payload_len);
     snprintf(s->bulk, sizeof s->bulk, "%d %.*s %.*s %.*s", (int)status, (int)request_id_len, request_id,
              (int)bulk_status_len, bulk_status, (int)payload_len, payload);
     atomic_fetch_add(&s->bulk_results, 1);
 }
 
-static void on_log(void *ud, mode_log_level_t level, const char *message, size_t message_len) {
+static void on_log(void *ud, const mode_log_record_t *record) {
     state_t *s = (state_t *)ud;
-    (void)level, (void)message, (void)message_len;
+    CHECK_TEXT(s, record->message, record->message_len);
+    CHECK_TEXT(s, record->target, record->target_len);
+    if (s->api_key && strstr(record->message, s->api_key)) atomic_fetch_add(&s->key_leaked, 1);
+    if (record->level == MODE_LOG_ERROR && strncmp(record->target, "mode_client", 11) == 0 &&
+        record->device_id == DEVICE) {
+        atomic_fetch_add(&s->library_errors, 1);
+    }
     atomic_fetch_add(&s->logs, 1);
 }
 
 static void free_state(void *ud) { atomic_fetch_add(&((state_t *)ud)->freed_userdata, 1); }
 
+static mode_client_t *start_client_reporting(state_t *s, mode_config_t *config, deliveries_t *d);
+
 static mode_client_t *start_client(state_t *s, mode_config_t *config) {
+    return start_client_reporting(s, config, NULL);
+}
+
+static mode_client_t *start_client_reporting(state_t *s, mode_config_t *config, deliveries_t *d) {
     mode_client_t *client = NULL;
     CHECK_STATUS(mode_client_new(config, &client), MODE_OK);
     s->client = client;
+    CHECK(atomic_load(&s->text_rule_broken) == 0);
     CHECK_STATUS(mode_client_set_connection_cb(client, on_connection, s, NULL), MODE_OK);
     CHECK_STATUS(mode_client_set_command_cb(client, on_command, s, free_state), MODE_OK);
     CHECK_STATUS(mode_client_set_kv_cb(client, on_kv, s, NULL), MODE_OK);
     CHECK_STATUS(mode_client_set_bulk_cb(client, on_bulk, s, NULL), MODE_OK);
     CHECK_STATUS(mode_client_set_log_cb(client, on_log, s, NULL), MODE_OK);
+    if (d) CHECK_STATUS(mode_client_set_delivery_cb(client, on_delivery, d, NULL), MODE_OK);
     CHECK_STATUS(mode_client_start(client), MODE_OK);
+    if (d) CHECK_STATUS(mode_client_set_delivery_cb(client, on_delivery, d, NULL), MODE_ERR_INVALID_STATE);
     return client;
 }
 
@@ -194,15 +290,64 @@ static void test_config_validates_what_it_is_given(void) {
     CHECK_STATUS(mode_client_new(NULL, NULL), MODE_ERR_NULL);
 }
 
+static const char *last_error(void) {
+    static _Thread_local char buf[512];
+    size_t len = 0;
+    if (mode_last_error(buf, sizeof buf, &len) != MODE_OK) return "(mode_last_error failed)";
+    return buf;
+}
+
+static void test_a_config_that_cannot_work_is_not_consumed_and_says_why(void) {
+    mode_config_t *c = NULL;
+    CHECK_STATUS(mode_config_new(DEVICE, "", &c), MODE_OK);
+    mode_client_t *client = NULL;
+    CHECK_STATUS(mode_client_new(c, &client), MODE_ERR_CONFIG);
+    CHECK(client == NULL);
+    CHECK(strstr(last_error(), "API key is empty") != NULL);
+    /* Still the caller's: fix it and try again, or free it (valgrind checks both). */
+    CHECK_STATUS(mode_config_set_mqtt_port(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "port 0") != NULL);
+    CHECK_STATUS(mode_config_validate(c), MODE_ERR_CONFIG);
+    mode_config_free(c);
+    c = sim_config(DEVICE, KEY, mqtt_port);
+    CHECK_STATUS(mode_client_new(c, NULL), MODE_ERR_NULL); /* not consumed either */
+    mode_config_free(c);
+}
+
+static void *fail_on_another_thread(void *arg) {
+    (void)arg;
+    mode_config_t *c = NULL;
+    mode_config_new(DEVICE, KEY, &c);
+    mode_config_set_transport(c, 42);
+    mode_config_free(c);
+    return strstr(last_error(), "transport 42") != NULL ? (void *)1 : NULL;
+}
+
+static void test_the_last_error_is_per_thread(void) {
+    mode_config_t *c = NULL;
+    CHECK_STATUS(mode_config_new(DEVICE, KEY, &c), MODE_OK);
+    CHECK_STATUS(mode_config_set_queue_size(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    pthread_t other;
+    void *seen = NULL;
+    pthread_create(&other, NULL, fail_on_another_thread, NULL);
+    pthread_join(other, &seen);
+    CHECK(seen == (void *)1);
+    CHECK(strstr(last_error(), "queue size") != NULL); /* this thread's, untouched */
+    mode_config_free(c);
+}
+
 static void test_calls_before_start_and_on_null_are_statuses(void) {
     mode_client_t *client = NULL;
     CHECK_STATUS(mode_client_new(sim_config(DEVICE, KEY, mqtt_port), &client), MODE_OK);
-    CHECK_STATUS(mode_client_send_event(client, "t", NULL, 0), MODE_ERR_INVALID_STATE);
+    uint64_t id = 77;
+    CHECK_STATUS(mode_client_send_event(client, "t", NULL, MODE_QOS_AT_MOST_ONCE, &id), MODE_ERR_INVALID_STATE);
+    CHECK(id == 77); /* out-pointers are written on success only */
+    CHECK(strstr(last_error(), "mode_client_start") != NULL);
     char buf[256];
     size_t len = 0;
-    CHECK_STATUS(mode_client_last_error(client, buf, sizeof buf, &len), MODE_OK);
-    CHECK(strstr(buf, "mode_client_start") != NULL);
-    CHECK_STATUS(mode_client_send_event(NULL, "t", NULL, 0), MODE_ERR_NULL);
+    CHECK_STATUS(mode_client_set_log_level(client, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_client_set_log_level(client, MODE_LOG_DEBUG), MODE_OK);
+    CHECK_STATUS(mode_client_send_event(NULL, "t", NULL, 0, NULL), MODE_ERR_NULL);
     CHECK_STATUS(mode_client_kv_get(NULL, "k", buf, sizeof buf, &len), MODE_ERR_NULL);
     CHECK_STATUS(mode_client_stop(NULL, 0), MODE_ERR_NULL);
     CHECK_STATUS(mode_client_stats(client, NULL), MODE_ERR_NULL);
@@ -222,10 +367,11 @@ static void test_a_device_sends_receives_and_mirrors(void) {
     CHECK(atomic_load(&s.connected) && mode_client_is_connected(client));
 
     /* Events: bad arguments refused up front, good ones acknowledged by the cloud. */
-    CHECK_STATUS(mode_client_send_event(client, "t", "{}", 2), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_client_send_event(client, "t", "[1,2]", 1), MODE_ERR_INVALID_JSON);
-    CHECK_STATUS(mode_client_send_event(client, "", "{}", 1), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_client_send_event(client, "boot", "{\"version\":\"1.0\"}", 1), MODE_OK);
+    CHECK_STATUS(mode_client_send_event(client, "t", "{}", 2, NULL), MODE_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "QoS 2") != NULL);
+    CHECK_STATUS(mode_client_send_event(client, "t", "[1,2]", 1, NULL), MODE_ERR_INVALID_JSON);
+    CHECK_STATUS(mode_client_send_event(client, "", "{}", 1, NULL), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_client_send_event(client, "boot", "{\"version\":\"1.0\"}", MODE_QOS_AT_LEAST_ONCE, NULL), MODE_OK);
     mode_stats_t stats;
     memset(&stats, 0, sizeof stats);
     WAIT_FOR(mode_client_stats(client, &stats) == MODE_OK && stats.messages_acked >= 1);
@@ -247,24 +393,38 @@ static void test_a_device_sends_receives_and_mirrors(void) {
     char tiny[3];
     CHECK_STATUS(mode_client_kv_get(client, "color", tiny, sizeof tiny, &len), MODE_ERR_BUFFER_TOO_SMALL);
     CHECK(len == 5);
-    CHECK_STATUS(mode_client_kv_set(client, "mode", "{\"eco\":true}"), MODE_OK);
+    CHECK_STATUS(mode_client_kv_set(client, "mode", "{\"eco\":true}", NULL), MODE_OK);
     WAIT_FOR(strstr(s.kv_log, "set mode={\"eco\":true};") != NULL);
     CHECK(strstr(s.kv_log, "set mode={\"eco\":true};") != NULL);
     CHECK_STATUS(mode_client_kv_keys(client, buf, sizeof buf, &len), MODE_OK);
     CHECK(strcmp(buf, "[\"color\",\"mode\"]") == 0);
-    CHECK_STATUS(mode_client_kv_delete(client, "mode"), MODE_OK);
+    CHECK_STATUS(mode_client_kv_delete(client, "mode", NULL), MODE_OK);
     WAIT_FOR(strstr(s.kv_log, "del mode=;") != NULL);
     CHECK_STATUS(mode_client_kv_get(client, "mode", buf, sizeof buf, &len), MODE_ERR_NOT_FOUND);
-    CHECK_STATUS(mode_client_kv_set(client, "", "1"), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_client_kv_set(client, "k", "{nope"), MODE_ERR_INVALID_JSON);
+    CHECK_STATUS(mode_client_kv_set(client, "", "1", NULL), MODE_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(mode_client_kv_set(client, "k", "{nope", NULL), MODE_ERR_INVALID_JSON);
 
     /* Bulk data and a bulk request answered by the simulator's echo module. */
     const uint8_t blob[] = {1, 2, 3, 0, 255};
-    CHECK_STATUS(mode_client_send_bulk_data(client, "echo", blob, sizeof blob, 1), MODE_OK);
-    CHECK_STATUS(mode_client_send_bulk_data(client, "a/b", blob, sizeof blob, 1), MODE_ERR_INVALID_ARGUMENT);
-    char request_id[128];
-    CHECK_STATUS(mode_client_bulk_request(client, "echo", "{\"q\":7}", 5000, request_id, sizeof request_id), MODE_OK);
+    CHECK_STATUS(mode_client_send_bulk_data(client, "echo", blob, sizeof blob, 1, NULL), MODE_OK);
+    CHECK_STATUS(mode_client_send_bulk_data(client, "a/b", blob, sizeof blob, 1, NULL), MODE_ERR_INVALID_ARGUMENT);
+    mode_stats_t before;
+    memset(&before, 0, sizeof before);
+    /* Settled: everything sent so far is counted (the connection task counts asynchronously). */
+    WAIT_FOR(mode_client_stats(client, &before) == MODE_OK && before.messages_queued >= 5 && before.pending == 0);
+    /* A buffer too small for a request id is refused before anything is sent. */
+    char small[8];
+    size_t id_len = 0;
+    CHECK_STATUS(mode_client_bulk_request(client, "echo", "{\"q\":6}", 5000, small, sizeof small, &id_len, NULL),
+                 MODE_ERR_BUFFER_TOO_SMALL);
+    CHECK(id_len == MODE_REQUEST_ID_SIZE - 1);
+    char request_id[MODE_REQUEST_ID_SIZE];
+    CHECK_STATUS(mode_client_bulk_request(client, "echo", "{\"q\":7}", 5000, request_id, sizeof request_id, &id_len, NULL),
+                 MODE_OK);
+    CHECK(id_len == strlen(request_id));
     WAIT_FOR(atomic_load(&s.bulk_results) == 1);
+    WAIT_FOR(mode_client_stats(client, &stats) == MODE_OK && stats.pending == 0);
+    CHECK(stats.messages_queued == before.messages_queued + 1); /* only the second request */
     char want[256];
     snprintf(want, sizeof want, "0 %s OK {\"q\":7}", request_id);
     CHECK(strcmp(s.bulk, want) == 0);
@@ -274,7 +434,9 @@ static void test_a_device_sends_receives_and_mirrors(void) {
     CHECK(strstr(buf, "\"id\":1001") != NULL && strstr(buf, "\"homeId\":10") != NULL);
 
     CHECK_STATUS(mode_client_stop(client, 5000), MODE_OK);
-    CHECK_STATUS(mode_client_send_event(client, "late", NULL, 0), MODE_ERR_CLOSED);
+    CHECK_STATUS(mode_client_send_event(client, "late", NULL, 0, NULL), MODE_ERR_CLOSED);
+    CHECK(atomic_load(&s.bulk_results) == 1); /* the refused request never answered */
+    CHECK(atomic_load(&s.text_rule_broken) == 0);
     CHECK(atomic_load(&s.logs) >= 1);
     mode_client_free(client);
     CHECK(atomic_load(&s.freed_userdata) == 1);
@@ -291,7 +453,7 @@ static void *send_many(void *arg) {
         char data[64];
         snprintf(data, sizeof data, "{\"i\":%d}", i);
         mode_status_t st;
-        while ((st = mode_client_send_event(sender->client, "load", data, 1)) == MODE_ERR_QUEUE_FULL) sleep_ms(1);
+        while ((st = mode_client_send_event(sender->client, "load", data, 1, NULL)) == MODE_ERR_QUEUE_FULL) sleep_ms(1);
         if (st == MODE_OK) sender->sent++;
     }
     return NULL;
@@ -359,16 +521,98 @@ static void test_failures_to_connect_are_reported_and_leak_nothing(void) {
     WAIT_FOR(atomic_load(&s.disconnects) >= 1);
     CHECK(atomic_load(&s.disconnects) >= 1 && !atomic_load(&s.connected));
     CHECK(strlen(s.reason) > 0);
-    CHECK_STATUS(mode_client_send_event(client, "queued", NULL, 1), MODE_OK); /* queued while offline */
+    CHECK_STATUS(mode_client_send_event(client, "queued", NULL, 1, NULL), MODE_OK); /* queued while offline */
     mode_client_free(client);
 
-    /* A wrong API key: an authentication failure, said so. */
+    /* A wrong API key: an authentication failure, said so, and logged by the library itself
+     * (the connection task's own line, forwarded to the log callback) without the key. */
     state_t t;
     memset(&t, 0, sizeof t);
-    client = start_client(&t, sim_config(DEVICE, "v1.wrong", mqtt_port));
-    WAIT_FOR(atomic_load(&t.disconnects) >= 1);
+    t.api_key = "v1.wrong-secret-key";
+    client = start_client(&t, sim_config(DEVICE, t.api_key, mqtt_port));
+    WAIT_FOR(atomic_load(&t.disconnects) >= 1 && atomic_load(&t.library_errors) >= 1);
     CHECK(strstr(t.reason, "authentication") != NULL);
+    CHECK(atomic_load(&t.library_errors) >= 1);
+    CHECK(atomic_load(&t.key_leaked) == 0);
+    CHECK(atomic_load(&t.text_rule_broken) == 0);
     mode_client_free(client);
+}
+
+static void test_every_message_is_reported_once_by_its_id_across_a_reconnect(void) {
+    state_t s;
+    memset(&s, 0, sizeof s);
+    deliveries_t d;
+    deliveries_init(&d);
+    mode_client_t *client = start_client_reporting(&s, sim_config(DEVICE, KEY, mqtt_port), &d);
+    WAIT_FOR(atomic_load(&s.connected));
+    uint64_t ids[300];
+    int n = 0;
+    for (int i = 0; i < 100; i++) {
+        mode_qos_t qos = i % 2 ? MODE_QOS_AT_MOST_ONCE : MODE_QOS_AT_LEAST_ONCE;
+        CHECK_STATUS(mode_client_send_event(client, "before", "{}", qos, &ids[n++]), MODE_OK);
+    }
+    say("drop 1001"); /* QoS 1 messages still unacknowledged are re-sent after the reconnect */
+    for (int i = 0; i < 100; i++) {
+        CHECK_STATUS(mode_client_send_event(client, "after", "{}", MODE_QOS_AT_LEAST_ONCE, &ids[n++]), MODE_OK);
+    }
+    const uint8_t blob[] = {1, 2, 3};
+    CHECK_STATUS(mode_client_kv_set(client, "k", "1", &ids[n++]), MODE_OK);
+    CHECK_STATUS(mode_client_kv_delete(client, "k", &ids[n++]), MODE_OK);
+    CHECK_STATUS(mode_client_send_bulk_data(client, "echo", blob, sizeof blob, MODE_QOS_AT_LEAST_ONCE, &ids[n++]), MODE_OK);
+    char request_id[MODE_REQUEST_ID_SIZE];
+    CHECK_STATUS(mode_client_bulk_request(client, "echo", "{}", 5000, request_id, sizeof request_id, NULL, &ids[n++]), MODE_OK);
+    for (int i = 1; i < n; i++) CHECK(ids[i] > ids[i - 1]); /* increasing in send order */
+    WAIT_FOR(atomic_load(&s.disconnects) >= 1 && atomic_load(&s.connected) && atomic_load(&d.count) >= n);
+    CHECK(atomic_load(&s.disconnects) >= 1);
+    mode_stats_t stats;
+    CHECK_STATUS(mode_client_stats(client, &stats), MODE_OK);
+    CHECK(stats.reconnects >= 1);
+    CHECK_STATUS(mode_client_stop(client, 5000), MODE_OK);
+    check_each_reported_once(&d, ids, n, MODE_OK);
+    CHECK(atomic_load(&d.count) == n); /* nothing else */
+    /* On the dispatcher thread, where every callback runs, never on the connection task. */
+    CHECK(d.threads == 1 && pthread_equal(d.thread, s.callback_thread));
+    mode_client_free(client);
+    CHECK(atomic_load(&d.count) == n); /* and nothing more at free */
+    pthread_mutex_destroy(&d.lock);
+}
+
+static void test_messages_dropped_or_given_up_are_reported_with_their_reason(void) {
+    /* Offline (nothing listens on port 1): a queue of 2 that drops the oldest. */
+    state_t s;
+    memset(&s, 0, sizeof s);
+    deliveries_t d;
+    deliveries_init(&d);
+    mode_config_t *config = sim_config(DEVICE, KEY, 1);
+    CHECK_STATUS(mode_config_set_queue_size(config, 2), MODE_OK);
+    CHECK_STATUS(mode_config_set_full_queue_policy(config, MODE_QUEUE_DROP_OLDEST), MODE_OK);
+    mode_client_t *client = start_client_reporting(&s, config, &d);
+    uint64_t ids[5];
+    for (int i = 0; i < 5; i++) CHECK_STATUS(mode_client_send_event(client, "e", "{}", 1, &ids[i]), MODE_OK);
+    WAIT_FOR(atomic_load(&d.count) >= 3);
+    check_each_reported_once(&d, ids, 3, MODE_ERR_QUEUE_FULL); /* the three oldest */
+    /* Stop with no time to deliver: the two left are given up, each reported. */
+    CHECK_STATUS(mode_client_stop(client, 0), MODE_ERR_TIMEOUT);
+    WAIT_FOR(atomic_load(&d.count) >= 5);
+    check_each_reported_once(&d, ids + 3, 2, MODE_ERR_CLOSED);
+    mode_client_free(client);
+    CHECK(atomic_load(&d.count) == 5);
+    pthread_mutex_destroy(&d.lock);
+
+    /* Freed without a stop: every message is reported before mode_client_free returns, also
+     * when the application is slow and most outcomes still wait for it as free begins. */
+    state_t t;
+    memset(&t, 0, sizeof t);
+    deliveries_t e;
+    deliveries_init(&e);
+    e.slow_ms = 20;
+    client = start_client_reporting(&t, sim_config(DEVICE, KEY, 1), &e);
+    uint64_t queued[10];
+    for (int i = 0; i < 10; i++) CHECK_STATUS(mode_client_send_event(client, "e", "{}", 1, &queued[i]), MODE_OK);
+    mode_client_free(client);
+    check_each_reported_once(&e, queued, 10, MODE_ERR_CLOSED);
+    CHECK(atomic_load(&e.count) == 10);
+    pthread_mutex_destroy(&e.lock);
 }
 
 int main(void) {
@@ -386,12 +630,16 @@ int main(void) {
         return 2;
     }
     test_config_validates_what_it_is_given();
+    test_a_config_that_cannot_work_is_not_consumed_and_says_why();
+    test_the_last_error_is_per_thread();
     test_calls_before_start_and_on_null_are_statuses();
     test_a_device_sends_receives_and_mirrors();
     test_eight_threads_send_at_once_and_nothing_is_lost();
     test_a_callback_may_free_its_own_client();
     test_free_waits_for_a_callback_in_flight();
     test_failures_to_connect_are_reported_and_leak_nothing();
+    test_every_message_is_reported_once_by_its_id_across_a_reconnect();
+    test_messages_dropped_or_given_up_are_reported_with_their_reason();
     fclose(console);
     printf("%d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
     return atomic_load(&failed) == 0 ? 0 : 1;

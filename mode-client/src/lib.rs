@@ -154,6 +154,11 @@ impl PendingResponse {
         &self.request_id
     }
 
+    /// The id of the request's message, as the [`DeliveryHook`] will name it.
+    pub fn message_id(&self) -> MessageId {
+        self.delivery.id
+    }
+
     /// Waits up to `timeout` for the response.
     pub async fn response(self, timeout: Duration) -> Result<BulkDataResponse, ClientError> {
         let PendingResponse {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mode_core::backoff::BackoffPolicy;
 use mode_client::{Client, ClientConfig, Notification, Notifications, Transport};
+use mode_core::backoff::BackoffPolicy;
 use mode_core::ddp::Change;
 use mode_core::proto::{Command, Map, Qos, Value};
 use mode_sim::config::{DEMO_APP_KEY, DEMO_HOME};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use mode_core::backoff::BackoffPolicy;
 use mode_client::{ClientConfig, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport};
+use mode_core::backoff::BackoffPolicy;
 use serde::Deserialize;
 
 use crate::error::CliError;

@@ -11,11 +11,11 @@ use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
-use mode_core::backoff::BackoffPolicy;
 use mode_client::{
     Client as CoreClient, ClientConfig, ClientError, Delivery, DisconnectReason, FullQueuePolicy,
     Notification, Notifications, Transport,
 };
+use mode_core::backoff::BackoffPolicy;
 use mode_core::ddp::Change;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 pub mod streams;
 
-use mode_core::backoff::BackoffPolicy;
 use mode_client::{Client, ClientConfigBuilder, Notification, Notifications};
+use mode_core::backoff::BackoffPolicy;
 use mode_sim::{Sim, SimConfig};
 
 /// The demo devices.

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use mode_core::backoff::BackoffPolicy;
 use mode_client::{Client, ClientConfig, Notification};
+use mode_core::backoff::BackoffPolicy;
 use mode_core::proto::{Event, Map, Qos, Topic, Value};
 use mode_sim::Sim;
 use rumqttc::{AsyncClient, MqttOptions, QoS};

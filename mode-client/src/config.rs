@@ -9,6 +9,11 @@ use std::time::Duration;
 use mode_core::backoff::BackoffPolicy;
 use mode_core::proto::DeviceId;
 
+#[path = "outbox_config.rs"]
+mod outbox;
+pub(crate) use outbox::OutboxSettings;
+pub use outbox::{DEFAULT_OUTBOX_MAX_BYTES, SyncPolicy};
+
 /// A device API key. It never shows itself: `Debug` and `Display` print `<redacted>`, so a key
 /// cannot leak into a log line through a config or an error.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,6 +127,25 @@ pub enum ConfigError {
         /// What is wrong with it.
         detail: String,
     },
+    /// Another process (or another client of this one) has the durable outbox directory open.
+    #[error(
+        "the outbox directory {dir} is in use by another client (its lock is held); one client per directory"
+    )]
+    OutboxLocked {
+        /// The directory.
+        dir: String,
+    },
+    /// The durable outbox directory cannot be used (or could not be written).
+    #[error("durable outbox in {dir}: {detail}")]
+    Outbox {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// `outbox_dir` was set, but this build has no durable outbox.
+    #[error("outbox_dir needs the durable-outbox feature of mode-client, which this build lacks")]
+    OutboxUnavailable,
     /// A TLS file could not be read or holds nothing usable.
     #[error("TLS setting {what} ({path}): {detail}")]
     Tls {
@@ -155,6 +179,7 @@ pub struct ClientConfig {
     pub(crate) notification_capacity: usize,
     pub(crate) backoff: BackoffPolicy,
     pub(crate) delivery_hook: Option<DeliveryHook>,
+    pub(crate) outbox: OutboxSettings,
 }
 
 /// Called once for every message a send accepted, with its [`MessageId`](super::MessageId) and
@@ -206,6 +231,7 @@ impl ClientConfig {
                 notification_capacity: 1024,
                 backoff: BackoffPolicy::default(),
                 delivery_hook: None,
+                outbox: OutboxSettings::default(),
             },
         }
     }
@@ -426,6 +452,7 @@ impl ClientConfigBuilder {
                 "the MQTT WebSocket URL must start with ws:// or wss://",
             ));
         }
+        c.outbox.validate()?;
         Ok(c)
     }
 }

@@ -21,12 +21,19 @@
 //! Delivery: QoS 1 messages (events, kv writes, bulk requests) are kept in the client's own
 //! outbox until the cloud acknowledges them; a lost connection re-sends them after the
 //! reconnect, in order. The outbox is bounded ([`ClientConfig`]'s `queue_size`) and what a full
-//! queue does is the [`FullQueuePolicy`]; nothing is dropped silently.
+//! queue does is the [`FullQueuePolicy`]; nothing is dropped silently. With
+//! [`outbox_dir`](ClientConfigBuilder::outbox_dir) the outbox is also kept on disk, so accepted
+//! QoS 1 messages survive the process dying or the power going out (see [`SyncPolicy`]).
 
 #![deny(missing_docs)]
 
 mod clock;
 mod config;
+#[cfg(feature = "durable-outbox")]
+mod durable;
+#[cfg(not(feature = "durable-outbox"))]
+#[path = "durable_off.rs"]
+mod durable;
 mod error;
 mod http;
 mod mqtt;
@@ -36,6 +43,7 @@ mod shared;
 mod task;
 mod tls;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -48,13 +56,15 @@ use tokio::sync::oneshot;
 
 pub use config::{
     ApiKey, ClientConfig, ClientConfigBuilder, ConfigError, DEFAULT_API_URL, DEFAULT_MQTT_HOST,
-    DeliveryFn, DeliveryHook, FullQueuePolicy, TlsOptions, Transport,
+    DEFAULT_OUTBOX_MAX_BYTES, DeliveryFn, DeliveryHook, FullQueuePolicy, SyncPolicy, TlsOptions,
+    Transport,
 };
 pub use error::ClientError;
 pub use mode_core::engine::{DisconnectReason, MessageId, Stats};
 pub use notification::{Notification, Notifications};
 
 use self::clock::Clock;
+use self::durable::{Ticket, Tracker};
 use self::rest::Rest;
 use self::shared::{Shared, State};
 use mode_core::proto::{BulkDataResponse, DeviceId, DeviceInfo, Qos, rest as paths};
@@ -256,10 +266,41 @@ impl Client {
         let tls = Arc::new(tls::client_config(&config.tls)?);
         let rest = Arc::new(Rest::new(&config, &tls)?);
         let clock = Clock::new();
-        let engine = Engine::new(engine_config(&config), clock.now());
-        let shared = Arc::new(Shared::new(engine, clock));
+        let opened = match &config.outbox.dir {
+            Some(dir) => Some(durable::start(dir, &config.outbox)?),
+            None => None,
+        };
+        let mut settings = engine_config(&config);
+        if let Some(opened) = &opened {
+            settings.journal = true;
+            // Everything the last run left goes back in, even beyond this run's queue size.
+            settings.queue_size = settings.queue_size.max(opened.messages.len());
+        }
+        let mut engine = Engine::new(settings, clock.now());
+        let mut report = None;
+        let durable = opened.map(|opened| {
+            engine.continue_ids_after(opened.last_id);
+            let refused = engine.restore(opened.messages);
+            debug_assert!(refused.is_empty(), "the queue was made large enough");
+            report = opened.report;
+            opened.tracker
+        });
+        let shared = Arc::new(Shared::new(engine, durable, clock));
         let (notifier, notifications) =
             notification::channel(config.notification_capacity, shared.clone());
+        if let (Some(report), Some(dir)) = (report, &config.outbox.dir) {
+            tracing::warn!(dir = %dir.display(), "{report}");
+            notifier.send(Notification::Error {
+                topic: format!("outbox:{}", dir.display()),
+                error: mode_core::proto::DecodeError {
+                    kind: mode_core::proto::MessageKind::Event,
+                    fault: mode_core::proto::DecodeFault::Truncated,
+                    path: String::new(),
+                    detail: report,
+                    line_column: None,
+                },
+            });
+        }
         let config = Arc::new(config);
         let task = task::Task::new(config.clone(), tls, rest.clone(), shared.clone(), notifier);
         tokio::spawn(task.run());
@@ -292,7 +333,12 @@ impl Client {
     /// A snapshot of the client's counters.
     pub fn stats(&self) -> Stats {
         let shared = &self.inner.shared;
-        let mut stats = shared.lock().engine.stats().clone();
+        let mut stats = {
+            let state = shared.lock();
+            let mut stats = state.engine.stats().clone();
+            stats.outbox_unrecovered = state.durable.as_ref().map_or(0, Tracker::unrecovered);
+            stats
+        };
         stats.notifications_dropped = shared
             .notifications_dropped
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -318,40 +364,109 @@ impl Client {
         }
     }
 
-    /// Queues one message with `send` under the lock, with a sender for its outcome.
+    /// Queues one message with `send` under the lock, with a sender for its outcome; with a
+    /// durable outbox, also the ticket its sender waits on before the send returns.
     fn submit_locked(
         &self,
         state: &mut State,
         send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<Delivery, ClientError> {
+    ) -> Result<(Delivery, Option<Ticket>), ClientError> {
+        if let Some(durable) = &state.durable {
+            durable.check()?;
+        }
         let id = send(state)?;
+        let State {
+            engine, durable, ..
+        } = state;
+        let ticket = match durable {
+            Some(durable) => {
+                let ticket = durable.take_journal(engine, &HashSet::new());
+                durable.holds(id).then_some(ticket)
+            }
+            None => None,
+        };
         let (tx, rx) = oneshot::channel();
         state.deliveries.insert(id, tx);
-        Ok(Delivery { id, rx })
+        Ok((Delivery { id, rx }, ticket))
     }
 
-    /// Queues without waiting.
-    fn try_enqueue(
+    /// False when the durable outbox holds its size bound and a send must wait or fail; under
+    /// `DropOldest` it makes room first (the oldest messages not on the network go).
+    fn store_room(&self, state: &mut State) -> bool {
+        let State {
+            engine, durable, ..
+        } = state;
+        let Some(durable) = durable else {
+            return true;
+        };
+        if !durable.is_full() {
+            return true;
+        }
+        if self.inner.config.full_queue == FullQueuePolicy::DropOldest {
+            while durable.is_full() && engine.drop_oldest().is_some() {
+                durable.take_journal(engine, &HashSet::new());
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Queues without waiting for room.
+    fn try_submit(
         &self,
         send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<Delivery, ClientError> {
+    ) -> Result<(Delivery, Option<Ticket>), ClientError> {
         let shared = &self.inner.shared;
         if shared.is_closed() {
             return Err(ClientError::Closed);
         }
-        let delivery = self.submit_locked(&mut shared.lock(), send)?;
+        let submitted = {
+            let mut state = shared.lock();
+            if !self.store_room(&mut state) {
+                let capacity = state.durable.as_ref().map_or(0, Tracker::len);
+                return Err(ClientError::QueueFull { capacity });
+            }
+            self.submit_locked(&mut state, send)?
+        };
         shared.wake.notify();
+        Ok(submitted)
+    }
+
+    /// Queues without waiting for room; with a durable outbox, blocks until the message is
+    /// written.
+    fn try_enqueue(
+        &self,
+        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
+    ) -> Result<Delivery, ClientError> {
+        let (delivery, ticket) = self.try_submit(send)?;
+        if let Some(ticket) = ticket {
+            ticket.wait_blocking()?;
+        }
         Ok(delivery)
     }
 
-    /// Queues, waiting for room first when the policy is `Block`.
+    /// Queues, waiting for room first when the policy is `Block`, then (with a durable outbox)
+    /// until the message is written.
     async fn enqueue(
         &self,
         send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
     ) -> Result<Delivery, ClientError> {
-        if self.inner.config.full_queue != FullQueuePolicy::Block {
-            return self.try_enqueue(send);
+        let (delivery, ticket) = if self.inner.config.full_queue == FullQueuePolicy::Block {
+            self.submit_when_room(send).await?
+        } else {
+            self.try_submit(send)?
+        };
+        if let Some(ticket) = ticket {
+            ticket.wait().await?;
         }
+        Ok(delivery)
+    }
+
+    /// Queues once there is room (in the queue and in the durable outbox).
+    async fn submit_when_room(
+        &self,
+        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
+    ) -> Result<(Delivery, Option<Ticket>), ClientError> {
         let shared = &self.inner.shared;
         let mut send = Some(send);
         loop {
@@ -360,12 +475,13 @@ impl Client {
             }
             {
                 let mut state = shared.lock();
-                if state.engine.room() > 0 || state.engine.is_closing() {
+                let room = state.engine.room() > 0 && self.store_room(&mut state);
+                if room || state.engine.is_closing() {
                     let send = send.take().expect("sent only once: this returns");
-                    let delivery = self.submit_locked(&mut state, send)?;
+                    let submitted = self.submit_locked(&mut state, send)?;
                     drop(state);
                     shared.wake.notify();
-                    return Ok(delivery);
+                    return Ok(submitted);
                 }
             }
             // Full: wait for room. Counted as a waiter (the task wakes waiters only when there
@@ -375,8 +491,9 @@ impl Client {
             let mut room = pin!(shared.room.notified());
             room.as_mut().enable();
             let full = {
-                let state = shared.lock();
-                state.engine.room() == 0 && !state.engine.is_closing()
+                let mut state = shared.lock();
+                let room = state.engine.room() > 0 && self.store_room(&mut state);
+                !room && !state.engine.is_closing()
             };
             if full && !shared.is_closed() {
                 room.await;

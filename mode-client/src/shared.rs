@@ -15,6 +15,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, oneshot};
 
 use super::clock::Clock;
+use super::durable::Tracker;
 use super::error::ClientError;
 
 /// What the handles and the task share under the lock.
@@ -27,6 +28,8 @@ pub(crate) struct State {
     pub bulk: HashMap<String, oneshot::Sender<BulkDataResponse>>,
     /// Callers of `close`, told how it ended.
     pub close_replies: Vec<oneshot::Sender<Result<(), ClientError>>>,
+    /// The durable outbox (`outbox_dir`), kept in step with the engine's journal.
+    pub durable: Option<Tracker>,
 }
 
 #[derive(Debug)]
@@ -46,13 +49,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(engine: Engine, clock: Clock) -> Self {
+    pub(crate) fn new(engine: Engine, durable: Option<Tracker>, clock: Clock) -> Self {
         Shared {
             state: Mutex::new(State {
                 engine,
                 deliveries: Deliveries::default(),
                 bulk: HashMap::new(),
                 close_replies: Vec::new(),
+                durable,
             }),
             wake: Wake::default(),
             room: Notify::new(),

@@ -7,7 +7,7 @@
 //! One wake-up handles everything that is there (a burst of sends, every event rumqttc has
 //! ready) under one lock, then carries out the engine's work once for all of it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -72,6 +72,8 @@ pub(crate) struct Task {
     /// Delivery outcomes for the hook, called once the lock is released.
     outcomes: Vec<(MessageId, Result<(), ClientError>)>,
     dropped_total: u64,
+    /// Messages given up at close: the durable outbox keeps them for the next start.
+    kept: HashSet<MessageId>,
     timer: Option<CoreInstant>,
     done: bool,
 }
@@ -95,6 +97,7 @@ impl Task {
             refused: HashMap::new(),
             outcomes: Vec::new(),
             dropped_total: 0,
+            kept: HashSet::new(),
             timer: None,
             done: false,
         }
@@ -151,6 +154,11 @@ impl Task {
                 if !busy {
                     break;
                 }
+            }
+            // What the engine accepted and finished goes to the durable outbox's writer.
+            let state = &mut *state;
+            if let Some(durable) = &mut state.durable {
+                durable.take_journal(&mut state.engine, &self.kept);
             }
             if let Link::Mqtt(conn) = &mut self.link {
                 conn.flush_backlog();
@@ -310,7 +318,12 @@ impl Task {
                         tracing::warn!(%topic, error = %why, "the cloud refused a message");
                         self.refused.remove(&id).unwrap_or(ClientError::Http(why))
                     }
-                    DropReason::Closed => ClientError::Closed,
+                    DropReason::Closed => {
+                        if state.durable.is_some() {
+                            self.kept.insert(id);
+                        }
+                        ClientError::Closed
+                    }
                 };
                 self.finish(state, id, Err(error));
             }
@@ -323,6 +336,11 @@ impl Task {
                 self.shared.connected.store(false, Ordering::Release);
                 self.link = Link::None;
                 state.bulk.clear();
+                // Written and closed before close returns, so the directory is free again.
+                if let Some(durable) = &mut state.durable {
+                    durable.take_journal(&mut state.engine, &self.kept);
+                    durable.shutdown();
+                }
                 let result = if unsent == 0 {
                     Ok(())
                 } else {

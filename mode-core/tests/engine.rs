@@ -586,6 +586,56 @@ fn restored_messages_go_first_with_their_ids_and_new_ids_follow() {
 }
 
 #[test]
+fn ids_continue_after_a_given_id_and_drop_oldest_drops_only_what_is_not_on_the_wire() {
+    let mut engine = Engine::new(
+        EngineConfig {
+            journal: true,
+            max_inflight: 1,
+            ..config(15)
+        },
+        Instant::from_millis(0),
+    );
+    engine.continue_ids_after(99);
+    let send = |engine: &mut Engine| {
+        engine
+            .send_event("x", Map::new(), Qos::AtLeastOnce)
+            .unwrap()
+    };
+    let first = send(&mut engine);
+    assert_eq!(first, 100);
+    let second = send(&mut engine);
+    assert_eq!(engine.poll_transmit(), Some(Transmit::Connect));
+    engine.connected(Instant::from_millis(0));
+    let mut on_wire = Vec::new();
+    while let Some(t) = engine.poll_transmit() {
+        if let Transmit::Publish(p) = t {
+            on_wire.push(p.id);
+        }
+    }
+    assert_eq!(on_wire, [first]);
+    // The one in the network stays; the queued one goes, reported and journaled.
+    assert_eq!(engine.drop_oldest(), Some(second));
+    assert_eq!(engine.drop_oldest(), None);
+    assert_eq!(engine.pending(), 1);
+    let mut dropped = Vec::new();
+    while let Some(event) = engine.poll_event() {
+        if let Event::Dropped { id, reason, .. } = event {
+            dropped.push((id, reason));
+        }
+    }
+    assert_eq!(dropped, [(second, DropReason::QueueFull)]);
+    let mut done = Vec::new();
+    while let Some(change) = engine.poll_journal() {
+        if let OutboxChange::Done(id) = change {
+            done.push(id);
+        }
+    }
+    assert_eq!(done, [second]);
+    assert_eq!(engine.stats().messages_dropped, 1);
+    assert_eq!(engine.stats().pending, 1);
+}
+
+#[test]
 fn oversized_messages_and_misuse_are_refused_before_anything_is_queued() {
     let mut engine = Engine::new(
         EngineConfig {

@@ -159,6 +159,24 @@ impl Engine {
         refused
     }
 
+    /// New ids continue after `last` at least: a driver whose durable outbox held nothing at
+    /// start (every message was delivered) keeps ids unique across runs all the same.
+    pub fn continue_ids_after(&mut self, last: MessageId) {
+        self.next_id = self.next_id.max(last.saturating_add(1));
+    }
+
+    /// Drops the oldest message not yet handed to the network, as a full queue does under
+    /// [`FullQueuePolicy::DropOldest`] ([`Event::Dropped`] with [`DropReason::QueueFull`], a
+    /// journal `Done`), for a driver that bounds its outbox by more than a count (a durable
+    /// outbox's bytes). `None` when every message is in the network.
+    pub fn drop_oldest(&mut self) -> Option<MessageId> {
+        let oldest = self.outbox.drop_oldest()?;
+        let id = oldest.id;
+        self.stats.pending -= 1;
+        self.dropped(oldest, DropReason::QueueFull);
+        Some(id)
+    }
+
     /// The device this connection speaks for.
     pub fn device_id(&self) -> DeviceId {
         self.config.device_id

@@ -298,6 +298,9 @@ pub struct Stats {
     /// Notifications the driver dropped because the application did not keep up (the engine
     /// never drops one; a driver with a bounded channel fills this in).
     pub notifications_dropped: u64,
+    /// Messages a durable outbox held that could not be read back at start (a torn or damaged
+    /// store). The engine never sets it; a driver with a durable outbox fills it in.
+    pub outbox_unrecovered: u64,
     /// The last error seen, as text.
     pub last_error: Option<String>,
 }

@@ -1,0 +1,198 @@
+//! The boundary's plumbing, shared by every export: the panic guard, reading C arguments, and
+//! writing results into caller buffers.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::ModeStatus;
+
+thread_local! {
+    /// The calling thread's last error: a generation (bumped by every [`fail`]), the status and
+    /// its text. Read with `mode_last_error`.
+    static LAST_ERROR: RefCell<(u64, ModeStatus, String)> =
+        const { RefCell::new((0, ModeStatus::ModeOk, String::new())) };
+}
+
+fn generation() -> u64 {
+    LAST_ERROR.with(|last| last.borrow().0)
+}
+
+/// Records why a call fails with `status` as the thread's last error, and returns `status`.
+pub fn fail(status: ModeStatus, message: impl std::fmt::Display) -> ModeStatus {
+    let text = message.to_string().replace('\0', "\u{FFFD}");
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        *last = (last.0.wrapping_add(1), status, text);
+    });
+    status
+}
+
+/// Runs `body`; a panic becomes `MODE_ERR_PANIC`, never an unwind into C. An error the body did
+/// not explain with [`fail`] gets its status's own text as the thread's last error.
+pub fn guard(body: impl FnOnce() -> Result<(), ModeStatus>) -> ModeStatus {
+    let before = generation();
+    let status = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return ModeStatus::ModeOk,
+        Ok(Err(status)) => status,
+        Err(_) => ModeStatus::ModeErrPanic,
+    };
+    let explained = LAST_ERROR.with(|last| {
+        let last = last.borrow();
+        last.0 != before && last.1 == status
+    });
+    if !explained {
+        let text = status.description().to_string_lossy().into_owned();
+        fail(status, text);
+    }
+    status
+}
+
+/// Hands the thread's last error to `read` without changing it, whatever `read` returns.
+pub fn read_last_error(read: impl FnOnce(&[u8]) -> Result<(), ModeStatus>) -> ModeStatus {
+    let text = LAST_ERROR.with(|last| last.borrow().2.clone());
+    match catch_unwind(AssertUnwindSafe(|| read(text.as_bytes()))) {
+        Ok(Ok(())) => ModeStatus::ModeOk,
+        Ok(Err(status)) => status,
+        Err(_) => ModeStatus::ModeErrPanic,
+    }
+}
+
+/// Text handed to C for the length of one call: pointer + length, and NUL-terminated as well
+/// (the NUL not counted), as mode.h promises for every string the library hands out.
+pub struct CText(Vec<u8>);
+
+impl CText {
+    /// A NUL-terminated copy of `text`.
+    pub fn new(text: &str) -> CText {
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(0);
+        CText(bytes)
+    }
+
+    /// Takes `text` over, adding the NUL (no copy when it has room).
+    pub fn from_string(text: String) -> CText {
+        let mut bytes = text.into_bytes();
+        bytes.push(0);
+        CText(bytes)
+    }
+
+    /// The first byte.
+    pub fn ptr(&self) -> *const c_char {
+        self.0.as_ptr().cast()
+    }
+
+    /// The length without the NUL.
+    pub fn len(&self) -> usize {
+        self.0.len() - 1
+    }
+
+    /// True for the empty text.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An optional text as pointer + length: NULL and 0 for none.
+pub fn opt_text(text: Option<&CText>) -> (*const c_char, usize) {
+    text.map_or((std::ptr::null(), 0), |t| (t.ptr(), t.len()))
+}
+
+/// A shared reference from a C pointer, or `MODE_ERR_NULL`.
+///
+/// # Safety
+/// `ptr` is NULL or points to a live `T` that nothing mutates for `'a`.
+pub unsafe fn borrow<'a, T>(ptr: *const T) -> Result<&'a T, ModeStatus> {
+    unsafe { ptr.as_ref() }.ok_or(ModeStatus::ModeErrNull)
+}
+
+/// A mutable reference from a C pointer, or `MODE_ERR_NULL`.
+///
+/// # Safety
+/// `ptr` is NULL or points to a live `T` that nothing else uses for `'a`.
+pub unsafe fn borrow_mut<'a, T>(ptr: *mut T) -> Result<&'a mut T, ModeStatus> {
+    unsafe { ptr.as_mut() }.ok_or(ModeStatus::ModeErrNull)
+}
+
+/// A NUL-terminated UTF-8 C string, or `MODE_ERR_NULL` / `MODE_ERR_INVALID_UTF8`.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string that stays valid for `'a`.
+pub unsafe fn str_arg<'a>(ptr: *const c_char) -> Result<&'a str, ModeStatus> {
+    if ptr.is_null() {
+        return Err(ModeStatus::ModeErrNull);
+    }
+    unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|err| {
+        fail(
+            ModeStatus::ModeErrInvalidUtf8,
+            format!("a string argument is not UTF-8: {err}"),
+        )
+    })
+}
+
+/// Bytes from pointer + length; NULL is allowed only with length 0.
+///
+/// # Safety
+/// `ptr` is NULL or points to `len` readable bytes that stay valid for `'a`.
+pub unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], ModeStatus> {
+    match (ptr.is_null(), len) {
+        (true, 0) => Ok(&[]),
+        (true, _) => Err(ModeStatus::ModeErrNull),
+        (false, _) => Ok(unsafe { std::slice::from_raw_parts(ptr, len) }),
+    }
+}
+
+/// JSON text from a C string: NULL means `default`, anything else must parse.
+///
+/// # Safety
+/// As [`str_arg`].
+pub unsafe fn json_arg(
+    ptr: *const c_char,
+    default: serde_json::Value,
+) -> Result<serde_json::Value, ModeStatus> {
+    if ptr.is_null() {
+        return Ok(default);
+    }
+    let text = unsafe { str_arg(ptr) }?;
+    serde_json::from_str(text).map_err(|err| {
+        fail(
+            ModeStatus::ModeErrInvalidJson,
+            format!("not valid JSON: {err}"),
+        )
+    })
+}
+
+/// Writes `text` and a NUL into `buf` when it fits; always reports the length needed (without
+/// the NUL) through `out_len` when that is not NULL.
+///
+/// # Safety
+/// `buf` is NULL or points to `buf_len` writable bytes; `out_len` is NULL or writable.
+pub unsafe fn write_text(
+    text: &[u8],
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> Result<(), ModeStatus> {
+    if let Some(out_len) = unsafe { out_len.as_mut() } {
+        *out_len = text.len();
+    }
+    if buf.is_null() || buf_len <= text.len() {
+        return Err(ModeStatus::ModeErrBufferTooSmall);
+    }
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        *buf.add(text.len()) = 0;
+    }
+    Ok(())
+}
+
+/// Writes `value` through `out` if it is not NULL.
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub unsafe fn write_out<T>(out: *mut T, value: T) {
+    if let Some(out) = unsafe { out.as_mut() } {
+        *out = value;
+    }
+}

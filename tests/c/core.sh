@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# libmode_core, the engine's C library on its own: checks the committed include/mode_core.h is
+# what cbindgen generates, compiles tests/c/test_engine.c (-Wall -Wextra -Wpedantic -Werror,
+# linked against libmode_core only; the header also compiled as C++17) and runs it plainly,
+# under AddressSanitizer + UBSan, and under valgrind (zero errors, zero leaks). Then builds the
+# shipped library (profile dist), prints its stripped size and checks with nm that no symbol of
+# tokio, rustls, rumqttc or hyper is in it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+out=$target/c-tests
+mkdir -p "$out"
+fail() { echo "tests/c/core: FAIL: $*" >&2; exit 1; }
+
+echo "-- mode_core.h is up to date"
+fresh=$(mktemp)
+cbindgen --quiet --config mode-ffi-core/cbindgen.toml --crate mode-ffi-core --output "$fresh"
+diff -u include/mode_core.h "$fresh" || fail "include/mode_core.h is stale: run scripts/gen-header and commit it"
+rm -f "$fresh"
+
+echo "-- building libmode_core"
+cargo build -q -p mode-core-lib
+lib=$target/debug
+
+warn=(-Wall -Wextra -Wpedantic -Werror -I include)
+echo "-- mode_core.h as C++17"
+printf '#include "mode_core.h"\n#include "mode_core.h"\nint main() { return mode_status_str(MODE_OK) == nullptr; }\n' |
+  g++ -std=c++17 -x c++ "${warn[@]}" -o "$out/mode_core_cpp" - -L"$lib" -lmode_core -Wl,-rpath,"$lib"
+"$out/mode_core_cpp"
+
+gcc -std=c11 "${warn[@]}" -g -o "$out/test_engine" tests/c/test_engine.c -L"$lib" -lmode_core -Wl,-rpath,"$lib"
+# Only libmode_core: no libmode in what the test needs.
+ldd "$out/test_engine" >"$out/test_engine.ldd"
+grep -q 'libmode_core\.so' "$out/test_engine.ldd" || fail "test_engine is not linked against libmode_core"
+if grep -q 'libmode\.so' "$out/test_engine.ldd"; then fail "test_engine pulled in libmode"; fi
+echo "-- test_engine (C11, libmode_core.so)"
+"$out/test_engine"
+gcc -std=c11 "${warn[@]}" -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+  -o "$out/test_engine-asan" tests/c/test_engine.c "$lib/libmode_core.a" -lpthread -ldl -lm
+echo "-- test_engine (ASan+UBSan, libmode_core.a)"
+ASAN_OPTIONS=detect_leaks=1 "$out/test_engine-asan"
+echo "-- test_engine (valgrind)"
+valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect "$out/test_engine"
+
+echo "-- libmode_core as shipped (profile dist)"
+cargo build -q --profile dist -p mode-core-lib
+so=$target/dist/libmode_core.so
+echo "libmode_core.so (dist profile, stripped): $(stat -c %s "$so") bytes"
+echo "libmode_core.a (dist profile): $(stat -c %s "$target/dist/libmode_core.a") bytes"
+# No runtime, TLS, MQTT client or HTTP stack: not one symbol of theirs, in either library.
+for file in "$so" "$target/dist/libmode_core.a" "$lib/libmode_core.so"; do
+  nm -a --demangle "$file" >"$out/symbols.txt" 2>/dev/null || true
+  [ -s "$out/symbols.txt" ] || nm -D --demangle "$file" >"$out/symbols.txt"
+  found=$(grep -E 'tokio|rustls|rumqttc|hyper' "$out/symbols.txt" | head -5 || true)
+  [ -z "$found" ] || fail "$(basename "$file") holds symbols of tokio/rustls/rumqttc/hyper: $found"
+done
+# The stripped .so keeps its dynamic symbols: the check above saw them, and the exports are ours.
+nm -D --defined-only "$so" | awk '$2 == "T" { print $3 }' | grep -v '^mode_' && fail "libmode_core.so exports a non-mode_ function" || true
+echo "tests/c/core: ok"

@@ -521,6 +521,9 @@ pub async fn bulk_request(
 /// `mode info`: what the cloud knows of the device (`GET /devices/{id}`).
 pub async fn info(settings: &Settings, json: bool) -> Result<(), CliError> {
     let config = settings.client_config()?;
+    if config.api_url().is_none() {
+        return Err(settings.no_api_url());
+    }
     let (client, _notes) = Client::connect(config)?;
     let info = client.device_info().await;
     client.try_close(Duration::ZERO);

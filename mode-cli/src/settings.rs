@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use mode_client::{ClientConfig, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport};
+use mode_client::{
+    ClientConfig, ClientConfigBuilder, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport,
+};
 use mode_core::backoff::BackoffPolicy;
 use serde::Deserialize;
 
@@ -60,16 +62,18 @@ pub struct ConnArgs {
         value_name = "KEY"
     )]
     pub app_key: Option<String>,
-    /// MQTT host [default: mqtt.tinkermode.com].
+    /// The server of the transport: MQTT host, or the host of --transport ws (wss://HOST/mqtt)
+    /// or http (https://HOST) [default: mqtt.tinkermode.com]. Not the REST API of `mode info`
+    /// unless --transport http: give --api-url for it.
     #[arg(long, global = true, env = "MODE_HOST")]
     pub host: Option<String>,
-    /// MQTT port [default: 8883, or 1883 with --plain].
+    /// Port of --host [default: 8883, or 1883 with --plain, for MQTT].
     #[arg(long, global = true, env = "MODE_PORT")]
     pub port: Option<u16>,
     /// MQTT over WebSocket URL, for --transport ws [default: wss://HOST/mqtt].
     #[arg(long, global = true, env = "MODE_WS_URL", value_name = "URL")]
     pub ws_url: Option<String>,
-    /// REST base URL [default: https://api.tinkermode.com].
+    /// REST base URL [default: https://api.tinkermode.com, unless --host names another server].
     #[arg(long, global = true, env = "MODE_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
     /// Transport: mqtt (TCP), ws (MQTT over WebSocket) or http (REST + WebSockets) [default: mqtt].
@@ -87,6 +91,29 @@ pub struct ConnArgs {
     /// Extra CA certificate to trust (PEM).
     #[arg(long, global = true, env = "MODE_CA_FILE", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+    /// Keep the device's outbox in this directory: every QoS 1 message is on disk before the
+    /// command reports it sent, and one the cloud did not confirm is sent at the next start
+    /// (one process per directory).
+    #[arg(long, global = true, env = "MODE_OUTBOX_DIR", value_name = "DIR")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS, with --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "MODE_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "MODE_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Profile of the profile file ($MODE_CONFIG or ~/.config/mode/config.toml) [default: default].
     #[arg(long, global = true, env = "MODE_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
@@ -106,6 +133,9 @@ pub struct Profile {
     transport: Option<TransportArg>,
     plain: Option<bool>,
     ca_file: Option<PathBuf>,
+    outbox_dir: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 /// The settings in force, every source merged.
@@ -122,6 +152,9 @@ pub struct Settings {
     pub transport: TransportArg,
     plain: bool,
     ca_file: Option<PathBuf>,
+    outbox_dir: Option<PathBuf>,
+    /// Client certificate and key (PEM), both or neither.
+    client_cert: Option<(PathBuf, PathBuf)>,
     /// Where values missing from flags and environment may be added, for messages.
     hint: String,
     /// Wait for the cloud this long.
@@ -226,6 +259,19 @@ impl Settings {
             output::register_secret(secret);
         }
         let (p, hint) = load_profile(args.profile.as_deref())?;
+        // Flags and environment (clap makes them come in pairs), else the profile's pair.
+        let client_cert = match (&args.client_cert, &args.client_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => match (p.client_cert, p.client_key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(CliError::usage(format!(
+                        "{hint}: client_cert and client_key go together: give both or neither"
+                    )));
+                }
+            },
+        };
         Ok(Settings {
             device_id: args.device_id.or(p.device_id),
             api_key: args.api_key.clone().or(p.api_key),
@@ -237,6 +283,8 @@ impl Settings {
             transport: args.transport.or(p.transport).unwrap_or(TransportArg::Mqtt),
             plain: args.plain || p.plain.unwrap_or(false),
             ca_file: args.ca_file.clone().or(p.ca_file),
+            outbox_dir: args.outbox_dir.clone().or(p.outbox_dir),
+            client_cert,
             hint,
             wait,
             backoff,
@@ -271,7 +319,8 @@ impl Settings {
             .ok_or_else(|| self.missing("app key", "--app-key", "MODE_APP_KEY", "app_key"))
     }
 
-    /// The REST base URL.
+    /// The REST base URL of the app commands and provisioning: the one given, else the real
+    /// cloud's.
     pub fn api_url(&self) -> String {
         self.api_url
             .clone()
@@ -288,36 +337,48 @@ impl Settings {
         TlsOptions {
             enabled: !self.plain,
             extra_ca_files: self.ca_file.iter().cloned().collect(),
+            client_cert: self.client_cert.clone(),
             ..TlsOptions::default()
         }
     }
 
-    /// Where the device connects, in words for messages.
+    /// Where the device connects, in words for messages (mode-client derives it).
     pub fn endpoint(&self) -> String {
-        let host = self.host.as_deref().unwrap_or(DEFAULT_MQTT_HOST);
-        match self.transport {
-            TransportArg::Mqtt => {
-                let port = self.port.unwrap_or(if self.plain { 1883 } else { 8883 });
-                format!("MQTT {host}:{port}")
-            }
-            TransportArg::Ws => match &self.ws_url {
-                Some(url) => format!("MQTT over WebSocket {url}"),
-                None => {
-                    let scheme = if self.plain { "ws" } else { "wss" };
-                    format!("MQTT over WebSocket {scheme}://{host}/mqtt")
-                }
-            },
-            TransportArg::Http => format!("HTTP {}", self.api_url()),
+        match self.builder(0, "-").build() {
+            Ok(config) => config.endpoint(),
+            Err(e) => e.to_string(),
         }
+    }
+
+    /// The usage error of a REST call (`mode info`) when only a non-HTTP server was given.
+    pub fn no_api_url(&self) -> CliError {
+        CliError::usage(format!(
+            "no REST API URL: `mode info` asks the REST API, and {} is the {} server only; \
+             pass --api-url, set MODE_API_URL, or add api_url to {}",
+            self.host.as_deref().unwrap_or(DEFAULT_MQTT_HOST),
+            match self.transport {
+                TransportArg::Mqtt => "MQTT",
+                TransportArg::Ws => "MQTT over WebSocket",
+                TransportArg::Http => "HTTP",
+            },
+            self.hint
+        ))
     }
 
     /// The device client's configuration.
     pub fn client_config(&self) -> Result<ClientConfig, CliError> {
         let (id, key) = self.device()?;
+        self.builder(id, key)
+            .build()
+            .map_err(|e| CliError::usage(e.to_string()))
+    }
+
+    /// The settings as a builder: `--host`/`--port` name the transport's server (mode-client
+    /// derives its URL), the endpoint flags win over it.
+    fn builder(&self, id: u64, key: &str) -> ClientConfigBuilder {
         let mut builder = ClientConfig::builder(id, key)
             .transport(self.transport.into())
             .tls(self.tls())
-            .api_url(self.api_url())
             .connect_timeout(self.wait)
             .request_timeout(self.wait)
             .backoff(BackoffPolicy {
@@ -325,16 +386,21 @@ impl Settings {
                 auth_failure_wait: self.backoff * 60,
                 ..BackoffPolicy::default()
             });
-        if let Some(host) = &self.host {
-            builder = builder.mqtt_host(host.clone());
+        if let Some(dir) = &self.outbox_dir {
+            builder = builder.outbox_dir(dir.clone());
         }
-        if let Some(port) = self.port {
-            builder = builder.mqtt_port(port);
+        match (&self.host, self.port) {
+            (Some(host), port) => builder = builder.server(host.clone(), port),
+            (None, Some(port)) => builder = builder.mqtt_port(port),
+            (None, None) => {}
         }
         if let Some(url) = &self.ws_url {
             builder = builder.mqtt_ws_url(url.clone());
         }
-        builder.build().map_err(|e| CliError::usage(e.to_string()))
+        if let Some(url) = &self.api_url {
+            builder = builder.api_url(url.clone());
+        }
+        builder
     }
 }
 
@@ -395,6 +461,10 @@ pub fn profile_entries(settings: &Settings, device_id: u64, api_key: &str) -> to
     t.insert("transport".into(), transport.into());
     if let Some(ca) = &settings.ca_file {
         t.insert("ca_file".into(), ca.display().to_string().into());
+    }
+    if let Some((cert, key)) = &settings.client_cert {
+        t.insert("client_cert".into(), cert.display().to_string().into());
+        t.insert("client_key".into(), key.display().to_string().into());
     }
     t
 }

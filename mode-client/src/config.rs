@@ -127,6 +127,17 @@ pub enum ConfigError {
         /// What is wrong with it.
         detail: String,
     },
+    /// A REST request (device info, claim mode) was made, but only the server of a non-HTTP
+    /// transport was given ([`ClientConfigBuilder::server`]), which says nothing of where the
+    /// REST API is.
+    #[error(
+        "no REST API URL: {server} is where the device connects, not the REST API; \
+         set api_url to the REST base URL (e.g. http://127.0.0.1:8080 for the simulator)"
+    )]
+    NoApiUrl {
+        /// Where the device connects, in words (e.g. `MQTT 127.0.0.1:1883`).
+        server: String,
+    },
     /// Another process (or another client of this one) has the durable outbox directory open.
     #[error(
         "the outbox directory {dir} is in use by another client (its lock is held); one client per directory"
@@ -167,7 +178,9 @@ pub struct ClientConfig {
     pub(crate) mqtt_host: String,
     pub(crate) mqtt_port: Option<u16>,
     pub(crate) mqtt_ws_url: Option<String>,
-    pub(crate) api_url: String,
+    /// None when [`ClientConfigBuilder::server`] named a non-HTTP server and no REST URL was
+    /// given: REST calls then fail with [`ConfigError::NoApiUrl`].
+    pub(crate) api_url: Option<String>,
     pub(crate) tls: TlsOptions,
     pub(crate) keepalive: Duration,
     pub(crate) connect_timeout: Duration,
@@ -219,7 +232,7 @@ impl ClientConfig {
                 mqtt_host: DEFAULT_MQTT_HOST.to_owned(),
                 mqtt_port: None,
                 mqtt_ws_url: None,
-                api_url: DEFAULT_API_URL.to_owned(),
+                api_url: Some(DEFAULT_API_URL.to_owned()),
                 tls: TlsOptions::default(),
                 keepalive: Duration::from_secs(60),
                 connect_timeout: Duration::from_secs(10),
@@ -233,6 +246,9 @@ impl ClientConfig {
                 delivery_hook: None,
                 outbox: OutboxSettings::default(),
             },
+            server: None,
+            mqtt_host_set: false,
+            api_url_set: false,
         }
     }
 
@@ -273,9 +289,20 @@ impl ClientConfig {
         }
     }
 
-    /// The REST base URL in use.
-    pub fn api_url(&self) -> &str {
-        &self.api_url
+    /// The REST base URL in use; None when only a non-HTTP server was named (see
+    /// [`ClientConfigBuilder::server`]).
+    pub fn api_url(&self) -> Option<&str> {
+        self.api_url.as_deref()
+    }
+
+    /// Where the device connects, in words: `MQTT host:port`, `MQTT over WebSocket URL` or
+    /// `HTTP URL`.
+    pub fn endpoint(&self) -> String {
+        match self.transport {
+            Transport::Mqtt => format!("MQTT {}:{}", self.mqtt_host, self.mqtt_port()),
+            Transport::MqttWebSocket => format!("MQTT over WebSocket {}", self.mqtt_ws_url()),
+            Transport::Http => format!("HTTP {}", self.api_url.as_deref().unwrap_or_default()),
+        }
     }
 }
 
@@ -283,6 +310,10 @@ impl ClientConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfigBuilder {
     config: ClientConfig,
+    /// From [`ClientConfigBuilder::server`], applied at build, when the transport is known.
+    server: Option<(String, Option<u16>)>,
+    mqtt_host_set: bool,
+    api_url_set: bool,
 }
 
 impl ClientConfigBuilder {
@@ -295,6 +326,7 @@ impl ClientConfigBuilder {
     /// The MQTT broker host (default `mqtt.tinkermode.com`).
     pub fn mqtt_host(mut self, host: impl Into<String>) -> Self {
         self.config.mqtt_host = host.into();
+        self.mqtt_host_set = true;
         self
     }
 
@@ -313,7 +345,21 @@ impl ClientConfigBuilder {
 
     /// The REST base URL (default `https://api.tinkermode.com`); its scheme decides TLS.
     pub fn api_url(mut self, url: impl Into<String>) -> Self {
-        self.config.api_url = url.into().trim_end_matches('/').to_owned();
+        self.config.api_url = Some(url.into().trim_end_matches('/').to_owned());
+        self.api_url_set = true;
+        self
+    }
+
+    /// Where the chosen transport's server is, whatever the transport: MQTT connects to
+    /// `host:port` (default port 8883, 1883 without TLS), MQTT over WebSocket to
+    /// `wss://host:port/mqtt` (`ws://` without TLS), the HTTP transport to
+    /// `https://host:port` (`http://`). The settings of one endpoint (`mqtt_host`, `mqtt_port`,
+    /// `mqtt_ws_url`, `api_url`) win over it. With a non-HTTP transport and no `api_url` the
+    /// REST API's place is unknown (a device's MQTT server says nothing of it): REST calls
+    /// such as [`Client::device_info`](super::Client::device_info) then fail with
+    /// [`ConfigError::NoApiUrl`] instead of going to the real cloud.
+    pub fn server(mut self, host: impl Into<String>, port: Option<u16>) -> Self {
+        self.server = Some((host.into(), port));
         self
     }
 
@@ -418,7 +464,36 @@ impl ClientConfigBuilder {
 
     /// Checks the settings and returns the configuration.
     pub fn build(self) -> Result<ClientConfig, ConfigError> {
-        let c = self.config;
+        let mut c = self.config;
+        if let Some((host, port)) = self.server {
+            let host_port = match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host.clone(),
+            };
+            let tls = c.tls.enabled;
+            match c.transport {
+                Transport::Mqtt => {
+                    if !self.mqtt_host_set {
+                        c.mqtt_host = host;
+                    }
+                    c.mqtt_port = c.mqtt_port.or(port);
+                }
+                Transport::MqttWebSocket => {
+                    let scheme = if tls { "wss" } else { "ws" };
+                    c.mqtt_ws_url
+                        .get_or_insert_with(|| format!("{scheme}://{host_port}/mqtt"));
+                }
+                Transport::Http => {
+                    if !self.api_url_set {
+                        let scheme = if tls { "https" } else { "http" };
+                        c.api_url = Some(format!("{scheme}://{host_port}"));
+                    }
+                }
+            }
+            if c.transport != Transport::Http && !self.api_url_set {
+                c.api_url = None;
+            }
+        }
         if c.api_key.expose().is_empty() {
             return Err(ConfigError::EmptyApiKey(c.device_id));
         }
@@ -439,9 +514,11 @@ impl ClientConfigBuilder {
             url: url.to_owned(),
             detail: detail.to_owned(),
         };
-        if !(c.api_url.starts_with("http://") || c.api_url.starts_with("https://")) {
+        if let Some(api_url) = &c.api_url
+            && !(api_url.starts_with("http://") || api_url.starts_with("https://"))
+        {
             return Err(url_error(
-                &c.api_url,
+                api_url,
                 "the REST base URL must start with http:// or https://",
             ));
         }
@@ -477,6 +554,39 @@ mod tests {
         assert_eq!(config.keepalive(), Duration::from_secs(60));
         let plain = ClientConfig::builder(7, "k").plain_tcp().build().unwrap();
         assert_eq!(plain.mqtt_port(), 1883);
+    }
+
+    #[test]
+    fn server_points_the_chosen_transport_at_a_host_and_leaves_rest_unknown_unless_http() {
+        let build = |transport, tls: bool| {
+            let b = ClientConfig::builder(7, "k")
+                .transport(transport)
+                .server("10.0.0.5", Some(4000));
+            if tls { b } else { b.plain_tcp() }.build().unwrap()
+        };
+        let mqtt = build(Transport::Mqtt, true);
+        assert_eq!(mqtt.endpoint(), "MQTT 10.0.0.5:4000");
+        assert_eq!(mqtt.api_url(), None);
+        let ws = build(Transport::MqttWebSocket, false);
+        assert_eq!(ws.mqtt_ws_url(), "ws://10.0.0.5:4000/mqtt");
+        assert_eq!(ws.api_url(), None);
+        let http = build(Transport::Http, true);
+        assert_eq!(http.api_url(), Some("https://10.0.0.5:4000"));
+        // One endpoint's own setting wins, and a REST URL given is kept.
+        let explicit = ClientConfig::builder(7, "k")
+            .server("10.0.0.5", None)
+            .mqtt_port(1883)
+            .api_url("http://10.0.0.5:8080/")
+            .build()
+            .unwrap();
+        assert_eq!(explicit.endpoint(), "MQTT 10.0.0.5:1883");
+        assert_eq!(explicit.api_url(), Some("http://10.0.0.5:8080"));
+        // Without server(), the real cloud's REST URL stays the default.
+        let plain = ClientConfig::builder(7, "k")
+            .mqtt_host("h")
+            .build()
+            .unwrap();
+        assert_eq!(plain.api_url(), Some(DEFAULT_API_URL));
     }
 
     #[test]

@@ -73,7 +73,11 @@ async fn open(
     tls: &Arc<rustls::ClientConfig>,
     path: &str,
 ) -> Result<Socket, DisconnectReason> {
-    let url = format!("{}{path}", ws_base(&config.api_url));
+    // The HTTP transport always has a REST URL: `build` derives one from `server` if need be.
+    let url = format!(
+        "{}{path}",
+        ws_base(config.api_url.as_deref().unwrap_or_default())
+    );
     let network = DisconnectReason::Network;
     let mut request = url
         .as_str()

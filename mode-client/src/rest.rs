@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::config::{ApiKey, ClientConfig};
+use super::config::{ApiKey, ClientConfig, ConfigError};
 use super::error::ClientError;
 use super::tls;
 use super::tls::{describe_tls, find_rustls_error};
@@ -23,7 +23,8 @@ use mode_core::proto::{ErrorBody, rest};
 /// Requests to one REST host over HTTP/1.1, one connection kept open between them.
 #[derive(Debug)]
 pub(crate) struct Rest {
-    base: String,
+    /// The REST base URL, or why there is none (only a non-HTTP server was given).
+    base: Result<String, ConfigError>,
     key: Option<ApiKey>,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -39,14 +40,20 @@ impl Rest {
         config: &ClientConfig,
         tls: &rustls::ClientConfig,
     ) -> Result<Self, ClientError> {
-        Rest::build(
-            &config.api_url,
+        let mut rest = Rest::build(
+            config.api_url.as_deref().unwrap_or_default(),
             Some(config.api_key.clone()),
             config.request_timeout,
             config.connect_timeout,
             config.max_message_size,
             tls,
-        )
+        )?;
+        if config.api_url.is_none() {
+            rest.base = Err(ConfigError::NoApiUrl {
+                server: config.endpoint(),
+            });
+        }
+        Ok(rest)
     }
 
     /// A client for `base`, sending `key` (if any) in the `Authorization` header.
@@ -59,7 +66,7 @@ impl Rest {
         tls: &rustls::ClientConfig,
     ) -> Result<Self, ClientError> {
         Ok(Rest {
-            base: base.trim_end_matches('/').to_owned(),
+            base: Ok(base.trim_end_matches('/').to_owned()),
             key,
             request_timeout,
             connect_timeout,
@@ -76,7 +83,11 @@ impl Rest {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let base = self
+            .base
+            .as_ref()
+            .map_err(|e| ClientError::Config(e.clone()))?;
+        let url = format!("{base}{path}");
         let (status, bytes) =
             match tokio::time::timeout(self.request_timeout, self.exchange(&url, method, body))
                 .await
@@ -220,12 +231,19 @@ impl Rest {
             .await
             .map_err(Failed::Request)?;
         // The driver reads and writes the socket; it ends when `connection` is dropped.
-        tokio::spawn(driver);
-        let response = connection
-            .send_request(request)
-            .await
-            .map_err(Failed::Request)?;
-        Ok((connection, response))
+        let driver = tokio::spawn(driver);
+        match connection.send_request(request).await {
+            Ok(response) => Ok((connection, response)),
+            // A connection that failed under the request (under TLS 1.3 a server refuses our
+            // client certificate after the handshake, with an alert) shows only "canceled"
+            // here; the driver holds the cause, and has it already, or within moments.
+            Err(err) => match tokio::time::timeout(Duration::from_secs(1), driver).await {
+                Ok(Ok(Err(cause))) if find_rustls_error(&cause).is_some() => {
+                    Err(Failed::Request(cause))
+                }
+                _ => Err(Failed::Request(err)),
+            },
+        }
     }
 }
 

@@ -135,13 +135,6 @@ fn secs(what: &str, s: f64) -> PyResult<Duration> {
     })
 }
 
-fn host_port(host: &str, port: Option<u16>) -> String {
-    match port {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    }
-}
-
 type Convert<T> = fn(Python<'_>, T) -> PyResult<Py<PyAny>>;
 
 fn none(py: Python<'_>, (): ()) -> PyResult<Py<PyAny>> {
@@ -221,22 +214,13 @@ impl Client {
         if !tls {
             b = b.plain_tcp();
         }
-        // `host`/`port` name the server of the chosen transport; explicit URLs win.
-        if let Some(host) = &host {
-            match transport {
-                Transport::Mqtt => b = b.mqtt_host(host.clone()),
-                Transport::MqttWebSocket => {
-                    let scheme = if tls { "wss" } else { "ws" };
-                    b = b.mqtt_ws_url(format!("{scheme}://{}/mqtt", host_port(host, port)));
-                }
-                Transport::Http => {
-                    let scheme = if tls { "https" } else { "http" };
-                    b = b.api_url(format!("{scheme}://{}", host_port(host, port)));
-                }
-            }
-        }
-        if let (Transport::Mqtt, Some(port)) = (transport, port) {
-            b = b.mqtt_port(port);
+        // `host`/`port` name the server of the chosen transport (mode-client derives its URL;
+        // without `api_url` a non-HTTP server leaves `info()` a clear ConfigError); explicit
+        // URLs win.
+        match (host, port) {
+            (Some(host), port) => b = b.server(host, port),
+            (None, Some(port)) => b = b.mqtt_port(port),
+            (None, None) => {}
         }
         if let Some(url) = api_url {
             b = b.api_url(url);

@@ -2,7 +2,10 @@
 # Builds libmode's C library, checks the committed header is what cbindgen generates, then
 # compiles every C test with -Wall -Wextra -Wpedantic -Werror (test_core also as C++17: the
 # header is C++-safe) and runs each plainly, under AddressSanitizer + UBSan, and under valgrind
-# (zero errors, zero leaks). test_client runs against a mode-sim subprocess started here.
+# (zero errors, zero leaks; tests/c/valgrind.supp holds what valgrind cannot follow in ring's
+# TLS assembly). test_client and test_tls run against a mode-sim subprocess started
+# here, with TLS on every listener and client certificates required on them (a private PKI made
+# by tests/tls/make-certs.sh) and its admin API on.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -22,9 +25,14 @@ cargo build -q -p mode-ffi -p mode-sim
 lib=$target/debug
 
 # The simulator, on free ports, with its console on a FIFO the client test writes to.
+command -v openssl >/dev/null || fail "openssl is missing: run scripts/install-deps"
+certs=$(mktemp -d)
+tests/tls/make-certs.sh "$certs"
 . tests/c/sim.sh
-trap stop_sim EXIT
-start_sim "$lib/mode-sim" || fail "mode-sim did not start"
+trap 'stop_sim; rm -rf "$certs"' EXIT
+export MODE_TEST_CERTS=$certs MODE_TEST_ADMIN_KEY=c-test-admin-key
+start_sim "$lib/mode-sim" --tls-cert "$certs/server.pem" --tls-key "$certs/server.key" \
+  --client-ca "$certs/ca.pem" --admin-key "$MODE_TEST_ADMIN_KEY" || fail "mode-sim did not start"
 
 # Every value mode.h declares in mode_status_t, as X(NAME) for test_core.c: the status text
 # test iterates the header itself, so a code added there without a text fails it.
@@ -50,7 +58,8 @@ run_all_ways() { # NAME LANGS...: compile tests/c/NAME.c in each language, run e
   echo "-- $name (ASan+UBSan)"
   ASAN_OPTIONS=detect_leaks=1 "$out/$name-asan"
   echo "-- $name (valgrind)"
-  valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect "$out/$name"
+  valgrind -q --num-callers=40 --suppressions=tests/c/valgrind.supp --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect "$out/$name"
 }
 run_all_ways test_core c11 c++17
 run_all_ways test_client c11
+run_all_ways test_tls c11

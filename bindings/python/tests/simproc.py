@@ -1,5 +1,6 @@
 """A mode-sim subprocess for the tests and the benchmark: free ports, the admin API on, its
-console on a stdin pipe, its banner parsed for the addresses."""
+console on a stdin pipe, its banner parsed for the addresses; with TLS (``make_certs`` writes a
+private PKI) on every listener, and client certificates required if asked."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
 class Sim:
     """A running mode-sim: its ports, its console, its admin API."""
 
-    def __init__(self, workdir: pathlib.Path) -> None:
+    def __init__(self, workdir: pathlib.Path, extra_args: tuple[str, ...] = ()) -> None:
         self.out_path = workdir / "sim.out"
         self.err_path = workdir / "sim.err"
         binary = sim_binary()
@@ -48,13 +49,21 @@ class Sim:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [binary, "--mqtt-port", "0", "--ws-port", "0", "--http-port", "0",
-                 "--tls-port", "0", "--admin-key", ADMIN_KEY],
+                 "--tls-port", "0", "--wss-port", "0", "--https-port", "0",
+                 "--admin-key", ADMIN_KEY, *extra_args],
                 stdin=subprocess.PIPE, stdout=out, stderr=err,
             )
         banner = wait_until(self._banner, 30, "the mode-sim banner")
         self.mqtt_port: int = banner[0]
         self.http_url: str = banner[1]
         self.ws_url: str = banner[2]
+        # With --tls-cert: the TLS twins' ports (the certificate names localhost).
+        self.tls_ports: dict[str, int] = {}
+        for line in self.out_path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] in ("MQTT/TLS", "MQTT/wss", "HTTPS"):
+                address = fields[1].split("://")[-1].split("/")[0]
+                self.tls_ports[fields[0]] = int(address.rsplit(":", 1)[1])
 
     def _banner(self) -> Optional[tuple[int, str, str]]:
         if self.proc.poll() is not None:
@@ -78,7 +87,10 @@ class Sim:
         self.proc.stdin.flush()
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+        return self.admin_raw(method, path, None if body is None else json.dumps(body).encode())
+
+    def admin_raw(self, method: str, path: str, data: Optional[bytes]) -> Any:
+        """The admin API with ``data`` sent as it is (e.g. a malformed message to publish)."""
         request = urllib.request.Request(
             self.http_url + path, data=data, method=method,
             headers={"Authorization": f"ModeCloud {ADMIN_KEY}", "Content-Type": "application/json"},
@@ -111,3 +123,10 @@ class Sim:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def make_certs(directory: pathlib.Path) -> pathlib.Path:
+    """Writes the TLS tests' private PKI (tests/tls/make-certs.sh: ca.pem, server.pem/.key for
+    localhost, client.pem/.key and other-client.pem/.key for device 1001) into ``directory``."""
+    subprocess.run(["bash", str(ROOT / "tests" / "tls" / "make-certs.sh"), str(directory)], check=True)
+    return directory

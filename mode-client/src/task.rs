@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use mode_core::ddp::Change;
 use mode_core::engine::{DisconnectReason, DropReason, Event, MessageId, Transmit};
 use mode_core::time::Instant as CoreInstant;
+use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 use tracing::Instrument;
 
@@ -58,6 +59,12 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Callers of `close`, and what they are told.
+type CloseReplies = (
+    Vec<oneshot::Sender<Result<(), ClientError>>>,
+    Result<(), ClientError>,
+);
+
 pub(crate) struct Task {
     config: Arc<ClientConfig>,
     tls: Arc<rustls::ClientConfig>,
@@ -72,6 +79,8 @@ pub(crate) struct Task {
     /// Delivery outcomes for the hook, called once the lock is released.
     outcomes: Vec<(MessageId, Result<(), ClientError>)>,
     dropped_total: u64,
+    /// The close replies and their answer, once the engine closed; sent after the hook.
+    closed_replies: Option<CloseReplies>,
     /// Messages given up at close: the durable outbox keeps them for the next start.
     kept: HashSet<MessageId>,
     timer: Option<CoreInstant>,
@@ -97,6 +106,7 @@ impl Task {
             refused: HashMap::new(),
             outcomes: Vec::new(),
             dropped_total: 0,
+            closed_replies: None,
             kept: HashSet::new(),
             timer: None,
             done: false,
@@ -166,6 +176,7 @@ impl Task {
             self.timer = state.engine.poll_timeout();
             !self.outcomes.is_empty()
         };
+        let closed = self.closed_replies.take();
         if finished {
             if let Some(hook) = &self.config.delivery_hook {
                 for (id, result) in &self.outcomes {
@@ -176,6 +187,11 @@ impl Task {
             // Room in the queue: senders waiting under the Block policy try again.
             if self.shared.room_waiters.load(Ordering::Acquire) > 0 {
                 self.shared.room.notify_waiters();
+            }
+        }
+        if let Some((replies, result)) = closed {
+            for reply in replies {
+                let _ = reply.send(result.clone());
             }
         }
     }
@@ -346,9 +362,10 @@ impl Task {
                 } else {
                     Err(ClientError::CloseIncomplete { unsent })
                 };
-                for reply in state.close_replies.drain(..) {
-                    let _ = reply.send(result.clone());
-                }
+                // Answered after the hook has heard every outcome (see `drive`): a caller of
+                // close may rely on every message having been reported when close returns.
+                let replies = std::mem::take(&mut state.close_replies);
+                self.closed_replies = Some((replies, result));
                 tracing::info!(unsent, "closed");
                 self.done = true;
             }

@@ -531,6 +531,46 @@ fn a_message_the_cloud_refuses_fails_alone_and_the_rest_go_on() {
         w.dropped(),
         [(bad, DropReason::Refused("400 INVALID_KEY".into()))]
     );
+    w.ack(0);
+    assert_eq!(
+        w.engine.stats().pending,
+        0,
+        "a refused message is no longer pending"
+    );
+    assert_eq!(w.engine.pending(), 0);
+}
+
+#[test]
+fn a_refused_bulk_request_changes_nothing() {
+    let mut engine = Engine::new(
+        EngineConfig {
+            max_message_size: 200,
+            queue_size: 1,
+            full_queue: FullQueuePolicy::Error,
+            ..config(15)
+        },
+        Instant::from_millis(0),
+    );
+    let now = Instant::from_millis(0);
+    let big = json!({"blob": "x".repeat(300)});
+    assert!(matches!(
+        engine.bulk_request("big", big, None, now),
+        Err(SendError::TooLarge { .. })
+    ));
+    engine
+        .send_event("fill", Map::new(), Qos::AtLeastOnce)
+        .unwrap();
+    assert!(matches!(
+        engine.bulk_request("full", json!({}), None, now),
+        Err(SendError::QueueFull { .. })
+    ));
+    // Neither refused label is subscribed after a connect, and no request id was used up.
+    assert_eq!(engine.poll_transmit(), Some(Transmit::Connect));
+    engine.connected(now);
+    let Some(Transmit::Subscribe(topics)) = engine.poll_transmit() else {
+        panic!()
+    };
+    assert_eq!(topics.len(), 2, "{topics:?}");
 }
 
 #[test]

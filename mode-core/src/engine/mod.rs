@@ -447,6 +447,7 @@ impl Engine {
             return;
         };
         self.stats.last_error = Some(format!("{}: {why}", message.topic));
+        self.stats.pending -= 1;
         self.dropped(message, DropReason::Refused(why.to_owned()));
         self.maybe_leave(now);
     }
@@ -549,11 +550,21 @@ impl Engine {
         now: Instant,
     ) -> Result<(MessageId, String), SendError> {
         self.check_open()?;
-        let response_topic = self.session.watch_bulk_responses(label)?;
-        let (request_id, out) = self
-            .session
-            .bulk_request(label, payload, Qos::AtLeastOnce)?;
+        // Everything that can refuse the request is checked before anything changes: the
+        // label, the payload, the size (on a copy of the session, whose request counter and
+        // watched labels a refusal must leave as they were) and the queue's room.
+        let mut session = self.session.clone();
+        let response_topic = session.watch_bulk_responses(label)?;
+        let (request_id, out) = session.bulk_request(label, payload, Qos::AtLeastOnce)?;
         self.check_fits(&out)?;
+        if self.outbox.len() >= self.config.queue_size
+            && self.config.full_queue != FullQueuePolicy::DropOldest
+        {
+            return Err(SendError::QueueFull {
+                capacity: self.config.queue_size,
+            });
+        }
+        self.session = session;
         if let Link::Up { subscribed, .. } = &mut self.link
             && !subscribed.contains(&response_topic)
         {

@@ -947,6 +947,48 @@ mode_status_t mode_config_set_backoff_ms(mode_config_t *config, uint32_t unit_ms
 mode_status_t mode_config_validate(mode_config_t *config);
 
 /**
+ * Keeps the client's outbox on disk in directory `path` (created if missing; copied), so
+ * accepted QoS 1 messages survive the process dying or the power going out: a QoS 1 send
+ * returns MODE_OK only once its message is written and fsynced (so with a durable outbox a
+ * send does wait, for one commit, never for room), the message is removed when the cloud
+ * confirmed it, and at the next ::mode_client_new on the same directory whatever is left is
+ * sent first, in order, with its original message id. Messages still queued at stop or free
+ * stay on disk for the next start. One client per directory: a second one (in this process
+ * or another) fails with MODE_ERR_CONFIG, "in use by another client". A damaged store is read
+ * as far as it goes; what was lost is logged (warn) and counted. See
+ * ::mode_config_set_outbox_sync for what survives what. Needs a libmode built with
+ * mode-client's `durable-outbox` feature (`cargo build --profile dist -p mode-ffi --features
+ * mode-client/durable-outbox`; not in scripts/install-c's build, whose size budget it would
+ * break); without it ::mode_client_new fails with MODE_ERR_CONFIG, naming the feature.
+ *
+ * # Safety
+ * `config` from ::mode_config_new; `path` NUL-terminated.
+ */
+mode_status_t mode_config_set_outbox_dir(mode_config_t *config, const char *path);
+
+/**
+ * The most the durable outbox holds, in bytes of stored messages (default 64 MiB); when it
+ * is full a send does what the full-queue policy says (::mode_config_set_full_queue_policy).
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_outbox_max_bytes(mode_config_t *config, uint64_t bytes);
+
+/**
+ * When the durable outbox fsyncs: `every_message` true, one commit per message; false (the
+ * default), group commit: one commit for everything queued since the last one, at most one
+ * every `group_commit_ms` (0: as soon as the previous commit is done). Under both, a message
+ * whose send returned MODE_OK survives a kill and a power cut (as far as the disk honours
+ * fsync); a message delivered just before a crash may be sent once more (QoS 1 allows it).
+ * Group commit lets concurrent senders share one fsync.
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_outbox_sync(mode_config_t *config, bool every_message, uint32_t group_commit_ms);
+
+/**
  * Creates an empty mirror at revision 0 into `*out`; free it with ::mode_mirror_free.
  *
  * # Safety

@@ -94,7 +94,8 @@ impl ClientConfigBuilder {
     /// found torn or damaged is read as far as it can be; what was lost is reported as a
     /// [`Notification::Error`](crate::Notification::Error) whose topic starts with `outbox:`
     /// and counted in [`Stats::outbox_unrecovered`](crate::Stats::outbox_unrecovered).
-    /// Needs the `durable-outbox` feature (on by default).
+    /// Needs mode-client's `durable-outbox` feature (off by default; on in the Python wheel
+    /// and the CLI); without it, `build` fails with [`ConfigError::OutboxUnavailable`].
     pub fn outbox_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.outbox.dir = Some(dir.into());
         self

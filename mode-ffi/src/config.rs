@@ -439,3 +439,70 @@ pub unsafe extern "C" fn mode_config_validate(config: *mut ModeConfig) -> ModeSt
             .map_err(|err| fail(ModeStatus::ModeErrConfig, err))
     })
 }
+
+/// Keeps the client's outbox on disk in directory `path` (created if missing; copied), so
+/// accepted QoS 1 messages survive the process dying or the power going out: a QoS 1 send
+/// returns MODE_OK only once its message is written and fsynced (so with a durable outbox a
+/// send does wait, for one commit, never for room), the message is removed when the cloud
+/// confirmed it, and at the next ::mode_client_new on the same directory whatever is left is
+/// sent first, in order, with its original message id. Messages still queued at stop or free
+/// stay on disk for the next start. One client per directory: a second one (in this process
+/// or another) fails with MODE_ERR_CONFIG, "in use by another client". A damaged store is read
+/// as far as it goes; what was lost is logged (warn) and counted. See
+/// ::mode_config_set_outbox_sync for what survives what. Needs a libmode built with
+/// mode-client's `durable-outbox` feature (`cargo build --profile dist -p mode-ffi --features
+/// mode-client/durable-outbox`; not in scripts/install-c's build, whose size budget it would
+/// break); without it ::mode_client_new fails with MODE_ERR_CONFIG, naming the feature.
+///
+/// # Safety
+/// `config` from ::mode_config_new; `path` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_outbox_dir(
+    config: *mut ModeConfig,
+    path: *const c_char,
+) -> ModeStatus {
+    unsafe { set_str(config, path, |b, path| b.outbox_dir(path)) }
+}
+
+/// The most the durable outbox holds, in bytes of stored messages (default 64 MiB); when it
+/// is full a send does what the full-queue policy says (::mode_config_set_full_queue_policy).
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_outbox_max_bytes(
+    config: *mut ModeConfig,
+    bytes: u64,
+) -> ModeStatus {
+    if bytes == 0 {
+        return fail(
+            ModeStatus::ModeErrInvalidArgument,
+            "outbox max bytes must be at least 1",
+        );
+    }
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    unsafe { set(config, |b| b.outbox_max_bytes(bytes)) }
+}
+
+/// When the durable outbox fsyncs: `every_message` true, one commit per message; false (the
+/// default), group commit: one commit for everything queued since the last one, at most one
+/// every `group_commit_ms` (0: as soon as the previous commit is done). Under both, a message
+/// whose send returned MODE_OK survives a kill and a power cut (as far as the disk honours
+/// fsync); a message delivered just before a crash may be sent once more (QoS 1 allows it).
+/// Group commit lets concurrent senders share one fsync.
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_outbox_sync(
+    config: *mut ModeConfig,
+    every_message: bool,
+    group_commit_ms: u32,
+) -> ModeStatus {
+    let policy = if every_message {
+        mode_client::SyncPolicy::EveryMessage
+    } else {
+        mode_client::SyncPolicy::GroupCommit(Duration::from_millis(group_commit_ms.into()))
+    };
+    unsafe { set(config, |b| b.outbox_sync(policy)) }
+}

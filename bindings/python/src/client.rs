@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use mode_client::{
     Client as CoreClient, ClientConfig, ClientError, Delivery, DisconnectReason, FullQueuePolicy,
-    Notification, Notifications, Transport,
+    Notification, Notifications, SyncPolicy, Transport,
 };
 use mode_core::backoff::BackoffPolicy;
 use mode_core::ddp::Change;
@@ -149,7 +149,9 @@ impl Client {
         ws_url = None, tls = true, ca_file = None, client_cert = None, client_key = None,
         danger_accept_invalid_certs = false, keepalive = 60.0, connect_timeout = 10.0,
         request_timeout = 30.0, queue_size = 10_000, full_queue_policy = "block",
-        max_message_size = 1_048_576, max_inflight = 100, backoff_unit = 1.0, backoff_cap = 60.0
+        max_message_size = 1_048_576, max_inflight = 100, backoff_unit = 1.0, backoff_cap = 60.0,
+        outbox_dir = None, outbox_max_bytes = 67_108_864, outbox_sync = "group",
+        outbox_group_commit = 0.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -175,6 +177,10 @@ impl Client {
         max_inflight: u16,
         backoff_unit: f64,
         backoff_cap: f64,
+        outbox_dir: Option<std::path::PathBuf>,
+        outbox_max_bytes: usize,
+        outbox_sync: &str,
+        outbox_group_commit: f64,
     ) -> PyResult<Self> {
         let transport = match transport {
             "mqtt" => Transport::Mqtt,
@@ -230,6 +236,21 @@ impl Client {
         }
         if let Some(ca) = ca_file {
             b = b.extra_ca_file(ca);
+        }
+        let sync = match outbox_sync {
+            "group" => SyncPolicy::GroupCommit(secs("outbox_group_commit", outbox_group_commit)?),
+            "every-message" => SyncPolicy::EveryMessage,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "outbox_sync {other:?} is unknown: use \"group\" or \"every-message\""
+                )));
+            }
+        };
+        if let Some(dir) = outbox_dir {
+            b = b
+                .outbox_dir(dir)
+                .outbox_max_bytes(outbox_max_bytes)
+                .outbox_sync(sync);
         }
         match (client_cert, client_key) {
             (Some(cert), Some(key)) => b = b.client_cert(cert, key),

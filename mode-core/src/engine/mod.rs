@@ -143,6 +143,62 @@ impl Engine {
     /// Puts back messages a previous run accepted and did not finish (a durable outbox), before
     /// anything else is sent. They keep their ids and go first, in id order; new ids continue
     /// after the largest. Messages the queue has no room for are refused (returned).
+    ///
+    /// The seam of a durable outbox, as a firmware would use it with its flash: with
+    /// [`EngineConfig::journal`], apply every [`poll_journal`](Self::poll_journal) change to the
+    /// store (and sync it) before telling the application a send succeeded; at boot, hand what
+    /// the store holds to `restore`. (`mode-client`'s `outbox_dir` is this seam over redb.)
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    ///
+    /// use mode_core::engine::{Engine, EngineConfig, OutboxChange, Publish, Transmit};
+    /// use mode_core::proto::{Map, Qos};
+    /// use mode_core::time::Instant;
+    ///
+    /// /// The flash: the journal applied in order (a firmware writes and syncs a sector here).
+    /// fn persist(engine: &mut Engine, flash: &mut BTreeMap<u64, Publish>) {
+    ///     while let Some(change) = engine.poll_journal() {
+    ///         match change {
+    ///             OutboxChange::Added(message) => flash.insert(message.id, message),
+    ///             OutboxChange::Done(id) => flash.remove(&id),
+    ///         };
+    ///     }
+    /// }
+    /// /// Connects and returns the ids the engine hands to the network.
+    /// fn connect(engine: &mut Engine, t: Instant) -> Vec<u64> {
+    ///     engine.connected(t);
+    ///     let mut sent = Vec::new();
+    ///     while let Some(transmit) = engine.poll_transmit() {
+    ///         if let Transmit::Publish(publish) = transmit {
+    ///             sent.push(publish.id);
+    ///         }
+    ///     }
+    ///     sent
+    /// }
+    ///
+    /// let t = Instant::from_millis(0);
+    /// let config = EngineConfig { journal: true, ..EngineConfig::new(1001, 7) };
+    /// let mut flash = BTreeMap::new();
+    ///
+    /// let mut engine = Engine::new(config.clone(), t);
+    /// let a = engine.send_event("a", Map::new(), Qos::AtLeastOnce)?;
+    /// let b = engine.send_event("b", Map::new(), Qos::AtLeastOnce)?;
+    /// persist(&mut engine, &mut flash); // only now: "sent" to the application
+    /// assert_eq!(engine.poll_transmit(), Some(Transmit::Connect));
+    /// assert_eq!(connect(&mut engine, t), [a, b]);
+    /// engine.delivered(a, t); // the PUBACK of `a`; `b`'s never comes: the power goes
+    /// persist(&mut engine, &mut flash);
+    /// drop(engine);
+    ///
+    /// let mut engine = Engine::new(config, t);
+    /// assert!(engine.restore(flash.values().cloned().collect()).is_empty());
+    /// let c = engine.send_event("c", Map::new(), Qos::AtLeastOnce)?;
+    /// assert_eq!(c, b + 1, "ids continue");
+    /// assert_eq!(engine.poll_transmit(), Some(Transmit::Connect));
+    /// assert_eq!(connect(&mut engine, t), [b, c], "`b` goes first, with its id");
+    /// # Ok::<(), mode_core::engine::SendError>(())
+    /// ```
     pub fn restore(&mut self, mut messages: Vec<Publish>) -> Vec<Publish> {
         messages.sort_by_key(|message| message.id);
         let mut refused = Vec::new();

@@ -155,8 +155,11 @@ async fn messages_accepted_offline_survive_a_restart_and_go_first_in_order_with_
     new.wait().await.unwrap();
     recorded(&sim, 51).await;
     assert_eq!(seqs_at(&sim), (0..=50).collect::<Vec<_>>());
-    let delivered: Vec<(u64, bool)> = hook_rx.try_iter().collect();
     let expected: Vec<(u64, bool)> = ids.iter().chain([&new_id]).map(|&id| (id, true)).collect();
+    // The hook runs after the sender heard: wait for each outcome.
+    let delivered: Vec<(u64, bool)> = (0..expected.len())
+        .map(|_| hook_rx.recv_timeout(WAIT).expect("an outcome"))
+        .collect();
     assert_eq!(delivered, expected, "the restored messages keep their ids");
     client.close(Duration::from_secs(5)).await.unwrap();
 

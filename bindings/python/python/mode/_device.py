@@ -155,6 +155,10 @@ class _DeviceBase:
         max_inflight: int = 100,
         backoff_unit: float = 1.0,
         backoff_cap: float = 60.0,
+        outbox_dir: Optional[str] = None,
+        outbox_max_bytes: int = 67_108_864,
+        outbox_sync: str = "group",
+        outbox_group_commit: float = 0.0,
     ) -> None:
         self.device_id = device_id
         self._native = Client(
@@ -179,6 +183,10 @@ class _DeviceBase:
             max_inflight=max_inflight,
             backoff_unit=backoff_unit,
             backoff_cap=backoff_cap,
+            outbox_dir=outbox_dir,
+            outbox_max_bytes=outbox_max_bytes,
+            outbox_sync=outbox_sync,
+            outbox_group_commit=outbox_group_commit,
         )
         self.transport = transport
         self._started = False

@@ -119,6 +119,10 @@ class Client:
         max_inflight: int = 100,
         backoff_unit: float = 1.0,
         backoff_cap: float = 60.0,
+        outbox_dir: Optional[_Path] = None,
+        outbox_max_bytes: int = 67108864,
+        outbox_sync: str = "group",
+        outbox_group_commit: float = 0.0,
     ) -> Client: ...
     def start(self, dispatch: Callable[[str, Any], None]) -> None: ...
     @property

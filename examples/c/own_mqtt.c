@@ -1,163 +1,370 @@
 /*
- * The same device as device.c, for firmware that already owns its MQTT stack: libmosquitto
- * keeps the connection, libmode's IO-free session (mode_session_*) does the MODE protocol —
- * which topics to subscribe to, what an incoming publish means (a command, a DDP change applied
- * to the session's mirror, a bulk response), and how to encode events and key-value writes.
- * libmode opens no socket and starts no thread here.
+ * Your own MQTT stack with its own thread: libmosquitto's threaded loop (mosquitto_loop_start)
+ * holds the socket and calls back on its thread; libmode_core's engine (mode_engine_*) makes
+ * every MODE decision: when to connect (its backoff, not libmosquitto's), what to subscribe to,
+ * what to re-send after a reconnect (no QoS 1 message is lost), the fresh DDP reload after each
+ * connect, and what an incoming message means. The engine is not thread-safe, so one mutex
+ * guards it: libmosquitto's callbacks and the main thread (the application and the engine's
+ * timer) take it for every call. For the one-thread firmware pattern see own_loop.c.
+ *
+ * libmosquitto's threaded loop reconnects by itself after a loss; this example turns that off by
+ * ending each connection's loop thread (mosquitto_disconnect in on_disconnect) and uses one
+ * mosquitto object per connection attempt, so libmosquitto re-sends nothing on its own either:
+ * the engine alone decides what goes out again.
  *
  * Build:
- *   cc -std=c11 -o own_mqtt examples/c/own_mqtt.c $(pkg-config --cflags --libs mode libmosquitto)
+ *   cc -std=c11 -pthread -o own_mqtt examples/c/own_mqtt.c $(pkg-config --cflags --libs mode-core libmosquitto)
  * Run against the local simulator (cargo run -p mode-sim; MQTT on 1883):
- *   ./own_mqtt 127.0.0.1 1883 1001 v1.demo-device-1001 10
- * Arguments: HOST PORT DEVICE_ID API_KEY [SECONDS, 0 = until interrupted]. (Plain TCP here; for
- * the real cloud add mosquitto_tls_set() and port 8883.)
+ *   ./own_mqtt 127.0.0.1 1883 1001 v1.demo-device-1001 200
+ * Arguments: HOST PORT DEVICE_ID API_KEY EVENTS: sends EVENTS numbered QoS 1 "tick" events, one
+ * every 20 ms, then closes once every one is delivered. Ctrl-C closes early. (Plain TCP here;
+ * for the real cloud add mosquitto_tls_set() and port 8883.)
  */
-#include <mode.h>
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, pthread_condattr_setclock */
+#include <mode_core.h>
 #include <mosquitto.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static volatile sig_atomic_t running = 1;
+static volatile sig_atomic_t interrupted;
 
-static void stop_running(int signal) {
+static void on_signal(int signal) {
     (void)signal;
-    running = 0;
+    interrupted = 1;
 }
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* libmosquitto names a publish by its mid; the engine by its message id. */
+#define WINDOW 1024
+typedef struct {
+    int mid;
+    uint64_t id;
+} sent_t;
 
 typedef struct {
-    struct mosquitto *mosq;
-    mode_session_t *session;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* the main thread waits on it until the engine's next timer */
+    mode_engine_t *engine;
+    struct mosquitto *mosq; /* this connection's libmosquitto object, NULL between attempts */
+    int live;               /* mosq's disconnects are news for the engine (not after ABORT) */
+    int connect_wanted;     /* the engine asked for CONNECT: the main thread opens one */
+    const char *host, *login, *key;
+    int port;
+    sent_t sent[WINDOW]; /* in-flight publishes of mosq, by mid % WINDOW */
+    long delivered, connects, reloads;
+    int closed;
 } device_t;
 
-/* libmode hands each encoded publish here; libmosquitto sends it. Like every string libmode
- * hands out, the topic has a length and a NUL, so it goes to libmosquitto as it is. */
-static void publish(void *userdata, const mode_outgoing_t *out) {
-    device_t *device = (device_t *)userdata;
-    int rc = mosquitto_publish(device->mosq, NULL, out->topic, (int)out->payload_len, out->payload, out->qos, false);
-    if (rc != MOSQ_ERR_SUCCESS) fprintf(stderr, "publish to %s: %s\n", out->topic, mosquitto_strerror(rc));
+static void disconnected(device_t *d, int reason, const char *why) {
+    mode_engine_disconnected(d->engine, reason, why, strlen(why), now_ms());
 }
 
-static void subscribe(void *userdata, const char *topic, size_t topic_len) {
-    device_t *device = (device_t *)userdata;
-    (void)topic_len;
-    mosquitto_subscribe(device->mosq, NULL, topic, 0); /* MODE grants QoS 0 only */
+/* ---- the engine's outputs, carried out with the lock held ---------------------------------- */
+
+static void transmit(device_t *d) {
+    mode_transmit_t t;
+    while (mode_engine_poll_transmit(d->engine, &t) == MODE_OK && t.kind != MODE_TRANSMIT_NONE) {
+        if (t.kind == MODE_TRANSMIT_CONNECT) {
+            /* Connecting blocks and joins the last loop thread: the main thread does it, unlocked. */
+            d->connect_wanted = 1;
+            pthread_cond_signal(&d->wake);
+            continue;
+        }
+        if (d->mosq == NULL) continue; /* no connection: the engine learns it from the attempt */
+        switch (t.kind) {
+        case MODE_TRANSMIT_SUBSCRIBE:
+        case MODE_TRANSMIT_UNSUBSCRIBE: {
+            char *topics[8];
+            int count = 0;
+            for (size_t i = 0; i < t.topics_len && count < 8; i++) topics[count++] = (char *)t.topics[i].text;
+            if (t.kind == MODE_TRANSMIT_SUBSCRIBE)
+                mosquitto_subscribe_multiple(d->mosq, NULL, count, topics, 0, 0, NULL); /* MODE grants QoS 0 */
+            else
+                mosquitto_unsubscribe_multiple(d->mosq, NULL, count, topics, NULL);
+            break;
+        }
+        case MODE_TRANSMIT_PUBLISH: {
+            int mid = 0;
+            int rc = mosquitto_publish(d->mosq, &mid, t.publish.topic, (int)t.publish.payload_len, t.publish.payload,
+                                       t.publish.qos, false);
+            /* On failure the connection is going down: the engine re-sends it after the reconnect.
+             * The lock is held, so its PUBACK cannot be handled before the mid is written down. */
+            if (rc == MOSQ_ERR_SUCCESS) d->sent[mid % WINDOW] = (sent_t){mid, t.publish.id};
+            break;
+        }
+        case MODE_TRANSMIT_DISCONNECT:
+            mosquitto_disconnect(d->mosq); /* on_disconnect reports it */
+            break;
+        case MODE_TRANSMIT_ABORT:
+            d->live = 0; /* not to be reported */
+            mosquitto_disconnect(d->mosq);
+            break;
+        default:
+            break;
+        }
+    }
 }
 
-static void unsubscribe(void *userdata, const char *topic, size_t topic_len) {
-    device_t *device = (device_t *)userdata;
-    (void)topic_len;
-    mosquitto_unsubscribe(device->mosq, NULL, topic);
+static void events(device_t *d) {
+    mode_event_t e;
+    while (mode_engine_poll_event(d->engine, &e) == MODE_OK && e.kind != MODE_EVENT_NONE) {
+        switch (e.kind) {
+        case MODE_EVENT_CONNECTED:
+            printf("connected\n");
+            break;
+        case MODE_EVENT_DISCONNECTED:
+            if (e.has_retry)
+                printf("disconnected: %s; retry in %llu ms\n", e.text, (unsigned long long)e.retry_in_ms);
+            else
+                printf("disconnected: %s\n", e.text);
+            break;
+        case MODE_EVENT_KV:
+            if (e.reload) d->reloads++;
+            printf("kv %s rev %llu, %zu changes\n", e.reload ? "reload" : "change", (unsigned long long)e.rev,
+                   e.changes_len);
+            break;
+        case MODE_EVENT_COMMAND:
+            printf("command %.*s %.*s\n", (int)e.action_len, e.action, (int)e.parameters_len, e.parameters);
+            break;
+        case MODE_EVENT_DELIVERED:
+            if (++d->delivered % 25 == 0) printf("progress: %ld delivered\n", d->delivered);
+            break;
+        case MODE_EVENT_DROPPED:
+            printf("dropped %llu: %s\n", (unsigned long long)e.id, e.text);
+            break;
+        case MODE_EVENT_ERROR:
+            printf("ignored a malformed message on %s: %s\n", e.topic, e.text);
+            break;
+        case MODE_EVENT_CLOSED:
+            printf("closed, %llu unsent\n", (unsigned long long)e.unsent);
+            d->closed = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    fflush(stdout);
 }
+
+/* After every input: carry out the engine's work, read its events, and wake the main thread,
+ * whose timer may have moved. */
+static void pump(device_t *d) {
+    transmit(d);
+    events(d);
+    pthread_cond_signal(&d->wake);
+}
+
+/* ---- libmosquitto's callbacks (its thread): each one input to the engine ------------------- */
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
-    device_t *device = (device_t *)userdata;
-    (void)mosq;
-    if (rc != 0) {
-        printf("refused: %s\n", mosquitto_connack_string(rc));
-        fflush(stdout);
-        return;
+    device_t *d = (device_t *)userdata;
+    pthread_mutex_lock(&d->lock);
+    if (mosq == d->mosq && d->live) {
+        if (rc == 0) {
+            mode_engine_connected(d->engine, now_ms());
+        } else {
+            /* CONNACK 4 (bad user name or password) or 5 (not authorized): the engine waits longer. */
+            d->live = 0;
+            disconnected(d, rc == 4 || rc == 5 ? MODE_DISCONNECT_AUTH : MODE_DISCONNECT_NETWORK,
+                         mosquitto_connack_string(rc));
+            mosquitto_disconnect(mosq); /* ends this loop thread: no retry of libmosquitto's own */
+        }
+        pump(d);
     }
-    printf("connected\n");
-    fflush(stdout);
-    mode_session_subscriptions(device->session, subscribe, device);
-    mode_session_on_subscribed(device->session); /* the reload that follows is the new truth */
+    pthread_mutex_unlock(&d->lock);
 }
 
-static void on_command(void *userdata, const char *action, size_t action_len, const char *parameters, size_t parameters_len) {
-    device_t *device = (device_t *)userdata;
-    printf("command %.*s %.*s\n", (int)action_len, action, (int)parameters_len, parameters);
-    fflush(stdout);
-    char data[256];
-    snprintf(data, sizeof data, "{\"action\":\"%.*s\"}", (int)action_len, action);
-    mode_session_encode_event(device->session, "command-done", data, MODE_QOS_AT_LEAST_ONCE, publish, device);
+static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
+    device_t *d = (device_t *)userdata;
+    /* Ends this loop thread instead of letting it reconnect: the engine's backoff decides. */
+    mosquitto_disconnect(mosq);
+    pthread_mutex_lock(&d->lock);
+    if (mosq == d->mosq && d->live) {
+        d->live = 0;
+        disconnected(d, MODE_DISCONNECT_NETWORK, rc == 0 ? "closed" : mosquitto_strerror(rc));
+        pump(d);
+    }
+    pthread_mutex_unlock(&d->lock);
 }
 
-static void on_kv(void *userdata, mode_change_kind_t kind, const char *key, size_t key_len, const char *value,
-                  size_t value_len, const char *previous, size_t previous_len) {
-    (void)userdata;
-    if (kind == MODE_CHANGE_SET) {
-        printf("kv set %.*s = %.*s (was %.*s)\n", (int)key_len, key, (int)value_len, value,
-               previous ? (int)previous_len : 4, previous ? previous : "none");
-    } else {
-        printf("kv deleted %.*s (was %.*s)\n", (int)key_len, key, (int)previous_len, previous);
+static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int count, const int *granted) {
+    device_t *d = (device_t *)userdata;
+    (void)mid, (void)count, (void)granted;
+    pthread_mutex_lock(&d->lock);
+    if (mosq == d->mosq && d->live) {
+        mode_engine_subscribed(d->engine, now_ms());
+        pump(d);
     }
-    fflush(stdout);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+    device_t *d = (device_t *)userdata;
+    pthread_mutex_lock(&d->lock);
+    sent_t *slot = &d->sent[mid % WINDOW];
+    if (mosq == d->mosq && d->live && slot->mid == mid && slot->id != 0) {
+        mode_engine_delivered(d->engine, slot->id, now_ms()); /* PUBACK (QoS 1), written (QoS 0) */
+        slot->id = 0;
+        pump(d);
+    }
+    pthread_mutex_unlock(&d->lock);
 }
 
 static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *message) {
-    device_t *device = (device_t *)userdata;
-    (void)mosq;
-    mode_incoming_handlers_t handlers = {on_command, on_kv, NULL};
-    mode_incoming_kind_t kind;
-    /* Topic as pointer + length: stacks that hand a topic without a NUL (ESP-MQTT, coreMQTT)
-     * pass theirs the same way, without a copy. */
-    mode_status_t status =
-        mode_session_handle(device->session, message->topic, strlen(message->topic), (const uint8_t *)message->payload,
-                            (size_t)message->payloadlen, &handlers, device, &kind, NULL);
-    if (status == MODE_ERR_DECODE) {
-        char why[256];
-        size_t len = 0;
-        mode_last_error(why, sizeof why, &len);
-        fprintf(stderr, "ignored a malformed message on %s: %s\n", message->topic, why);
+    device_t *d = (device_t *)userdata;
+    pthread_mutex_lock(&d->lock);
+    if (mosq == d->mosq && d->live) {
+        mode_engine_handle_publish(d->engine, message->topic, strlen(message->topic),
+                                   (const uint8_t *)message->payload, (size_t)message->payloadlen, now_ms());
+        pump(d);
     }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- the main thread: connection attempts, the engine's timer, the application ------------- */
+
+/* Opens the connection the engine asked for; called with the lock held, drops it meanwhile. */
+static void open_connection(device_t *d) {
+    struct mosquitto *old = d->mosq;
+    d->mosq = NULL;
+    d->live = 0;
+    d->connect_wanted = 0;
+    d->connects++;
+    pthread_mutex_unlock(&d->lock);
+    if (old) {
+        mosquitto_disconnect(old);        /* its loop thread ends (already, after a loss) */
+        mosquitto_loop_stop(old, false); /* joins it; its callbacks wait for the lock, so not held */
+        mosquitto_destroy(old);
+    }
+    struct mosquitto *mosq = mosquitto_new(NULL, true, d); /* MODE: clean session, no will */
+    int rc = mosq ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOMEM;
+    if (rc == MOSQ_ERR_SUCCESS) {
+        mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        mosquitto_username_pw_set(mosq, d->login, d->key); /* user name = device id, password = key */
+        mosquitto_connect_callback_set(mosq, on_connect);
+        mosquitto_disconnect_callback_set(mosq, on_disconnect);
+        mosquitto_subscribe_callback_set(mosq, on_subscribe);
+        mosquitto_publish_callback_set(mosq, on_publish);
+        mosquitto_message_callback_set(mosq, on_message);
+        rc = mosquitto_connect(mosq, d->host, d->port, 30); /* the TCP connect; CONNACK comes later */
+    }
+    pthread_mutex_lock(&d->lock);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        d->mosq = mosq;
+        d->live = 1;
+        memset(d->sent, 0, sizeof d->sent); /* a new object counts mids from 1 */
+        rc = mosquitto_loop_start(mosq);     /* its callbacks wait for the lock we hold */
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        d->mosq = NULL;
+        d->live = 0;
+        disconnected(d, MODE_DISCONNECT_NETWORK, mosquitto_strerror(rc));
+        if (mosq) mosquitto_destroy(mosq);
+    }
+    pump(d);
+}
+
+static uint64_t seed(void) {
+    uint64_t s = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(&s, sizeof s, 1, f) != 1) s = 0;
+        fclose(f);
+    }
+    return s ^ now_ms();
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) {
-        fprintf(stderr, "usage: %s HOST PORT DEVICE_ID API_KEY [SECONDS]\n", argv[0]);
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s HOST PORT DEVICE_ID API_KEY EVENTS\n", argv[0]);
         return 2;
     }
-    int seconds = argc > 5 ? atoi(argv[5]) : 0;
-    device_t device = {NULL, NULL};
-    mode_status_t status = mode_session_new(strtoull(argv[3], NULL, 10), (uint64_t)time(NULL), &device.session);
+    static device_t d; /* static: zeroed, and big (the mid window) */
+    d.host = argv[1];
+    d.port = atoi(argv[2]);
+    d.login = argv[3];
+    d.key = argv[4];
+    long total = atol(argv[5]);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    pthread_mutex_init(&d.lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* the engine's clock */
+    pthread_cond_init(&d.wake, &attr);
+    pthread_condattr_destroy(&attr);
+
+    mode_engine_config_t config;
+    mode_engine_config_init(strtoull(argv[3], NULL, 10), seed(), &config);
+    config.watchdog_ms = 0;       /* libmosquitto's keepalive notices a dead connection */
+    config.backoff_unit_ms = 250; /* quick retries for the demo; the default is 1 s */
+    config.backoff_cap_ms = 4000;
+    mode_status_t status = mode_engine_new(&config, now_ms(), &d.engine);
     if (status != MODE_OK) {
-        fprintf(stderr, "session: %s\n", mode_status_str(status));
+        fprintf(stderr, "mode_engine_new: %s\n", mode_status_str(status));
         return 1;
     }
-
     mosquitto_lib_init();
-    device.mosq = mosquitto_new(NULL, true, &device); /* MODE: clean session, no will, no retain */
-    mosquitto_int_option(device.mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-    mosquitto_username_pw_set(device.mosq, argv[3], argv[4]); /* username = device id, password = key */
-    mosquitto_connect_callback_set(device.mosq, on_connect);
-    mosquitto_message_callback_set(device.mosq, on_message);
-    int rc = mosquitto_connect(device.mosq, argv[1], atoi(argv[2]), 60);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "connect: %s\n", mosquitto_strerror(rc));
-        return 1;
-    }
 
-    /* One thread: libmosquitto's loop and the ticks share it, so the session needs no lock. */
-    signal(SIGINT, stop_running);
-    signal(SIGTERM, stop_running);
-    time_t next_tick = time(NULL) + 1;
-    int tick = 0;
-    while (running && (seconds == 0 || tick < seconds)) {
-        rc = mosquitto_loop(device.mosq, 100, 1);
-        if (rc != MOSQ_ERR_SUCCESS) mosquitto_reconnect(device.mosq); /* libmosquitto's own backoff is the caller's job */
-        if (time(NULL) >= next_tick) {
-            next_tick++;
-            char data[64];
-            snprintf(data, sizeof data, "{\"n\":%d}", ++tick);
-            mode_session_encode_event(device.session, "tick", data, MODE_QOS_AT_LEAST_ONCE, publish, &device);
+    long queued = 0;
+    uint64_t next_tick = now_ms();
+    int closing = 0;
+    pthread_mutex_lock(&d.lock);
+    pump(&d); /* the engine asks to connect at once */
+    while (!d.closed) {
+        if (d.connect_wanted) {
+            open_connection(&d);
+            continue;
         }
-    }
-    for (int i = 0; i < 10; i++) mosquitto_loop(device.mosq, 50, 1); /* let the last PUBACKs in */
+        uint64_t now = now_ms();
+        mode_engine_handle_timeout(d.engine, now);
+        if (!closing && queued < total && now >= next_tick) {
+            char data[32];
+            snprintf(data, sizeof data, "{\"n\":%ld}", queued + 1);
+            if (mode_engine_send_event(d.engine, "tick", data, strlen(data), MODE_QOS_AT_LEAST_ONCE, NULL) == MODE_OK)
+                queued++;
+            next_tick = now + 20;
+        }
+        if (!closing && (interrupted || (queued == total && d.delivered == total))) {
+            closing = 1;
+            mode_engine_close(d.engine, now + 5000, now);
+        }
+        transmit(&d);
+        events(&d);
+        if (d.closed || d.connect_wanted) continue;
 
-    char mirror[1024];
-    size_t len = 0;
-    if (mode_session_kv_snapshot(device.session, mirror, sizeof mirror, &len) == MODE_OK) printf("mirror %s\n", mirror);
-    /* Graceful, as MODE asks: UNSUBSCRIBE every topic, then DISCONNECT. */
-    mode_session_subscriptions(device.session, unsubscribe, &device);
-    mosquitto_loop(device.mosq, 100, 1);
-    mosquitto_disconnect(device.mosq);
-    mosquitto_destroy(device.mosq);
+        /* Sleep until the engine's next timer or our next tick; a callback's input wakes us. */
+        uint64_t wake = MODE_NO_TIMEOUT;
+        mode_engine_poll_timeout(d.engine, &wake);
+        if (!closing && queued < total && next_tick < wake) wake = next_tick;
+        if (wake > now + 1000) wake = now + 1000; /* and look at `interrupted` now and then */
+        struct timespec until = {(time_t)(wake / 1000), (long)(wake % 1000) * 1000000L};
+        pthread_cond_timedwait(&d.wake, &d.lock, &until);
+    }
+    struct mosquitto *last = d.mosq;
+    d.mosq = NULL;
+    mode_stats_t stats;
+    mode_engine_stats(d.engine, &stats);
+    pthread_mutex_unlock(&d.lock);
+    if (last) {
+        mosquitto_disconnect(last);
+        mosquitto_loop_stop(last, false);
+        mosquitto_destroy(last);
+    }
+    printf("sent %ld events, %ld delivered, %llu connection attempts, %llu reconnects, %ld reloads\n", queued,
+           d.delivered, (unsigned long long)stats.connection_attempts, (unsigned long long)stats.reconnects, d.reloads);
+    mode_engine_free(d.engine);
     mosquitto_lib_cleanup();
-    mode_session_free(device.session);
-    printf("stopped after %d ticks\n", tick);
-    return 0;
+    return d.delivered == queued ? 0 : 1;
 }

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use crate::errors::{client_error, config_error, raise};
 use crate::json;
 use crate::log;
-use crate::session::qos_arg;
+use crate::mirror::qos_arg;
 use crate::types::{BulkResponse, Command, KvChange};
 
 /// How often a blocking wait comes back to check for Ctrl-C.
@@ -466,27 +466,7 @@ impl Client {
     /// The client's counters, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.client(py)?.stats();
-        let d = PyDict::new(py);
-        for (name, value) in [
-            ("messages_queued", s.messages_queued),
-            ("messages_sent", s.messages_sent),
-            ("messages_acked", s.messages_acked),
-            ("messages_dropped", s.messages_dropped),
-            ("pending", s.pending),
-            ("reconnects", s.reconnects),
-            ("connection_attempts", s.connection_attempts),
-            ("kv_applied", s.kv_applied),
-            ("kv_stale", s.kv_stale),
-            ("kv_invalid", s.kv_invalid),
-            ("commands_received", s.commands_received),
-            ("bytes_in", s.bytes_in),
-            ("bytes_out", s.bytes_out),
-            ("notifications_dropped", s.notifications_dropped),
-        ] {
-            d.set_item(name, value)?;
-        }
-        d.set_item("last_error", s.last_error)?;
-        Ok(d)
+        crate::types::stats_dict(py, &s)
     }
 
     /// Delivers what is queued (up to `timeout` s), disconnects; with `on_done`, returns at

@@ -2,7 +2,7 @@
 //! from the matching builtins: `mode.TimeoutError` is a `TimeoutError`, and so on).
 
 use mode_client::{ClientError, ConfigError};
-use mode_core::proto::{DecodeError, EncodeError};
+use mode_core::proto::DecodeError;
 use pyo3::prelude::*;
 
 use crate::json;
@@ -59,11 +59,6 @@ pub fn client_error(py: Python<'_>, err: ClientError) -> PyErr {
 /// The exception for a configuration that cannot work.
 pub fn config_error(py: Python<'_>, err: ConfigError) -> PyErr {
     raise(py, "ConfigError", (err.to_string(),))
-}
-
-/// The exception for something the protocol cannot express.
-pub fn encode_error(py: Python<'_>, err: EncodeError) -> PyErr {
-    raise(py, "InvalidArgumentError", (err.to_string(),))
 }
 
 /// The exception for bytes from the cloud that do not decode.

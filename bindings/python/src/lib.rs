@@ -1,11 +1,12 @@
 //! `mode._mode`, the native half of the `mode` Python package: the managed client, the IO-free
-//! session and mirror, and the typed values they hand out. All protocol logic is mode-core's.
+//! engine and mirror, and the typed values they hand out. All protocol logic is mode-core's.
 
 mod client;
+mod engine;
 mod errors;
 mod json;
 mod log;
-mod session;
+mod mirror;
 mod types;
 
 use pyo3::prelude::*;
@@ -15,8 +16,8 @@ fn _mode(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::Client>()?;
-    m.add_class::<session::Session>()?;
-    m.add_class::<session::Mirror>()?;
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<mirror::Mirror>()?;
     m.add_class::<types::Command>()?;
     m.add_class::<types::KvChange>()?;
     m.add_class::<types::BulkResponse>()?;

@@ -2,8 +2,10 @@
 //! their JSON parts are plain Python objects built once.
 
 use mode_core::ddp::Change;
+use mode_core::engine::Stats;
 use mode_core::proto::{BulkDataResponse, Command as CoreCommand};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::json;
 
@@ -149,4 +151,29 @@ impl BulkResponse {
             payload: json::to_py(py, &response.payload)?.unbind(),
         })
     }
+}
+
+/// The engine's counters as a dict: one shape for `Client.stats()` and `Engine.stats()`.
+pub fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, value) in [
+        ("messages_queued", s.messages_queued),
+        ("messages_sent", s.messages_sent),
+        ("messages_acked", s.messages_acked),
+        ("messages_dropped", s.messages_dropped),
+        ("pending", s.pending),
+        ("reconnects", s.reconnects),
+        ("connection_attempts", s.connection_attempts),
+        ("kv_applied", s.kv_applied),
+        ("kv_stale", s.kv_stale),
+        ("kv_invalid", s.kv_invalid),
+        ("commands_received", s.commands_received),
+        ("bytes_in", s.bytes_in),
+        ("bytes_out", s.bytes_out),
+        ("notifications_dropped", s.notifications_dropped),
+    ] {
+        d.set_item(name, value)?;
+    }
+    d.set_item("last_error", s.last_error.as_deref())?;
+    Ok(d)
 }

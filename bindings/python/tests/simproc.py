@@ -39,7 +39,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
 class Sim:
     """A running mode-sim: its ports, its console, its admin API."""
 
-    def __init__(self, workdir: pathlib.Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: pathlib.Path, extra_args: tuple[str, ...] = (), mqtt_port: int = 0) -> None:
+        """``mqtt_port`` 0: a free port; a port of a killed simulator brings it back there."""
+        workdir.mkdir(parents=True, exist_ok=True)
         self.out_path = workdir / "sim.out"
         self.err_path = workdir / "sim.err"
         binary = sim_binary()
@@ -48,7 +50,7 @@ class Sim:
                                "(with the same CARGO_TARGET_DIR) or set MODE_SIM to the binary")
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [binary, "--mqtt-port", "0", "--ws-port", "0", "--http-port", "0",
+                [binary, "--mqtt-port", str(mqtt_port), "--ws-port", "0", "--http-port", "0",
                  "--tls-port", "0", "--wss-port", "0", "--https-port", "0",
                  "--admin-key", ADMIN_KEY, *extra_args],
                 stdin=subprocess.PIPE, stdout=out, stderr=err,
@@ -112,6 +114,13 @@ class Sim:
         elif transport == "mqtt-ws":
             options.update(ws_url=self.ws_url)
         return options
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut: no goodbye to any client."""
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
 
     def close(self) -> None:
         # The console first: the simulator waits for its stdin to end.

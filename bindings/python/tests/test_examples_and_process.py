@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -113,23 +115,81 @@ def test_the_paho_bridge_keeps_ddp_state_with_its_own_mqtt_client(sim: Sim) -> N
     key = f"bridge-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "paho_bridge.py"), "--port", str(sim.mqtt_port),
-         "--run-for", "6", "--set", f"{key}={json.dumps({'n': 2**70})}", "--bulk", "echo"],
+         "--run-for", "4", "--set", f"{key}={json.dumps({'n': 2**70})}", "--bulk", "echo"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    assert first.startswith("subscribed /devices/1001/command /devices/1001/kv"), first
+    assert first.startswith("subscribe /devices/1001/command /devices/1001/kv"), first
+    lines = [first]
+    while not lines[-1].startswith("connected"):  # subscribed: a command now reaches it
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
     action = f"bridged-{uuid.uuid4().hex[:8]}"
-    time.sleep(0.5)
     sim.console(f'command 1001 {{"action":"{action}","parameters":{{"n":{2**65}}}}}')
+    while not lines[-1].startswith(f"kv {key} = "):  # written, so the delete comes after
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
     sim.console(f"kv-delete 1001 {key}")
     out, err = proc.communicate(timeout=30)
+    out = "".join(lines) + out
     assert proc.returncode == 0, err
     assert f'command {action} {{"n": {2**65}}}' in out
     assert f"kv {key} = {json.dumps({'n': 2**70})}" in out
     assert f"kv {key} deleted" in out
     assert 'bulk response OK {"hello": "module"}' in out
     assert "mirror rev" in out and out.rstrip().endswith("bye")
+    assert "closed, 0 unsent" in out
     assert sim.events("bridgeUp")
     wait_until(lambda: any(e["eventData"] == {"action": action} for e in sim.events("commandDone")),
                what="the bridge's answer")
+
+
+def test_the_paho_bridge_loses_no_qos1_event_across_five_broker_restarts(tmp_path: pathlib.Path) -> None:
+    events, restarts = 600, 5
+    data = tmp_path / "data"  # the cloud's records outlive each kill
+    broker = Sim(tmp_path / "run0", ("--data-dir", str(data)))
+    port = broker.mqtt_port
+    broker.console('kv 1001 color "red"')  # something for every reload to carry
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "paho_bridge.py"), "--port", str(port), "--events", str(events),
+         "--interval-ms", "5", "--backoff-unit-ms", "50", "--backoff-cap-ms", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+
+    def read_until(prefix: str, count: int) -> None:
+        """Reads the bridge's output until `count` more lines start with `prefix`."""
+        seen = 0
+        while seen < count:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"the bridge ended early: {''.join(lines)}{proc.stderr.read()}"  # type: ignore[union-attr]
+            lines.append(line)
+            seen += line.startswith(prefix)
+
+    try:
+        for restart in range(1, restarts + 1):
+            read_until("connected", 1)
+            read_until("progress:", 2)  # events flowing on this connection
+            broker.kill()
+            broker = Sim(tmp_path / f"run{restart}", ("--data-dir", str(data)), mqtt_port=port)
+        out, err = proc.communicate(timeout=30)
+        out = "".join(lines) + out
+        assert proc.returncode == 0, err
+        summary = [line for line in out.splitlines() if line.startswith("sent ")]
+        assert summary and summary[0].startswith(f"sent {events} events, {events} delivered, "), out
+        connects = out.splitlines().count("connected")
+        reloads = sum(line.startswith("kv reload rev ") for line in out.splitlines())
+        waits = re.findall(r"^disconnected: network: .*; retry in (\d+) ms$", out, re.MULTILINE)
+        assert connects >= restarts + 1, out
+        assert reloads == connects, f"{reloads} reloads for {connects} connections"
+        assert len(waits) >= restarts and all(0 < int(ms) <= 200 for ms in waits), waits
+        assert "closed, 0 unsent" in out
+        got = {e["eventData"]["n"] for e in broker.events("tick")}
+        assert set(range(1, events + 1)) - got == set(), "QoS 1 events lost"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        broker.close()

@@ -2,7 +2,8 @@
 
 - ``Device`` / ``AsyncDevice``: a managed connection (MQTT, MQTT over WebSocket, or HTTP):
   events, commands, the DDP key-value mirror (``device.kv``), bulk data, reconnection.
-- ``Session`` / ``Mirror``: the protocol without IO, for programs that own their MQTT client.
+- ``Engine``: the protocol engine without IO (time passed in, work polled out), for programs that
+  own their MQTT client; ``Mirror``: the DDP state machine alone.
 
 Logs go to the ``mode`` logger of the standard ``logging`` module.
 """
@@ -25,7 +26,8 @@ from ._errors import (
     TimeoutError,
     UnsupportedError,
 )
-from ._mode import BulkResponse, Command, KvChange, Mirror, Session, __version__
+from ._engine import EngineEvent, JournalChange, Transmit
+from ._mode import BulkResponse, Command, Engine, KvChange, Mirror, __version__
 
 __all__ = [
     "AsyncDevice",
@@ -36,7 +38,10 @@ __all__ = [
     "ConfigError",
     "ConnectionError",
     "Device",
+    "Engine",
+    "EngineEvent",
     "InvalidArgumentError",
+    "JournalChange",
     "KvChange",
     "KvView",
     "Mirror",
@@ -44,9 +49,9 @@ __all__ = [
     "ProtocolError",
     "QueueFullError",
     "RestError",
-    "Session",
     "Stats",
     "TimeoutError",
+    "Transmit",
     "UnsupportedError",
     "__version__",
 ]

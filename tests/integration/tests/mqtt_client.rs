@@ -1,7 +1,7 @@
 //! The managed client over MQTT against the simulator: events, commands, the DDP mirror, bulk
 //! data, authentication failures, handlers that call back into the client, and closing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mode_client::{
     Client, ClientError, DisconnectReason, FullQueuePolicy, Notification, Transport,
@@ -302,7 +302,6 @@ async fn a_bad_api_key_gives_a_clear_auth_error_and_backs_off() {
     )
     .unwrap();
     drop(builder);
-    let started = Instant::now();
     let Notification::Disconnected { reason, retry_in } = next(&mut notifications, |n| {
         matches!(n, Notification::Disconnected { .. })
     })
@@ -325,9 +324,12 @@ async fn a_bad_api_key_gives_a_clear_auth_error_and_backs_off() {
         retry_in.unwrap() >= Duration::from_millis(240),
         "{retry_in:?}"
     );
-    // The next attempt comes no sooner than that wait, and is refused the same way. (The exact
-    // schedule, attempt by attempt, is the engine's: mode-core/tests/engine.rs.)
-    let Notification::Disconnected { reason, .. } = next(&mut notifications, |n| {
+    // The next attempt is refused the same way and waits longer still. (The exact schedule,
+    // attempt by attempt, is the engine's, tested on simulated time: mode-core/tests/engine.rs.)
+    let Notification::Disconnected {
+        reason,
+        retry_in: next_wait,
+    } = next(&mut notifications, |n| {
         matches!(n, Notification::Disconnected { .. })
     })
     .await
@@ -335,14 +337,10 @@ async fn a_bad_api_key_gives_a_clear_auth_error_and_backs_off() {
         unreachable!()
     };
     assert!(
-        started.elapsed() >= retry_in.unwrap(),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
         matches!(reason, DisconnectReason::AuthFailed(_)),
         "{reason:?}"
     );
+    assert!(next_wait > retry_in, "{next_wait:?} after {retry_in:?}");
     let attempts = sim.cloud().connect_attempts(D1);
     assert_eq!(attempts.accepted, 0);
     assert_eq!(attempts.refused, 2, "{attempts:?}");
@@ -921,7 +919,6 @@ async fn an_unreachable_cloud_is_retried_with_growing_waits_not_a_storm() {
     // the engine's, tested on simulated time in mode-core/tests/engine.rs.
     let mut waits = Vec::new();
     let mut attempts = vec![client.stats().connection_attempts];
-    let mut last = Instant::now();
     for _ in 0..7 {
         let Notification::Disconnected {
             retry_in: Some(wait),
@@ -933,13 +930,6 @@ async fn an_unreachable_cloud_is_retried_with_growing_waits_not_a_storm() {
         else {
             unreachable!()
         };
-        if let Some(previous) = waits.last() {
-            assert!(
-                last.elapsed() >= *previous,
-                "an attempt came before its wait"
-            );
-        }
-        last = Instant::now();
         waits.push(wait);
         attempts.push(client.stats().connection_attempts);
     }

@@ -111,6 +111,16 @@ def test_the_device_example_sends_events_and_answers_commands(sim: Sim) -> None:
                what="the example's answer")
 
 
+def read_rest(proc: "subprocess.Popen[str]") -> "tuple[str, str]":
+    """The rest of the output of a process whose stdout was read line by line, and its stderr,
+    once it ended. (communicate() would skip what readline() already buffered.)"""
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc:  # closes the pipes and waits
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+    return out, err
+
+
 def test_the_paho_bridge_keeps_ddp_state_with_its_own_mqtt_client(sim: Sim) -> None:
     key = f"bridge-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
@@ -131,13 +141,13 @@ def test_the_paho_bridge_keeps_ddp_state_with_its_own_mqtt_client(sim: Sim) -> N
         lines.append(proc.stdout.readline())
         assert lines[-1], "".join(lines)
     sim.console(f"kv-delete 1001 {key}")
-    out, err = proc.communicate(timeout=30)
-    out = "".join(lines) + out
+    rest, err = read_rest(proc)
+    out = "".join(lines) + rest
     assert proc.returncode == 0, err
     assert f'command {action} {{"n": {2**65}}}' in out
     assert f"kv {key} = {json.dumps({'n': 2**70})}" in out
     assert f"kv {key} deleted" in out
-    assert 'bulk response OK {"hello": "module"}' in out
+    assert 'bulk response OK {"hello": "module"}' in out, out
     assert "mirror rev" in out and out.rstrip().endswith("bye")
     assert "closed, 0 unsent" in out
     assert sim.events("bridgeUp")
@@ -174,8 +184,8 @@ def test_the_paho_bridge_loses_no_qos1_event_across_five_broker_restarts(tmp_pat
             read_until("progress:", 2)  # events flowing on this connection
             broker.kill()
             broker = Sim(tmp_path / f"run{restart}", ("--data-dir", str(data)), mqtt_port=port)
-        out, err = proc.communicate(timeout=30)
-        out = "".join(lines) + out
+        rest, err = read_rest(proc)
+        out = "".join(lines) + rest
         assert proc.returncode == 0, err
         summary = [line for line in out.splitlines() if line.startswith("sent ")]
         assert summary and summary[0].startswith(f"sent {events} events, {events} delivered, "), out

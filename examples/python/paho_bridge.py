@@ -55,6 +55,8 @@ class Bridge:
         self.ticks: set[int] = set()  # message ids of the tick events not yet delivered
         self.sent = self.delivered = self.reloads = 0
         self.closing = False
+        self.down_at: Optional[int] = None  # when the last connection ended (ms)
+        self.retry_in: Optional[int] = None  # the wait the engine reported then
         self.stop = threading.Event()  # set by SIGINT/SIGTERM; also what an idle wait waits on
 
     # -- the engine's work, carried out by paho --------------------------------------------------
@@ -80,6 +82,8 @@ class Bridge:
                 self.drop()
 
     def connect(self) -> None:
+        if self.down_at is not None:  # shows the engine's backoff honoured: waited >= backoff
+            print(f"connect after {now_ms() - self.down_at} ms, backoff {self.retry_in} ms", flush=True)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv311,
                              clean_session=True, reconnect_on_failure=False)
         client.username_pw_set(str(self.args.device_id), self.args.key)
@@ -113,7 +117,8 @@ class Bridge:
     def lost(self, kind: Any, text: str) -> None:
         if self.attempt_open:
             self.attempt_open = False
-            self.engine.disconnected(kind, text, now_ms())
+            self.down_at = now_ms()
+            self.engine.disconnected(kind, text, self.down_at)
         self.drop()
 
     # -- what paho saw, told to the engine ------------------------------------------------------
@@ -149,6 +154,7 @@ class Bridge:
                 self.on_up()
             elif event[0] == "disconnected":
                 _, kind, text, retry_in = event
+                self.retry_in = retry_in
                 wait = "" if retry_in is None else f"; retry in {retry_in} ms"
                 print(f"disconnected: {kind}: {text}{wait}", flush=True)
             elif event[0] == "command":

@@ -195,6 +195,9 @@ def test_the_paho_bridge_loses_no_qos1_event_across_five_broker_restarts(tmp_pat
         assert connects >= restarts + 1, out
         assert reloads == connects, f"{reloads} reloads for {connects} connections"
         assert len(waits) >= restarts and all(0 < int(ms) <= 200 for ms in waits), waits
+        honoured = re.findall(r"^connect after (\d+) ms, backoff (\d+) ms$", out, re.MULTILINE)
+        assert len(honoured) >= restarts, out
+        assert all(int(waited) >= int(backoff) for waited, backoff in honoured), honoured
         assert "closed, 0 unsent" in out
         got = {e["eventData"]["n"] for e in broker.events("tick")}
         assert set(range(1, events + 1)) - got == set(), "QoS 1 events lost"

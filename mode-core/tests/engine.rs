@@ -903,3 +903,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_setting_that_cannot_work_is_named_by_check() {
+    use mode_core::engine::ConfigProblem;
+    assert_eq!(config(16).check(), Ok(()));
+    let bad = |change: fn(&mut EngineConfig)| {
+        let mut c = config(16);
+        change(&mut c);
+        c.check().unwrap_err()
+    };
+    assert_eq!(bad(|c| c.queue_size = 0), ConfigProblem::NoQueue);
+    assert_eq!(bad(|c| c.max_inflight = 0), ConfigProblem::NoInflight);
+    assert_eq!(
+        bad(|c| c.backoff.unit = Duration::ZERO),
+        ConfigProblem::NoBackoff
+    );
+    assert_eq!(bad(|c| c.backoff.jitter = 1.5), ConfigProblem::Jitter(1.5));
+    assert_eq!(
+        bad(|c| c.max_message_size = 63).to_string(),
+        "max_message_size is 63: no message would fit"
+    );
+}

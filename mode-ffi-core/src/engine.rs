@@ -603,36 +603,9 @@ pub unsafe extern "C" fn mode_engine_config_init(
 }
 
 fn engine_config(c: &ModeEngineConfig) -> Result<EngineConfig, ModeStatus> {
-    let invalid = |why: String| Err(fail(ModeStatus::ModeErrConfig, why));
-    if c.queue_size == 0 {
-        return invalid("queue_size is 0: at least one message must fit".into());
-    }
-    if c.max_inflight == 0 {
-        return invalid("max_inflight is 0: at least one message must be in flight".into());
-    }
-    if c.backoff_unit_ms == 0 {
-        return invalid("backoff_unit_ms is 0: reconnects would storm".into());
-    }
-    if !(0.0..=1.0).contains(&c.backoff_jitter) {
-        return invalid(format!(
-            "backoff_jitter is {}: use 0.0 to 1.0",
-            c.backoff_jitter
-        ));
-    }
-    if c.max_message_size < 64 {
-        return invalid(format!(
-            "max_message_size is {}: no message would fit",
-            c.max_message_size
-        ));
-    }
-    let full_queue = match full_queue_arg(c.full_queue)? {
-        ModeFullQueuePolicy::ModeQueueError => FullQueuePolicy::Error,
-        ModeFullQueuePolicy::ModeQueueDropOldest => FullQueuePolicy::DropOldest,
-    };
     let ms = Duration::from_millis;
-    Ok(EngineConfig {
+    let mut config = EngineConfig {
         queue_size: c.queue_size,
-        full_queue,
         max_inflight: c.max_inflight,
         max_message_size: c.max_message_size,
         backoff: BackoffPolicy {
@@ -647,7 +620,15 @@ fn engine_config(c: &ModeEngineConfig) -> Result<EngineConfig, ModeStatus> {
         linger: ms(c.linger_ms),
         journal: c.journal,
         ..EngineConfig::new(c.device_id, c.seed)
-    })
+    };
+    config
+        .check()
+        .map_err(|problem| fail(ModeStatus::ModeErrConfig, problem))?;
+    config.full_queue = match full_queue_arg(c.full_queue)? {
+        ModeFullQueuePolicy::ModeQueueError => FullQueuePolicy::Error,
+        ModeFullQueuePolicy::ModeQueueDropOldest => FullQueuePolicy::DropOldest,
+    };
+    Ok(config)
 }
 
 /// Creates an engine from `*config` (copied) at time `now_ms` into `*out`; free it with

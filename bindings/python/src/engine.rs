@@ -230,40 +230,9 @@ impl Engine {
         auth_failure_cap_ms: u64,
         journal: bool,
     ) -> PyResult<Self> {
-        let invalid = |why: String| Err(config_error(py, why));
-        if queue_size == 0 {
-            return invalid("queue_size is 0: at least one message must fit".into());
-        }
-        if max_inflight == 0 {
-            return invalid("max_inflight is 0: at least one message must be in flight".into());
-        }
-        if backoff_unit_ms == 0 {
-            return invalid("backoff_unit_ms is 0: reconnects would storm".into());
-        }
-        if !(0.0..=1.0).contains(&backoff_jitter) {
-            return invalid(format!(
-                "backoff_jitter is {backoff_jitter}: use 0.0 to 1.0"
-            ));
-        }
-        if max_message_size < 64 {
-            return invalid(format!(
-                "max_message_size is {max_message_size}: no message would fit"
-            ));
-        }
-        // No "block": the engine never waits; a full queue answers QueueFullError.
-        let full_queue = match full_queue {
-            "error" => FullQueuePolicy::Error,
-            "drop-oldest" => FullQueuePolicy::DropOldest,
-            other => {
-                return invalid(format!(
-                    "full_queue {other:?} is unknown: use \"error\" or \"drop-oldest\""
-                ));
-            }
-        };
         let ms = Duration::from_millis;
-        let config = EngineConfig {
+        let mut config = EngineConfig {
             queue_size,
-            full_queue,
             max_inflight,
             max_message_size,
             backoff: BackoffPolicy {
@@ -279,6 +248,20 @@ impl Engine {
             linger: ms(linger_ms),
             journal,
             ..EngineConfig::new(device_id, seed.unwrap_or_else(rand::random))
+        };
+        config
+            .check()
+            .map_err(|problem| config_error(py, problem.to_string()))?;
+        // No "block": the engine never waits; a full queue answers QueueFullError.
+        config.full_queue = match full_queue {
+            "error" => FullQueuePolicy::Error,
+            "drop-oldest" => FullQueuePolicy::DropOldest,
+            other => {
+                return Err(config_error(
+                    py,
+                    format!("full_queue {other:?} is unknown: use \"error\" or \"drop-oldest\""),
+                ));
+            }
         };
         Ok(Engine {
             inner: CoreEngine::new(config, Instant::from_millis(now_ms)),

@@ -36,8 +36,8 @@ use core::time::Duration;
 use serde_json::{Map, Value};
 
 pub use types::{
-    DisconnectReason, DropReason, EngineConfig, Event, FullQueuePolicy, MessageId, OutboxChange,
-    Publish, SendError, Stats, Transmit,
+    ConfigProblem, DisconnectReason, DropReason, EngineConfig, Event, FullQueuePolicy, MessageId,
+    OutboxChange, Publish, SendError, Stats, Transmit,
 };
 
 use self::outbox::Outbox;

@@ -79,6 +79,49 @@ impl EngineConfig {
     }
 }
 
+/// A setting of [`EngineConfig`] that cannot work, named as the C and Python front ends name it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigProblem {
+    /// `queue_size` is 0.
+    #[error("queue_size is 0: at least one message must fit")]
+    NoQueue,
+    /// `max_inflight` is 0.
+    #[error("max_inflight is 0: at least one message must be in flight")]
+    NoInflight,
+    /// The backoff unit is zero.
+    #[error("backoff_unit_ms is 0: reconnects would storm")]
+    NoBackoff,
+    /// The jitter is outside 0.0 to 1.0.
+    #[error("backoff_jitter is {0}: use 0.0 to 1.0")]
+    Jitter(f64),
+    /// `max_message_size` is too small for any message.
+    #[error("max_message_size is {0}: no message would fit")]
+    MessageSize(usize),
+}
+
+impl EngineConfig {
+    /// Checks the settings a caller may get wrong (the C and Python front ends build a config
+    /// from plain numbers and call this before [`Engine::new`](super::Engine::new)).
+    pub fn check(&self) -> Result<(), ConfigProblem> {
+        if self.queue_size == 0 {
+            return Err(ConfigProblem::NoQueue);
+        }
+        if self.max_inflight == 0 {
+            return Err(ConfigProblem::NoInflight);
+        }
+        if self.backoff.unit.is_zero() {
+            return Err(ConfigProblem::NoBackoff);
+        }
+        if !(0.0..=1.0).contains(&self.backoff.jitter) {
+            return Err(ConfigProblem::Jitter(self.backoff.jitter));
+        }
+        if self.max_message_size < 64 {
+            return Err(ConfigProblem::MessageSize(self.max_message_size));
+        }
+        Ok(())
+    }
+}
+
 /// Why the connection ended or could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DisconnectReason {

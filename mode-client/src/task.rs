@@ -78,6 +78,8 @@ pub(crate) struct Task {
     refused: HashMap<MessageId, ClientError>,
     /// Delivery outcomes for the hook, called once the lock is released.
     outcomes: Vec<(MessageId, Result<(), ClientError>)>,
+    /// A message finished in this round: its queue place is free for a Block sender.
+    room_made: bool,
     dropped_total: u64,
     /// The close replies and their answer, once the engine closed; sent after the hook.
     closed_replies: Option<CloseReplies>,
@@ -105,6 +107,7 @@ impl Task {
             mqtt_events: Vec::with_capacity(BATCH),
             refused: HashMap::new(),
             outcomes: Vec::new(),
+            room_made: false,
             dropped_total: 0,
             closed_replies: None,
             kept: HashSet::new(),
@@ -174,20 +177,17 @@ impl Task {
                 conn.flush_backlog();
             }
             self.timer = state.engine.poll_timeout();
-            !self.outcomes.is_empty()
+            std::mem::take(&mut self.room_made)
         };
         let closed = self.closed_replies.take();
-        if finished {
-            if let Some(hook) = &self.config.delivery_hook {
-                for (id, result) in &self.outcomes {
-                    (hook.0)(*id, result);
-                }
+        if let Some(hook) = &self.config.delivery_hook {
+            for (id, result) in self.outcomes.drain(..) {
+                (hook.0)(id, &result);
             }
-            self.outcomes.clear();
-            // Room in the queue: senders waiting under the Block policy try again.
-            if self.shared.room_waiters.load(Ordering::Acquire) > 0 {
-                self.shared.room.notify_waiters();
-            }
+        }
+        // Room in the queue: senders waiting under the Block policy try again.
+        if finished && self.shared.room_waiters.load(Ordering::Acquire) > 0 {
+            self.shared.room.notify_waiters();
         }
         if let Some((replies, result)) = closed {
             for reply in replies {
@@ -374,12 +374,10 @@ impl Task {
 
     /// Tells message `id`'s sender (if still listening) and the hook its outcome.
     fn finish(&mut self, state: &mut State, id: MessageId, result: Result<(), ClientError>) {
-        // Kept for the hook; without one, only to say that room was made.
-        let kept = match &self.config.delivery_hook {
-            Some(_) => result.clone(),
-            None => Ok(()),
-        };
-        self.outcomes.push((id, kept));
+        self.room_made = true;
+        if self.config.delivery_hook.is_some() {
+            self.outcomes.push((id, result.clone()));
+        }
         if let Some(sender) = state.deliveries.remove(id) {
             let _ = sender.send(result);
         }

@@ -284,6 +284,10 @@ impl HttpConn {
     }
 }
 
+/// Why bulk data and data for routing cannot go over the HTTP transport.
+pub(crate) const NO_REST_FORM: &str =
+    "bulk data and data for routing have no REST form: use an MQTT transport";
+
 /// The REST request for a message the session encoded for MQTT: an event is `PUT` as is, a kv
 /// update becomes `PUT` or `DELETE` of the key.
 pub(crate) fn rest_request(
@@ -309,9 +313,7 @@ pub(crate) fn rest_request(
                 Ok((Method::DELETE, paths::kv_key_path(device_id, &key)?, None))
             }
         },
-        _ => Err(ClientError::Unsupported(
-            "bulk data and data for routing have no REST form: use an MQTT transport",
-        )),
+        _ => Err(ClientError::Unsupported(NO_REST_FORM)),
     }
 }
 

@@ -358,9 +358,7 @@ impl Client {
             Some(key) => paths::kv_key_path(self.device_id(), key)
                 .map(drop)
                 .map_err(ClientError::from),
-            None => Err(ClientError::Unsupported(
-                "bulk data and data for routing have no REST form: use an MQTT transport",
-            )),
+            None => Err(ClientError::Unsupported(http::NO_REST_FORM)),
         }
     }
 

@@ -246,21 +246,41 @@ impl Session {
         payload: Value,
         qos: Qos,
     ) -> Result<(String, Outgoing), EncodeError> {
+        let request_id = self.next_request_id();
+        let out = self.encode_bulk_request(label, payload, qos, &request_id)?;
+        self.take_request_id();
+        Ok((request_id, out))
+    }
+
+    /// The request id the next [`bulk_request`](Self::bulk_request) will use.
+    pub(crate) fn next_request_id(&self) -> String {
+        format!("{}{}", self.request_prefix, self.next_request)
+    }
+
+    /// Uses up the request id [`next_request_id`](Self::next_request_id) named.
+    pub(crate) fn take_request_id(&mut self) {
+        self.next_request += 1;
+    }
+
+    /// The publish of a bulk-data request with `request_id`; changes nothing, so a caller can
+    /// check it (its size, the queue's room) before committing to it.
+    pub(crate) fn encode_bulk_request(
+        &self,
+        label: &str,
+        payload: Value,
+        qos: Qos,
+        request_id: &str,
+    ) -> Result<Outgoing, EncodeError> {
         let topic = Topic::bulk_request(self.device_id, label)?;
         if !payload.is_object() {
             return Err(EncodeError::BulkPayloadNotObject(json_kind(&payload)));
         }
-        let request_id = format!("{}{}", self.request_prefix, self.next_request);
-        self.next_request += 1;
         let request = BulkDataRequest {
             bulk_data_label: label.to_owned(),
-            request_id: request_id.clone(),
+            request_id: request_id.to_owned(),
             payload,
         };
-        Ok((
-            request_id,
-            self.outgoing(topic.to_string(), request.encode(), qos),
-        ))
+        Ok(self.outgoing(topic.to_string(), request.encode(), qos))
     }
 }
 

@@ -606,12 +606,13 @@ impl Engine {
         now: Instant,
     ) -> Result<(MessageId, String), SendError> {
         self.check_open()?;
-        // Everything that can refuse the request is checked before anything changes: the
-        // label, the payload, the size (on a copy of the session, whose request counter and
-        // watched labels a refusal must leave as they were) and the queue's room.
-        let mut session = self.session.clone();
-        let response_topic = session.watch_bulk_responses(label)?;
-        let (request_id, out) = session.bulk_request(label, payload, Qos::AtLeastOnce)?;
+        // Everything that can refuse the request is checked before anything changes (the
+        // request counter, the watched labels): the label, the payload, the size and the
+        // queue's room.
+        let request_id = self.session.next_request_id();
+        let out =
+            self.session
+                .encode_bulk_request(label, payload, Qos::AtLeastOnce, &request_id)?;
         self.check_fits(&out)?;
         if self.outbox.len() >= self.config.queue_size
             && self.config.full_queue != FullQueuePolicy::DropOldest
@@ -620,7 +621,8 @@ impl Engine {
                 capacity: self.config.queue_size,
             });
         }
-        self.session = session;
+        let response_topic = self.session.watch_bulk_responses(label)?;
+        self.session.take_request_id();
         if let Link::Up { subscribed, .. } = &mut self.link
             && !subscribed.contains(&response_topic)
         {

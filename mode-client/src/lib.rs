@@ -39,6 +39,7 @@ mod http;
 mod mqtt;
 mod notification;
 mod rest;
+mod runtime;
 mod shared;
 mod task;
 mod tls;
@@ -62,6 +63,7 @@ pub use config::{
 pub use error::ClientError;
 pub use mode_core::engine::{DisconnectReason, MessageId, Stats};
 pub use notification::{Notification, Notifications};
+pub use runtime::Runtime;
 
 use self::clock::Clock;
 use self::durable::{Ticket, Tracker};
@@ -259,11 +261,30 @@ impl Client {
     /// and the notification stream. The first connection attempt starts at once; failures are
     /// reported as [`Notification::Disconnected`] and retried with backoff.
     pub fn connect(config: ClientConfig) -> Result<(Client, Notifications), ClientError> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Err(ClientError::NoRuntime);
-        }
+        };
         // Built even for plain connections: REST and the WebSockets take it whatever the scheme.
         let tls = Arc::new(tls::client_config(&config.tls)?);
+        Client::start(&handle, tls, config)
+    }
+
+    /// Starts the client on a [`Runtime`] shared with other devices, with the runtime's TLS
+    /// configuration for these settings (built once per distinct [`TlsOptions`]). Needs no
+    /// ambient tokio runtime: callable from any thread.
+    pub fn connect_in(
+        runtime: &Runtime,
+        config: ClientConfig,
+    ) -> Result<(Client, Notifications), ClientError> {
+        let tls = runtime.tls(&config.tls)?;
+        Client::start(runtime.handle(), tls, config)
+    }
+
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        tls: Arc<rustls::ClientConfig>,
+        config: ClientConfig,
+    ) -> Result<(Client, Notifications), ClientError> {
         let rest = Arc::new(Rest::new(&config, &tls)?);
         let clock = Clock::new();
         let opened = match &config.outbox.dir {
@@ -303,7 +324,7 @@ impl Client {
         }
         let config = Arc::new(config);
         let task = task::Task::new(config.clone(), tls, rest.clone(), shared.clone(), notifier);
-        tokio::spawn(task.run());
+        runtime.spawn(task.run());
         let inner = Inner {
             shared,
             config,
@@ -757,7 +778,7 @@ pub async fn provision(
     token: &str,
     tls: &TlsOptions,
 ) -> Result<ProvisionedDevice, ClientError> {
-    let tls_config = tls::client_config(tls)?;
+    let tls_config = Arc::new(tls::client_config(tls)?);
     let timeout = Duration::from_secs(30);
     let rest = Rest::build(api_url, None, timeout, timeout, 1024 * 1024, &tls_config)?;
     let mut body = Map::new();

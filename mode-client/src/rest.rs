@@ -38,7 +38,7 @@ pub(crate) struct Rest {
 impl Rest {
     pub(crate) fn new(
         config: &ClientConfig,
-        tls: &rustls::ClientConfig,
+        tls: &Arc<rustls::ClientConfig>,
     ) -> Result<Self, ClientError> {
         let mut rest = Rest::build(
             config.api_url.as_deref().unwrap_or_default(),
@@ -63,7 +63,7 @@ impl Rest {
         request_timeout: Duration,
         connect_timeout: Duration,
         max_body: usize,
-        tls: &rustls::ClientConfig,
+        tls: &Arc<rustls::ClientConfig>,
     ) -> Result<Self, ClientError> {
         Ok(Rest {
             base: Ok(base.trim_end_matches('/').to_owned()),
@@ -71,7 +71,7 @@ impl Rest {
             request_timeout,
             connect_timeout,
             max_body,
-            tls: Arc::new(tls.clone()),
+            tls: tls.clone(),
             idle: Mutex::new(None),
         })
     }

@@ -1,0 +1,138 @@
+//! A runtime many devices share: the IO threads and what every device would otherwise build for
+//! itself. A gateway that speaks for thousands of sensors, or a load test, runs them all on one
+//! `Runtime` (`Client::connect_in`); a device then costs its engine, its socket and its task,
+//! not a thread pool and a TLS configuration of its own.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::config::{ConfigError, TlsOptions};
+use super::tls;
+
+/// IO threads and shared state for many [`Client`](crate::Client)s.
+///
+/// Cloning is cheap and shares the runtime. Dropping the last clone stops the IO threads, which
+/// ends every client still running on it (their handles then report
+/// [`ClientError::Closed`](crate::ClientError::Closed)): close the clients first.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` when the runtime belongs to the caller ([`Runtime::with_handle`]).
+    tokio: Option<tokio::runtime::Runtime>,
+    handle: Handle,
+    /// One rustls configuration per distinct [`TlsOptions`]: its root store (the built-in roots
+    /// alone are about 150 certificates) is shared by every device that asks for the same
+    /// settings. Read once: a CA file changed on disk later is not read again by this runtime.
+    tls: Mutex<Vec<(TlsOptions, Arc<rustls::ClientConfig>)>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("owned", &self.inner.tokio.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime with `io_threads` IO threads (at least 1) named `mode-io`. One thread carries
+    /// thousands of idle devices; a second helps when many of them are busy at once.
+    pub fn new(io_threads: usize) -> std::io::Result<Runtime> {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(io_threads.max(1))
+            .thread_name("mode-io")
+            .enable_all()
+            .build()?;
+        Ok(Runtime::from_tokio(tokio))
+    }
+
+    /// Takes over a tokio runtime built by the caller (e.g. with thread start hooks).
+    pub fn from_tokio(tokio: tokio::runtime::Runtime) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                handle: tokio.handle().clone(),
+                tokio: Some(tokio),
+                tls: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs devices on a tokio runtime the caller owns and keeps running.
+    pub fn with_handle(handle: Handle) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                tokio: None,
+                handle,
+                tls: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The tokio runtime the devices run on, e.g. to `block_on` a client's future from a thread
+    /// outside it.
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// The rustls configuration for `options`, built on first use and shared after.
+    pub(crate) fn tls(
+        &self,
+        options: &TlsOptions,
+    ) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+        let mut cache = self
+            .inner
+            .tls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, config)) = cache.iter().find(|(known, _)| known == options) {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(tls::client_config(options)?);
+        cache.push((options.clone(), config.clone()));
+        Ok(config)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some(tokio) = self.tokio.take() else {
+            return;
+        };
+        // A runtime cannot be dropped (waiting for its threads) from inside a runtime, which is
+        // where the last clone goes when a task held it: there the threads are left to stop on
+        // their own.
+        if Handle::try_current().is_ok() {
+            tokio.shutdown_background();
+        } else {
+            tokio.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_with_the_same_tls_settings_share_one_configuration() {
+        let runtime = Runtime::new(1).unwrap();
+        let defaults = TlsOptions::default();
+        let first = runtime.tls(&defaults).unwrap();
+        assert!(Arc::ptr_eq(&first, &runtime.tls(&defaults).unwrap()));
+        let other = TlsOptions {
+            webpki_roots: false,
+            ..TlsOptions::default()
+        };
+        let second = runtime.tls(&other).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "other settings, another configuration"
+        );
+        assert!(Arc::ptr_eq(&second, &runtime.tls(&other).unwrap()));
+    }
+}

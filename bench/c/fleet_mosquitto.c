@@ -1,0 +1,314 @@
+/*
+ * The libmosquitto side of issue 15's fleet benchmark: N MODE devices in one process, every
+ * libmosquitto client driven by ONE epoll thread (mosquitto_socket, mosquitto_loop_read /
+ * loop_write / loop_misc; no mosquitto_loop_start threads), as a gateway on libmosquitto would.
+ *
+ *   fleet_mosquitto --host H --port P --devices N [--csv FILE] [--ca PEM [--shared-ctx]]
+ *                   [--event-devices M] [--events K] [--window W] [--broker-pid PID]
+ *
+ * Each device logs in as MODE asks (MQTT 3.1.1, clean session, username = device id, password =
+ * API key; docs/protocol.md) and subscribes to /devices/{id}/command and /devices/{id}/kv at
+ * QoS 0, as libmode does. Credentials come from a CSV `device_id,api_key,...` with a header line
+ * (mode-sim --devices-csv); without one, ids 1..N with key "k" (any broker that lets anyone in).
+ * With --ca the connections are TLS: a context per client (mosquitto_tls_set), or with
+ * --shared-ctx one SSL_CTX for all (MOSQ_OPT_SSL_CTX), both verifying the chain and the host name.
+ *
+ * libmosquitto opens a socketpair per client besides its socket (3 fds per device): when the fd
+ * limit stops new clients, the run goes on with those that fit and says so (fd_limit_at=).
+ *
+ * One line of key=value pairs per run (scripts/bench and bench/c/compare.py read it):
+ *   ramp: devices/s from the first connect to the last SUBACK, at most W handshakes at once
+ *         (more only overflows the broker's listen backlog and waits for SYN retransmits);
+ *   idle: VmRSS and heap in use (mallinfo2) before the first client and with all N connected,
+ *         subscribed and idle, per device; threads and fds of the process; with --broker-pid
+ *         also the broker's VmRSS growth per device (what each connection costs the broker);
+ *   events: min(N, M) devices each publish K QoS 1 events of 60 bytes to /devices/{id}/event,
+ *           all at once; events/s from the first publish to the last PUBACK (on_publish).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <malloc.h>
+#include <mosquitto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
+
+enum state { IDLE, CONNECTING, READY, FAILED };
+
+struct device {
+    struct mosquitto *mosq;
+    char id[24], key[120];
+    enum state state;
+    int fd;
+    uint32_t events; /* what epoll watches for it now */
+    int acked;
+};
+
+static int ready, failed, acked_total;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static long status_kib(int pid, const char *field) { /* a "Field:   123 kB" line of /proc/PID/status */
+    char path[64];
+    if (pid) snprintf(path, sizeof path, "/proc/%d/status", pid);
+    else snprintf(path, sizeof path, "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    char line[256];
+    long value = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':') value = strtol(line + n + 1, NULL, 10);
+    if (f) fclose(f);
+    return value;
+}
+
+static int open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n - 1; /* the directory's own fd */
+}
+
+static void die(const char *what, const char *why) {
+    fprintf(stderr, "fleet_mosquitto: %s: %s\n", what, why);
+    exit(1);
+}
+
+static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+    struct device *d = userdata;
+    if (rc) {
+        fprintf(stderr, "fleet_mosquitto: device %s refused: %s\n", d->id, mosquitto_connack_string(rc));
+        d->state = FAILED, failed++;
+        return;
+    }
+    char command[64], kv[64];
+    snprintf(command, sizeof command, "/devices/%s/command", d->id);
+    snprintf(kv, sizeof kv, "/devices/%s/kv", d->id);
+    char *topics[2] = {command, kv};
+    mosquitto_subscribe_multiple(mosq, NULL, 2, topics, 0, 0, NULL); /* MODE grants QoS 0 only */
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int count, const int *granted) {
+    (void)mosq, (void)mid, (void)count, (void)granted;
+    struct device *d = userdata;
+    if (d->state == CONNECTING) d->state = READY, ready++;
+}
+
+static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+    (void)mosq, (void)mid;
+    ((struct device *)userdata)->acked++;
+    acked_total++;
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
+    (void)mosq;
+    struct device *d = userdata;
+    if (d->state == CONNECTING || d->state == READY) {
+        fprintf(stderr, "fleet_mosquitto: device %s lost its connection: %s\n", d->id, mosquitto_strerror(rc));
+        if (d->state == READY) ready--;
+        d->state = FAILED, failed++;
+    }
+}
+
+static int epfd;
+
+/* Watches the socket for reading always and for writing while libmosquitto has bytes queued. */
+static void watch(struct device *d) {
+    if (d->state == FAILED || d->fd < 0) return;
+    uint32_t want = EPOLLIN | (mosquitto_want_write(d->mosq) ? EPOLLOUT : 0);
+    if (want == d->events) return;
+    struct epoll_event ev = {.events = want, .data.ptr = d};
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, d->fd, &ev)) die("epoll_ctl", strerror(errno));
+    d->events = want;
+}
+
+static void serve(struct device *d, uint32_t events) {
+    int rc = MOSQ_ERR_SUCCESS;
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) rc = mosquitto_loop_read(d->mosq, 1);
+    if (rc == MOSQ_ERR_SUCCESS && (events & EPOLLOUT)) rc = mosquitto_loop_write(d->mosq, 1);
+    if (rc != MOSQ_ERR_SUCCESS && d->state != FAILED) {
+        fprintf(stderr, "fleet_mosquitto: device %s: %s\n", d->id, mosquitto_strerror(rc));
+        if (d->state == READY) ready--;
+        d->state = FAILED, failed++;
+    }
+    watch(d);
+}
+
+/* One pass of epoll; every second also mosquitto_loop_misc on every client (keepalive). */
+static void poll_once(struct device *devs, int n, int timeout_ms) {
+    static struct epoll_event evs[1024];
+    static double last_misc;
+    int k = epoll_wait(epfd, evs, 1024, timeout_ms);
+    if (k < 0 && errno != EINTR) die("epoll_wait", strerror(errno));
+    for (int i = 0; i < k; i++) serve(evs[i].data.ptr, evs[i].events);
+    if (now_s() - last_misc > 1) {
+        last_misc = now_s();
+        for (int i = 0; i < n; i++)
+            if (devs[i].state == READY || devs[i].state == CONNECTING) mosquitto_loop_misc(devs[i].mosq), watch(&devs[i]);
+    }
+}
+
+static int read_csv(const char *path, struct device *devs, int n) {
+    FILE *f = fopen(path, "r");
+    if (!f) die(path, strerror(errno));
+    char line[512];
+    int i = 0;
+    if (!fgets(line, sizeof line, f)) die(path, "empty (a header line, then device_id,api_key,...)");
+    while (i < n && fgets(line, sizeof line, f)) {
+        char *id = strtok(line, ",\r\n"), *key = strtok(NULL, ",\r\n");
+        if (!id || !key) continue;
+        snprintf(devs[i].id, sizeof devs[i].id, "%s", id);
+        snprintf(devs[i].key, sizeof devs[i].key, "%s", key);
+        i++;
+    }
+    fclose(f);
+    return i;
+}
+
+int main(int argc, char **argv) {
+    const char *host = "127.0.0.1", *csv = NULL, *ca = NULL;
+    int port = 1883, broker_pid = 0, n = 1000, fd_limit_at = 0, event_devices = 1000, events = 50, window = 256;
+    bool shared_ctx = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--shared-ctx")) { shared_ctx = true; continue; }
+        if (!v) die(a, "needs a value (see the comment at the top of fleet_mosquitto.c)");
+        i++;
+        if (!strcmp(a, "--host")) host = v;
+        else if (!strcmp(a, "--port")) port = atoi(v);
+        else if (!strcmp(a, "--devices")) n = atoi(v);
+        else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--ca")) ca = v;
+        else if (!strcmp(a, "--event-devices")) event_devices = atoi(v);
+        else if (!strcmp(a, "--events")) events = atoi(v);
+        else if (!strcmp(a, "--window")) window = atoi(v);
+        else if (!strcmp(a, "--broker-pid")) broker_pid = atoi(v);
+        else die(a, "unknown option");
+    }
+    if (n < 1 || window < 1) die("--devices/--window", "must be at least 1");
+
+    /* N sockets and libmosquitto's socketpair per client: raise the soft fd limit to the hard one. */
+    struct rlimit lim;
+    getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+
+    struct device *devs = calloc((size_t)n, sizeof *devs);
+    if (!devs) die("calloc", strerror(errno));
+    if (csv) {
+        int got = read_csv(csv, devs, n);
+        if (got < n) { fprintf(stderr, "fleet_mosquitto: %s holds %d devices, using %d\n", csv, got, got); n = got; }
+    } else {
+        for (int i = 0; i < n; i++) snprintf(devs[i].id, sizeof devs[i].id, "%d", i + 1), strcpy(devs[i].key, "k");
+    }
+    mosquitto_lib_init();
+    SSL_CTX *ctx = NULL;
+    if (ca && shared_ctx) {
+        ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx || SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) die(ca, "cannot load the CA into an SSL_CTX");
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        X509_VERIFY_PARAM_set1_host(SSL_CTX_get0_param(ctx), host, 0); /* what mosquitto_tls_set checks too */
+        SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);                /* as libmosquitto's own contexts */
+    }
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct mallinfo2 heap0 = mallinfo2();
+    long rss0 = status_kib(0, "VmRSS"), broker0 = broker_pid ? status_kib(broker_pid, "VmRSS") : 0;
+
+    /* Ramp: at most `window` clients between connect and SUBACK at a time. */
+    double t0 = now_s();
+    int next = 0;
+    while (ready + failed < n) {
+        while (next < n && next - ready - failed < window) {
+            struct device *d = &devs[next++];
+            d->fd = -1;
+            d->state = CONNECTING;
+            d->mosq = mosquitto_new(NULL, true, d);
+            if (!d->mosq && errno == EMFILE) { d->state = IDLE, fd_limit_at = --next, n = next; break; }
+            if (!d->mosq) die("mosquitto_new", strerror(errno));
+            mosquitto_int_option(d->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+            mosquitto_username_pw_set(d->mosq, d->id, d->key);
+            mosquitto_max_inflight_messages_set(d->mosq, 100);
+            mosquitto_connect_callback_set(d->mosq, on_connect);
+            mosquitto_subscribe_callback_set(d->mosq, on_subscribe);
+            mosquitto_publish_callback_set(d->mosq, on_publish);
+            mosquitto_disconnect_callback_set(d->mosq, on_disconnect);
+            if (ca && shared_ctx) { /* ours as it is: without this libmosquitto asks for a CA file too */
+                mosquitto_int_option(d->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+                mosquitto_void_option(d->mosq, MOSQ_OPT_SSL_CTX, ctx);
+            }
+            else if (ca) mosquitto_tls_set(d->mosq, ca, NULL, NULL, NULL, NULL);
+            int rc = mosquitto_connect_async(d->mosq, host, port, 60);
+            if (rc == MOSQ_ERR_ERRNO && errno == EMFILE) { /* the fd limit: measure the devices that fit */
+                mosquitto_destroy(d->mosq);
+                d->mosq = NULL, d->state = IDLE, fd_limit_at = --next, n = next;
+                break;
+            }
+            if (rc != MOSQ_ERR_SUCCESS) die("mosquitto_connect_async", mosquitto_strerror(rc));
+            d->fd = mosquitto_socket(d->mosq);
+            d->events = EPOLLIN | EPOLLOUT; /* the CONNECT (and TLS handshake) is queued */
+            struct epoll_event ev = {.events = d->events, .data.ptr = d};
+            if (epoll_ctl(epfd, EPOLL_CTL_ADD, d->fd, &ev)) die("epoll_ctl add", strerror(errno));
+        }
+        poll_once(devs, next, 100);
+        if (now_s() - t0 > 300) die("ramp", "not every device subscribed after 300 s");
+    }
+    double ramp = now_s() - t0;
+    if (failed) die("ramp", "some devices failed (above)");
+
+    /* Idle: let late packets (mode-sim's DDP reload on the kv subscription) arrive first. */
+    for (double t = now_s(); now_s() - t < 1;) poll_once(devs, n, 50);
+    malloc_trim(0);
+    long rss1 = status_kib(0, "VmRSS"), broker1 = broker_pid ? status_kib(broker_pid, "VmRSS") : 0;
+    struct mallinfo2 heap1 = mallinfo2();
+    long threads = status_kib(0, "Threads");
+    int fds = open_fds();
+
+    /* Events: each of the first M devices publishes K QoS 1 events at once. */
+    int m = event_devices < n ? event_devices : n;
+    char payload[80], topic[64];
+    double e0 = now_s();
+    for (int i = 0; i < m; i++) {
+        snprintf(topic, sizeof topic, "/devices/%s/event", devs[i].id);
+        for (int k = 0; k < events; k++) {
+            int len = snprintf(payload, sizeof payload, "{\"eventType\":\"reading\",\"eventData\":{\"i\":%d,\"v\":21.25}}",
+                               10000000 + k);
+            int rc = mosquitto_publish(devs[i].mosq, NULL, topic, len, payload, 1, false);
+            if (rc != MOSQ_ERR_SUCCESS) die("mosquitto_publish", mosquitto_strerror(rc));
+        }
+        watch(&devs[i]);
+    }
+    long total = (long)m * events;
+    while (acked_total < total && failed == 0) {
+        poll_once(devs, n, 100);
+        if (now_s() - e0 > 120) die("events", "not every PUBACK after 120 s");
+    }
+    double ev_s = now_s() - e0;
+
+    printf("fleet=libmosquitto tls=%s devices=%d fd_limit_at=%d ramp_s=%.3f ramp_devices_per_s=%.0f rss_kib_per_device=%.2f "
+           "heap_kib_per_device=%.2f rss_mib=%.1f threads=%ld fds=%d fds_per_device=%.2f event_devices=%d "
+           "events=%ld events_per_s=%.0f broker_rss_kib_per_device=%.2f\n",
+           ca ? (shared_ctx ? "shared-ctx" : "ctx-per-client") : "none", n, fd_limit_at, ramp, n / ramp, (double)(rss1 - rss0) / n,
+           ((double)heap1.uordblks - (double)heap0.uordblks) / 1024.0 / n, rss1 / 1024.0, threads, fds, (double)fds / n, m,
+           total, total / ev_s, broker_pid ? (double)(broker1 - broker0) / n : -1.0);
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        if (devs[i].state == READY) devs[i].state = IDLE, mosquitto_disconnect(devs[i].mosq);
+        if (devs[i].mosq) mosquitto_destroy(devs[i].mosq);
+    }
+    if (ctx) SSL_CTX_free(ctx);
+    mosquitto_lib_cleanup();
+    free(devs);
+    return 0;
+}

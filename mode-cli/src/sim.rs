@@ -12,6 +12,7 @@ pub async fn run(args: &SimArgs) -> Result<(), CliError> {
     let config = args
         .config()
         .map_err(|e| CliError::usage(format!("simulator configuration: {e}")))?;
+    mode_sim::fd_limit::raise_for(config.max_connections);
     let sim = Sim::start(config)
         .await
         .map_err(|e| CliError::other(format!("cannot start the simulator: {e}")))?;

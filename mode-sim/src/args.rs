@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::SimConfig;
 use crate::config::TlsConfig;
+use crate::fleet;
 
 /// The simulator's command-line flags, shared by the `mode-sim` binary and `mode sim`.
 #[derive(Debug, Clone, Args)]
@@ -56,11 +57,25 @@ pub struct SimArgs {
     /// Keep stores and the event log in this directory across restarts.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Add N generated devices for load tests to the demo project (or to the first project of
+    /// --config, in its first home): ids from 100000 on (above the highest configured id, if
+    /// that is higher), keys `v1.fleet-device-{id}`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    devices: usize,
+    /// Write the credentials of the --devices to FILE as CSV, with the header
+    /// `device_id,api_key,project_id,home_id`.
+    #[arg(long, value_name = "FILE")]
+    devices_csv: Option<PathBuf>,
+    /// Most live device connections, all transports together; more get CONNACK 3 or `503`.
+    /// Default: the configuration's `max_connections` (1024), raised to the number of devices
+    /// when there are more, so every device can hold a connection.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 impl SimArgs {
     /// The configuration these flags ask for: the `--config` file or the demo, with the
-    /// flags written over it.
+    /// flags written over it and the `--devices` added. Writes the `--devices-csv` file.
     pub fn config(&self) -> Result<SimConfig, Box<dyn std::error::Error>> {
         let mut config = match &self.config {
             Some(path) => SimConfig::from_file(path)?,
@@ -86,6 +101,19 @@ impl SimArgs {
         if self.data_dir.is_some() {
             config.data_dir = self.data_dir.clone();
         }
+        let fleet = fleet::add_devices(&mut config, self.devices)?;
+        if let Some(path) = &self.devices_csv {
+            fleet::write_csv(path, &fleet).map_err(|e| {
+                format!(
+                    "cannot write the devices' credentials to {} (--devices-csv): {e}",
+                    path.display()
+                )
+            })?;
+        }
+        let devices: usize = config.projects.iter().map(|p| p.devices.len()).sum();
+        config.max_connections = self
+            .max_connections
+            .unwrap_or(config.max_connections.max(devices));
         Ok(config)
     }
 }

@@ -106,7 +106,10 @@ pub enum CloudError {
         label: String,
     },
     /// The simulator holds its maximum number of connections.
-    #[error("too many connections (max_connections = {0}); close some or raise the limit")]
+    #[error(
+        "too many connections (max_connections = {0}); close some or raise the limit \
+         (--max-connections, or max_connections in the config)"
+    )]
     TooManyConnections(usize),
 }
 

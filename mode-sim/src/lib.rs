@@ -24,6 +24,8 @@ mod admission;
 pub mod args;
 pub mod cloud;
 pub mod config;
+pub mod fd_limit;
+pub mod fleet;
 pub mod http;
 mod mqtt;
 mod net;

@@ -29,7 +29,10 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let sim = match args.flags.config() {
-        Ok(config) => Sim::start(config).await,
+        Ok(config) => {
+            mode_sim::fd_limit::raise_for(config.max_connections);
+            Sim::start(config).await
+        }
         Err(err) => {
             eprintln!("mode-sim: {err}");
             return std::process::ExitCode::from(2);
@@ -67,6 +70,10 @@ async fn wait_for_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// The most devices the banner lists per project: a fleet of thousands (`--devices`) would
+/// bury the addresses and the examples.
+const BANNER_DEVICES: usize = 10;
 
 /// Prints where the simulator listens, its devices and keys, and command lines that work
 /// against it as configured.
@@ -118,7 +125,7 @@ fn print_banner(sim: &Sim) {
     let mut example = None;
     for project in &config.projects {
         line(format!("project {}", project.id));
-        for device in &project.devices {
+        for device in project.devices.iter().take(BANNER_DEVICES) {
             let home = device
                 .home_id
                 .map_or("no home".to_string(), |h| format!("home {h}"));
@@ -127,6 +134,13 @@ fn print_banner(sim: &Sim) {
                 device.id, device.api_key
             ));
             example.get_or_insert((device.id, device.api_key.clone()));
+        }
+        if let Some(more) = project.devices.len().checked_sub(BANNER_DEVICES)
+            && more > 0
+        {
+            line(format!(
+                "  ... and {more} more devices (--devices-csv FILE lists generated ones)"
+            ));
         }
         for app in &project.app_keys {
             line(format!("  app key {}", app.key));

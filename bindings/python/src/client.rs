@@ -1,76 +1,74 @@
-//! The managed client for Python: a mode-core `Client` on a small tokio runtime of its own, and
-//! one dispatcher thread that attaches to Python to hand notifications to the `mode` package.
-//! Every wait releases the GIL and wakes every 100 ms to let Ctrl-C through; the IO threads
-//! never run Python code except to complete an asyncio future.
+//! The managed client for Python: a mode-core `Client` on a `mode.Runtime` (runtime.rs) shared
+//! with other devices, whose dispatcher thread hands this device's notifications to the `mode`
+//! package. Every wait releases the GIL and wakes every 100 ms to let Ctrl-C through; the IO
+//! threads never run Python code except to complete an asyncio future.
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::thread::{JoinHandle, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mode_client::{
     Client as CoreClient, ClientConfig, ClientError, Delivery, DisconnectReason, FullQueuePolicy,
-    Notification, Notifications, SyncPolicy, Transport,
+    Notification, SyncPolicy, Transport,
 };
 use mode_core::backoff::BackoffPolicy;
 use mode_core::ddp::Change;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tokio::runtime::{Handle, Runtime};
 use tokio::sync::Notify;
 
 use crate::errors::{client_error, config_error, raise};
 use crate::json;
-use crate::log;
 use crate::mirror::qos_arg;
+use crate::runtime::{Job, Runtime, Shared, Slot, lock};
 use crate::types::{BulkResponse, Command, KvChange};
 
 /// How often a blocking wait comes back to check for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 struct Inner {
-    handle: Handle,
-    runtime: Mutex<Option<Runtime>>,
+    rt: Arc<Shared>,
     config: Mutex<Option<ClientConfig>>,
     client: OnceLock<CoreClient>,
     stopping: AtomicBool,
-    stop: Notify,
-    dispatcher: Mutex<Option<JoinHandle<()>>>,
-    dispatcher_id: OnceLock<ThreadId>,
-    /// Blocking waits in progress: the runtime they drive is shut down only once they left.
-    waits: AtomicUsize,
+    /// Set once `shutdown` ran.
+    closed: AtomicBool,
+    /// Ends the move of notifications to the dispatcher.
+    stop: Arc<Notify>,
+    slot: OnceLock<Arc<Slot>>,
 }
 
 /// Counts one blocking wait for as long as it lives.
-struct WaitGuard<'a>(&'a AtomicUsize);
+struct WaitGuard<'a>(&'a Shared);
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.waits.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Inner {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.rt.is_closed()
+    }
+
     /// Waits for `fut` with the GIL released, checking for signals every 100 ms. Fails with
-    /// `ClosedError` once the device is shutting down, so no wait outlives its runtime.
+    /// `ClosedError` once the device or its runtime is shutting down, so no wait outlives the
+    /// IO threads.
     fn wait<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
     where
         F: Future + Send,
         F::Output: Send,
     {
-        self.waits.fetch_add(1, Ordering::SeqCst);
-        let _guard = WaitGuard(&self.waits);
+        self.rt.waits.fetch_add(1, Ordering::SeqCst);
+        let _guard = WaitGuard(&self.rt);
         let mut fut = pin!(fut);
         loop {
-            if self.stopping.load(Ordering::SeqCst) {
+            if self.stopping.load(Ordering::SeqCst) || self.rt.is_closed() {
                 return Err(raise(
                     py,
                     "ClosedError",
@@ -78,7 +76,8 @@ impl Inner {
                 ));
             }
             let step = py.detach(|| {
-                self.handle
+                self.rt
+                    .handle
                     .block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
             });
             match step {
@@ -88,25 +87,16 @@ impl Inner {
         }
     }
 
-    /// Ends the dispatcher (joined unless this is it) and the runtime. Idempotent.
-    fn shutdown(&self, py: Python<'_>) {
+    /// Ends the move of notifications and waits until the dispatcher handed over the last
+    /// one (not on the dispatcher itself: from a handler it returns at once). Idempotent.
+    fn shutdown(&self, py: Python<'_>, handover: Duration) {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_one();
-        let on_dispatcher = self.dispatcher_id.get() == Some(&std::thread::current().id());
-        if !on_dispatcher && let Some(thread) = lock(&self.dispatcher).take() {
-            py.detach(|| {
-                let _ = thread.join();
-            });
-        }
-        // Waits on other threads notice `stopping` within one slice (100 ms).
-        py.detach(|| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while self.waits.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        if let Some(runtime) = lock(&self.runtime).take() {
-            py.detach(|| runtime.shutdown_timeout(Duration::from_secs(1)));
+        if !self.closed.swap(true, Ordering::AcqRel)
+            && !self.rt.on_dispatcher()
+            && let Some(slot) = self.slot.get()
+        {
+            self.rt.wait_finished(py, slot, handover);
         }
     }
 }
@@ -120,12 +110,10 @@ pub struct Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Forgotten without close(): stop without waiting (this may run inside a GC pass).
+        // Forgotten without close() (perhaps inside a GC pass): stop without waiting. The core
+        // client closes at once when its last handle goes, with this object.
         self.inner.stopping.store(true, Ordering::Release);
         self.inner.stop.notify_one();
-        if let Some(runtime) = lock(&self.inner.runtime).take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -151,7 +139,7 @@ impl Client {
         request_timeout = 30.0, queue_size = 10_000, full_queue_policy = "block",
         max_message_size = 1_048_576, max_inflight = 100, backoff_unit = 1.0, backoff_cap = 60.0,
         outbox_dir = None, outbox_max_bytes = 67_108_864, outbox_sync = "group",
-        outbox_group_commit = 0.0
+        outbox_group_commit = 0.0, runtime
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -181,7 +169,12 @@ impl Client {
         outbox_max_bytes: usize,
         outbox_sync: &str,
         outbox_group_commit: f64,
+        runtime: PyRef<'_, Runtime>,
     ) -> PyResult<Self> {
+        let rt = runtime.shared.clone();
+        if rt.is_closed() {
+            return Err(raise(py, "ClosedError", ("the runtime is closed",)));
+        }
         let transport = match transport {
             "mqtt" => Transport::Mqtt,
             "mqtt-ws" => Transport::MqttWebSocket,
@@ -262,29 +255,15 @@ impl Client {
             }
         }
         let config = b.build().map_err(|e| config_error(py, e))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("mode-io")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                raise(
-                    py,
-                    "ModeError",
-                    (format!("cannot start the IO runtime: {e}"),),
-                )
-            })?;
         Ok(Client {
             inner: Arc::new(Inner {
-                handle: runtime.handle().clone(),
-                runtime: Mutex::new(Some(runtime)),
+                rt,
                 config: Mutex::new(Some(config)),
                 client: OnceLock::new(),
                 stopping: AtomicBool::new(false),
-                stop: Notify::new(),
-                dispatcher: Mutex::new(None),
-                dispatcher_id: OnceLock::new(),
-                waits: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                stop: Arc::new(Notify::new()),
+                slot: OnceLock::new(),
             }),
             full_queue,
         })
@@ -301,27 +280,15 @@ impl Client {
                 ("the device is already started or closed",),
             ));
         };
-        if lock(&self.inner.runtime).is_none() {
+        if self.inner.is_closed() {
             return Err(raise(py, "ClosedError", ("the device is closed",)));
         }
-        let (client, notifications) = {
-            let _entered = self.inner.handle.enter();
-            CoreClient::connect(config).map_err(|e| client_error(py, e))?
-        };
+        let rt = &self.inner.rt;
+        let (client, notifications) =
+            CoreClient::connect_in(&rt.core, config).map_err(|e| client_error(py, e))?;
         let _ = self.inner.client.set(client);
-        let inner = self.inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("mode-dispatch".into())
-            .spawn(move || dispatch_loop(inner, notifications, dispatch))
-            .map_err(|e| {
-                raise(
-                    py,
-                    "ModeError",
-                    (format!("cannot start the dispatcher: {e}"),),
-                )
-            })?;
-        let _ = self.inner.dispatcher_id.set(thread.thread().id());
-        *lock(&self.inner.dispatcher) = Some(thread);
+        let slot = rt.attach(notifications, dispatch, self.inner.stop.clone());
+        let _ = self.inner.slot.set(slot);
         Ok(())
     }
 
@@ -341,8 +308,10 @@ impl Client {
     }
 
     /// Queues an event; returns True, or False when it waits for queue room and `on_done`
-    /// will be called with `(ok, result)`.
-    #[pyo3(signature = (event_type, data = None, qos = 1, on_done = None))]
+    /// will be called with `(ok, result)`. `on_delivered(error, seconds)` is called on the
+    /// runtime's dispatcher when the cloud acknowledged it (error None) or it was dropped or
+    /// given up, with the seconds since this call.
+    #[pyo3(signature = (event_type, data = None, qos = 1, on_done = None, on_delivered = None))]
     fn send_event(
         &self,
         py: Python<'_>,
@@ -350,6 +319,7 @@ impl Client {
         data: Option<&Bound<'_, PyAny>>,
         qos: u8,
         on_done: Option<Py<PyAny>>,
+        on_delivered: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let data = json::object_arg(data)?;
         let qos = qos_arg(qos)?;
@@ -358,28 +328,46 @@ impl Client {
             py,
             async move { client.send_event(&event_type, data, qos).await },
             on_done,
+            on_delivered,
         )
     }
 
     /// Queues a DDP write of `key` (see `send_event` for the result).
-    #[pyo3(signature = (key, value, on_done = None))]
+    #[pyo3(signature = (key, value, on_done = None, on_delivered = None))]
     fn kv_set(
         &self,
         py: Python<'_>,
         key: String,
         value: &Bound<'_, PyAny>,
         on_done: Option<Py<PyAny>>,
+        on_delivered: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let value = json::from_py(value)?;
         let client = self.client(py)?.clone();
-        self.queue(py, async move { client.kv_set(&key, value).await }, on_done)
+        self.queue(
+            py,
+            async move { client.kv_set(&key, value).await },
+            on_done,
+            on_delivered,
+        )
     }
 
     /// Queues a DDP delete of `key`.
-    #[pyo3(signature = (key, on_done = None))]
-    fn kv_delete(&self, py: Python<'_>, key: String, on_done: Option<Py<PyAny>>) -> PyResult<bool> {
+    #[pyo3(signature = (key, on_done = None, on_delivered = None))]
+    fn kv_delete(
+        &self,
+        py: Python<'_>,
+        key: String,
+        on_done: Option<Py<PyAny>>,
+        on_delivered: Option<Py<PyAny>>,
+    ) -> PyResult<bool> {
         let client = self.client(py)?.clone();
-        self.queue(py, async move { client.kv_delete(&key).await }, on_done)
+        self.queue(
+            py,
+            async move { client.kv_delete(&key).await },
+            on_done,
+            on_delivered,
+        )
     }
 
     /// Queues raw bulk data for the module of `label`.
@@ -398,6 +386,7 @@ impl Client {
             py,
             async move { client.send_bulk_data(&label, &data, qos).await },
             on_done,
+            None,
         )
     }
 
@@ -487,7 +476,7 @@ impl Client {
                 None => Ok(py.None()),
             };
         };
-        if lock(&self.inner.runtime).is_none() {
+        if self.inner.is_closed() {
             return match on_done {
                 Some(cb) => cb.call1(py, (true, py.None())),
                 None => Ok(py.None()),
@@ -501,22 +490,27 @@ impl Client {
         )
     }
 
-    /// Stops the dispatcher thread and the IO runtime (after `close`). Idempotent.
-    fn shutdown(&self, py: Python<'_>) {
+    /// Stops handing this device's notifications to Python (after `close`: once the last
+    /// one that arrived was handed over, unless called from a handler, or once the dispatcher
+    /// ran nothing for `handover` s, stuck in a handler). Idempotent.
+    #[pyo3(signature = (handover = 10.0))]
+    fn shutdown(&self, py: Python<'_>, handover: f64) -> PyResult<()> {
+        let handover = secs("handover", handover)?;
         lock(&self.inner.config).take();
-        self.inner.shutdown(py);
+        self.inner.shutdown(py, handover);
+        Ok(())
     }
 
     /// True once `shutdown` ran (or the device was never startable again).
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.inner.runtime).is_none()
+        self.inner.is_closed()
     }
 }
 
 impl Client {
     fn client(&self, py: Python<'_>) -> PyResult<&CoreClient> {
-        if lock(&self.inner.runtime).is_none() {
+        if self.inner.is_closed() {
             return Err(raise(py, "ClosedError", ("the device is closed",)));
         }
         self.inner.client.get().ok_or_else(|| {
@@ -552,7 +546,7 @@ impl Client {
                 Ok(py.None())
             }
             Some(cb) => {
-                self.inner.handle.spawn(async move {
+                self.inner.rt.handle.spawn(async move {
                     let outcome = fut.await;
                     // None: the interpreter is shutting down and nobody awaits any more.
                     let _ = Python::try_attach(|py| complete(py, &cb, outcome, convert));
@@ -564,18 +558,44 @@ impl Client {
 
     /// Queues a message: the future completes on its first poll unless the queue is full
     /// under the Block policy, when it waits (here, or on the runtime with `on_done`).
-    fn queue<F>(&self, py: Python<'_>, fut: F, on_done: Option<Py<PyAny>>) -> PyResult<bool>
+    /// With `on_delivered`, a task on the IO runtime awaits the message's outcome and queues
+    /// the call for the dispatcher (a task only for the messages someone asked about).
+    fn queue<F>(
+        &self,
+        py: Python<'_>,
+        fut: F,
+        on_done: Option<Py<PyAny>>,
+        on_delivered: Option<Py<PyAny>>,
+    ) -> PyResult<bool>
     where
         F: Future<Output = Result<Delivery, ClientError>> + Send + 'static,
     {
+        let started = Instant::now();
+        let rt = self.inner.rt.clone();
+        let track = move |delivery: Delivery| {
+            if let Some(callback) = on_delivered {
+                let jobs = rt.jobs.clone();
+                rt.handle.spawn(async move {
+                    let outcome = delivery.await;
+                    let elapsed = started.elapsed();
+                    let job = Job::Delivered {
+                        callback,
+                        outcome,
+                        elapsed,
+                    };
+                    let _ = jobs.send(job).await;
+                });
+            }
+        };
         let mut fut = Box::pin(fut);
         if let Poll::Ready(outcome) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            outcome.map_err(|e| client_error(py, e))?;
+            track(outcome.map_err(|e| client_error(py, e))?);
             return Ok(true);
         }
         debug_assert_eq!(self.full_queue, FullQueuePolicy::Block);
         let waits_here = on_done.is_none();
-        self.run(py, async move { fut.await.map(|_| ()) }, on_done, none)?;
+        let waited = async move { fut.await.map(track) };
+        self.run(py, waited, on_done, none)?;
         Ok(waits_here)
     }
 }
@@ -597,62 +617,6 @@ fn complete<T>(
     let _ = cb.call1(py, (ok, value));
 }
 
-/// Why the dispatcher woke up.
-enum Wake {
-    Stop,
-    Note(Notification),
-    Log,
-}
-
-/// The dispatcher: waits (detached) for the next notification, then attaches and hands it to
-/// Python. Ends when the client closes, at shutdown, or when the interpreter is finalizing.
-fn dispatch_loop(inner: Arc<Inner>, mut notifications: Notifications, dispatch: Py<PyAny>) {
-    loop {
-        if inner.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        let next = inner.handle.block_on(async {
-            tokio::select! {
-                biased;
-                _ = inner.stop.notified() => Wake::Stop,
-                note = notifications.recv() => note.map_or(Wake::Stop, Wake::Note),
-                _ = log::ready() => Wake::Log,
-            }
-        });
-        let note = match next {
-            Wake::Stop => None,
-            Wake::Log => None,
-            Wake::Note(note) => Some(note),
-        };
-        if inner.stopping.load(Ordering::Acquire) {
-            // What arrived before the stop is handed over, not dropped: a closed device's
-            // handlers have then seen every change its mirror shows. Only what is already
-            // queued (at most the channel's capacity), so a stop never waits for the network.
-            let _ = Python::try_attach(|py| {
-                log::drain(py);
-                for note in note
-                    .into_iter()
-                    .chain(std::iter::from_fn(|| notifications.try_recv()))
-                {
-                    deliver(py, &dispatch, note);
-                }
-            });
-            break;
-        }
-        let attached = Python::try_attach(|py| {
-            log::drain(py);
-            if let Some(note) = note {
-                deliver(py, &dispatch, note);
-            }
-        });
-        if attached.is_none() {
-            break;
-        }
-    }
-    // Dropped here without the GIL: pyo3 defers the decref until Python is next attached.
-    drop(dispatch);
-}
-
 fn disconnect_kind(reason: &DisconnectReason) -> &'static str {
     match reason {
         DisconnectReason::AuthFailed(_) => "auth",
@@ -663,7 +627,7 @@ fn disconnect_kind(reason: &DisconnectReason) -> &'static str {
     }
 }
 
-fn deliver(py: Python<'_>, dispatch: &Py<PyAny>, note: Notification) {
+pub(crate) fn deliver(py: Python<'_>, dispatch: &Py<PyAny>, note: Notification) {
     let args = match notification_args(py, note) {
         Ok(args) => args,
         Err(err) => {

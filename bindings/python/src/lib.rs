@@ -7,6 +7,7 @@ mod errors;
 mod json;
 mod log;
 mod mirror;
+mod runtime;
 mod types;
 
 use pyo3::prelude::*;
@@ -16,6 +17,7 @@ fn _mode(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::Client>()?;
+    m.add_class::<runtime::Runtime>()?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<mirror::Mirror>()?;
     m.add_class::<types::Command>()?;

@@ -134,6 +134,35 @@ class Sim:
             self.proc.wait()
 
 
+def fleet_sim(workdir: pathlib.Path, count: int) -> "tuple[Sim, list[tuple[int, str]]]":
+    """A mode-sim with ``count`` more devices than the demo's, and their ``(id, key)``: with
+    ``--devices N --devices-csv FILE`` when this mode-sim has them, else through a generated
+    configuration (the demo project plus the devices, as ``mode-sim/examples/demo.toml``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    csv_path = workdir / "devices.csv"
+    has_flag = "--devices-csv" in subprocess.run([sim_binary(), "--help"], capture_output=True,
+                                                  text=True).stdout
+    if has_flag:
+        sim = Sim(workdir, ("--devices", str(count), "--devices-csv", str(csv_path)))
+        return sim, read_devices_csv(csv_path)
+    demo = (ROOT / "mode-sim" / "examples" / "demo.toml").read_text()
+    devices = [(100_000 + i, f"v1.fleet-device-{100_000 + i}") for i in range(count)]
+    extra = "".join(
+        f'\n[[project.device]]\nid = {i}\napi_key = "{key}"\nname = "fleet {i}"\n'
+        f'tag = "fleet"\ndevice_class = "sensor"\nhome_id = 10\n' for i, key in devices)
+    config = workdir / "fleet.toml"
+    config.write_text(f"max_connections = {count + 64}\n" + demo + extra)
+    csv_path.write_text("device_id,api_key,project_id,home_id\n"
+                        + "".join(f"{i},{key},1,10\n" for i, key in devices))
+    return Sim(workdir, ("--config", str(config))), devices
+
+
+def read_devices_csv(path: pathlib.Path) -> "list[tuple[int, str]]":
+    """``(device_id, api_key)`` of each row of a ``device_id,api_key,...`` CSV."""
+    rows = path.read_text().splitlines()
+    return [(int(row.split(",")[0]), row.split(",")[1]) for row in rows[1:] if row.strip()]
+
+
 def make_certs(directory: pathlib.Path) -> pathlib.Path:
     """Writes the TLS tests' private PKI (tests/tls/make-certs.sh: ca.pem, server.pem/.key for
     localhost, client.pem/.key and other-client.pem/.key for device 1001) into ``directory``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -348,29 +349,46 @@ def test_core_logs_reach_the_mode_logger(make_device: MakeDevice, caplog: pytest
     assert "v1.demo-device-1001" not in caplog.text, "the API key never shows in a log"
 
 
-def test_a_forgotten_device_stops_its_threads(sim: Sim) -> None:
+def mode_threads() -> int:
+    """Library threads by name (the IO runtime's "mode-io", the "mode-dispatch" thread)."""
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as comm:
+                names.append(comm.read().strip())
+        except FileNotFoundError:  # it ended while we listed
+            pass
+    return sum(name.startswith("mode-") for name in names)
+
+
+def test_a_forgotten_device_and_runtime_stop_their_threads(sim: Sim) -> None:
     import gc
-    import os
 
-    def mode_threads() -> int:
-        # By name (the IO runtime's "mode-io", the "mode-dispatch" thread): a plain count
-        # would also see an earlier test's threads still ending.
-        names = []
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/comm") as comm:
-                    names.append(comm.read().strip())
-            except FileNotFoundError:  # it ended while we listed
-                pass
-        return sum(name.startswith("mode-") for name in names)
+    # The default runtime's two threads stay for the process (other tests' devices share it).
+    mode.default_runtime()
+    before = mode_threads()
+    runtime = mode.Runtime()
+    device = mode.Device(1002, "v1.demo-device-1002", runtime=runtime, **sim.device_options("mqtt"))
+    device.connect()
+    assert mode_threads() == before + 2  # the runtime's IO thread and its dispatcher
+    del device, runtime
+    gc.collect()
+    wait_until(lambda: mode_threads() == before, what="the forgotten runtime's threads to end")
 
-    wait_until(lambda: mode_threads() == 0, what="earlier devices' threads to end")
+
+def test_a_forgotten_device_on_the_default_runtime_costs_no_thread(sim: Sim) -> None:
+    import gc
+
+    mode.default_runtime()
+    before = mode_threads()
     device = mode.Device(1002, "v1.demo-device-1002", **sim.device_options("mqtt"))
     device.connect()
-    assert mode_threads() >= 2  # the IO thread and the dispatcher
+    assert mode_threads() == before
     del device
     gc.collect()
-    wait_until(lambda: mode_threads() == 0, what="the device's threads to end")
+    # Forgotten, it disconnects: the simulator sees no live connection of 1002 any more.
+    wait_until(lambda: sim.admin("GET", "/admin/devices/1002/connections")["live"] == 0,
+               what="the forgotten device to disconnect")
 
 
 def test_closing_while_other_threads_wait_fails_their_calls_cleanly(make_device: MakeDevice) -> None:

@@ -2,6 +2,8 @@
 
 - ``Device`` / ``AsyncDevice``: a managed connection (MQTT, MQTT over WebSocket, or HTTP):
   events, commands, the DDP key-value mirror (``device.kv``), bulk data, reconnection.
+- ``Runtime``: IO threads and one callback thread shared by many devices (``runtime=``);
+  devices without one share ``default_runtime()``.
 - ``Engine``: the protocol engine without IO (time passed in, work polled out), for programs that
   own their MQTT client; ``Mirror``: the DDP state machine alone.
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from ._device import AsyncDevice, Device, KvView, Stats
+from ._device import AsyncDevice, Device, KvView, Runtime, Stats, default_runtime
 from ._errors import (
     AuthError,
     ClosedError,
@@ -49,11 +51,13 @@ __all__ = [
     "ProtocolError",
     "QueueFullError",
     "RestError",
+    "Runtime",
     "Stats",
     "TimeoutError",
     "Transmit",
     "UnsupportedError",
     "__version__",
+    "default_runtime",
 ]
 
 logging.getLogger("mode").addHandler(logging.NullHandler())

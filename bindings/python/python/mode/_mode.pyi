@@ -7,9 +7,11 @@ from typing import Any, Literal, Optional, Union, final
 from mode._engine import EngineEvent, JournalChange, Transmit
 
 __version__: str
-__all__ = ["BulkResponse", "Client", "Command", "Engine", "KvChange", "Mirror", "__version__"]
+__all__ = ["BulkResponse", "Client", "Command", "Engine", "KvChange", "Mirror", "Runtime", "__version__"]
 
 _OnDone = Callable[[bool, Any], None]
+#: ``(error or None, seconds from the send to the outcome)``, on the runtime's dispatcher.
+_OnDelivered = Callable[[Optional[BaseException], float], None]
 _Path = Union[str, PathLike[str]]
 
 @final
@@ -134,6 +136,19 @@ class Engine:
     def kv_rev(self) -> int: ...
 
 @final
+class Runtime:
+    """IO threads and one dispatcher thread for many clients; ``mode.Runtime`` wraps it."""
+
+    def __new__(cls, io_threads: int = 1) -> Runtime: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def io_threads(self) -> int: ...
+    @property
+    def dispatcher_running(self) -> bool: ...
+
+@final
 class Client:
     """One device's connection; ``mode.Device`` and ``mode.AsyncDevice`` wrap it."""
 
@@ -165,6 +180,7 @@ class Client:
         outbox_max_bytes: int = 67108864,
         outbox_sync: str = "group",
         outbox_group_commit: float = 0.0,
+        runtime: Runtime,
     ) -> Client: ...
     def start(self, dispatch: Callable[[str, Any], None]) -> None: ...
     @property
@@ -179,9 +195,18 @@ class Client:
         data: Optional[Mapping[str, Any]] = None,
         qos: int = 1,
         on_done: Optional[_OnDone] = None,
+        on_delivered: Optional[_OnDelivered] = None,
     ) -> bool: ...
-    def kv_set(self, key: str, value: Any, on_done: Optional[_OnDone] = None) -> bool: ...
-    def kv_delete(self, key: str, on_done: Optional[_OnDone] = None) -> bool: ...
+    def kv_set(
+        self,
+        key: str,
+        value: Any,
+        on_done: Optional[_OnDone] = None,
+        on_delivered: Optional[_OnDelivered] = None,
+    ) -> bool: ...
+    def kv_delete(
+        self, key: str, on_done: Optional[_OnDone] = None, on_delivered: Optional[_OnDelivered] = None
+    ) -> bool: ...
     def send_bulk_data(
         self, label: str, data: bytes, qos: int = 0, on_done: Optional[_OnDone] = None
     ) -> bool: ...
@@ -198,4 +223,4 @@ class Client:
     def kv_rev(self) -> Optional[int]: ...
     def stats(self) -> dict[str, Any]: ...
     def close(self, timeout: float = 5.0, on_done: Optional[_OnDone] = None) -> Any: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self, handover: float = 10.0) -> None: ...

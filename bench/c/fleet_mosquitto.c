@@ -18,7 +18,7 @@
  *
  * One line of key=value pairs per run (scripts/bench and bench/c/compare.py read it):
  *   ramp: devices/s from the first connect to the last SUBACK, at most W handshakes at once
- *         (more only overflows the broker's listen backlog and waits for SYN retransmits);
+ *         (default 64, TLS 32; more overflows the broker's listen backlog: see main);
  *   idle: VmRSS and heap in use (mallinfo2) before the first client and with all N connected,
  *         subscribed and idle, per device; threads and fds of the process; with --broker-pid
  *         also the broker's VmRSS growth per device (what each connection costs the broker);
@@ -28,6 +28,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <mosquitto.h>
 #include <openssl/ssl.h>
@@ -39,6 +40,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 enum state { IDLE, CONNECTING, READY, FAILED };
 
@@ -116,7 +118,7 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
     (void)mosq;
     struct device *d = userdata;
     if (d->state == CONNECTING || d->state == READY) {
-        fprintf(stderr, "fleet_mosquitto: device %s lost its connection: %s\n", d->id, mosquitto_strerror(rc));
+        fprintf(stderr, "fleet_mosquitto: device %s lost its connection: %s (%d)\n", d->id, mosquitto_strerror(rc), rc);
         if (d->state == READY) ready--;
         d->state = FAILED, failed++;
     }
@@ -124,10 +126,15 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
 
 static int epfd;
 
-/* Watches the socket for reading always and for writing while libmosquitto has bytes queued. */
+/* Watches the socket for reading always and for writing while libmosquitto has bytes queued,
+ * except while a TLS handshake waits for the server: mosquitto_want_write() is true then (the
+ * CONNECT is queued) but writing cannot progress, and a level-triggered EPOLLOUT would spin
+ * (with 256 handshakes at once that starved the broker into dropping them). */
 static void watch(struct device *d) {
     if (d->state == FAILED || d->fd < 0) return;
-    uint32_t want = EPOLLIN | (mosquitto_want_write(d->mosq) ? EPOLLOUT : 0);
+    SSL *ssl = mosquitto_ssl_get(d->mosq);
+    bool out = mosquitto_want_write(d->mosq) && !(ssl && !SSL_is_init_finished(ssl) && SSL_want_read(ssl));
+    uint32_t want = EPOLLIN | (out ? EPOLLOUT : 0);
     if (want == d->events) return;
     struct epoll_event ev = {.events = want, .data.ptr = d};
     if (epoll_ctl(epfd, EPOLL_CTL_MOD, d->fd, &ev)) die("epoll_ctl", strerror(errno));
@@ -179,7 +186,7 @@ static int read_csv(const char *path, struct device *devs, int n) {
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *csv = NULL, *ca = NULL;
-    int port = 1883, broker_pid = 0, n = 1000, fd_limit_at = 0, event_devices = 1000, events = 50, window = 256;
+    int port = 1883, broker_pid = 0, n = 1000, fd_limit_at = 0, event_devices = 1000, events = 50, window = 0;
     bool shared_ctx = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -197,6 +204,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--broker-pid")) broker_pid = atoi(v);
         else die(a, "unknown option");
     }
+    /* 64 handshakes at once for plain TCP: 256 sometimes overflowed the mosquitto broker's listen
+     * backlog (100) and a dropped SYN waits a second for its retransmit (a 1,000-device ramp
+     * took 1.16 s instead of 0.09 s). 32 for TLS, where more gains nothing (the handshakes are
+     * CPU-bound) and 256 against the mosquitto broker with one shared SSL_CTX left some
+     * handshakes stalled until the keepalive ended them. */
+    if (!window) window = ca ? 32 : 64;
     if (n < 1 || window < 1) die("--devices/--window", "must be at least 1");
 
     /* N sockets and libmosquitto's socketpair per client: raise the soft fd limit to the hard one. */
@@ -204,6 +217,10 @@ int main(int argc, char **argv) {
     getrlimit(RLIMIT_NOFILE, &lim);
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
+
+    /* Kept back from the clients, so that at the fd limit the measurement can still open files. */
+    int reserve[8];
+    for (int i = 0; i < 8; i++) reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
     struct device *devs = calloc((size_t)n, sizeof *devs);
     if (!devs) die("calloc", strerror(errno));
@@ -269,6 +286,7 @@ int main(int argc, char **argv) {
 
     /* Idle: let late packets (mode-sim's DDP reload on the kv subscription) arrive first. */
     for (double t = now_s(); now_s() - t < 1;) poll_once(devs, n, 50);
+    for (int i = 0; i < 8; i++) close(reserve[i]);
     malloc_trim(0);
     long rss1 = status_kib(0, "VmRSS"), broker1 = broker_pid ? status_kib(broker_pid, "VmRSS") : 0;
     struct mallinfo2 heap1 = mallinfo2();

@@ -7,6 +7,7 @@ a copy that a concurrent build cannot replace mid-run), starts a local mosquitto
   throughput: one device, libmode vs libmosquitto, QoS 0 and 1, in alternating pairs (each first
               in every other pair); the ratio is the median of the pairs' ratios, with its range,
               since one run swings with the neighbours on this machine and drift hits a pair alike;
+  profile:    bench/c/profile.sh on each broker: syscalls, context switches and instructions per event;
   fleet:      fleet_mosquitto at each --fleet size on both brokers, plain TCP, and TLS with a
               context per client and with one shared SSL_CTX (the broker restarted for each run).
 mode-sim gets its devices from `--devices N --devices-csv FILE` when it has those flags, else
@@ -158,7 +159,8 @@ def run(cmd):
 
 
 def throughput(broker, device, key, args):
-    print(f"\n### One device, {args.events:,} events of 60 bytes, {args.pairs} alternating pairs, {broker.name} broker\n")
+    print(f"\n### One device, {args.events:,} events of 60 bytes, {args.pairs} alternating pairs, {broker.name} broker "
+          f"(libmosquitto {args.mosquitto_loop})\n")
     print("| QoS | libmode events/s (median, range) | libmosquitto events/s (median, range) | "
           "ratio libmode/libmosquitto (median of pairs, range) |")
     print("|---|---|---|---|")
@@ -215,6 +217,7 @@ def main():
     ap.add_argument("--tls-fleet", type=int, default=1000, help="device count of the TLS fleet runs")
     ap.add_argument("--only", choices=["throughput", "fleet"])
     ap.add_argument("--mosquitto-loop", choices=["threaded", "inline"], default="threaded")
+    ap.add_argument("--no-profile", action="store_true", help="skip profile.sh's syscall and instruction counts")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     raise_fd_limit()
@@ -234,7 +237,11 @@ def main():
             device, key = first_device(csv)
             try:
                 for broker in brokers:
-                    throughput(broker, device if broker.name == "mode-sim" else "1001", key, args)
+                    login = (device, key) if broker.name == "mode-sim" else ("1001", key)
+                    throughput(broker, *login, args)
+                    if not args.no_profile:
+                        print(f"\n### Per event, counted (bench/c/profile.sh), {broker.name} broker\n", flush=True)
+                        subprocess.run([os.path.join(SRC, "profile.sh"), "127.0.0.1", str(broker.port), *login], check=True)
             finally:
                 for broker in brokers:
                     broker.stop()

@@ -14,6 +14,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <mode.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,9 @@
 
 static atomic_bool connected;
 static atomic_ulong delivered, failed;
+static unsigned long expected;
 static struct timespec last_delivery; /* written by the dispatcher thread before the count */
+static sem_t all_delivered;          /* posted by the last delivery: the main thread sleeps once */
 
 static double now_s(void) {
     struct timespec t;
@@ -39,7 +42,7 @@ static void on_delivery(void *userdata, uint64_t message_id, mode_status_t statu
     (void)userdata, (void)message_id;
     if (status != MODE_OK) atomic_fetch_add(&failed, 1);
     clock_gettime(CLOCK_MONOTONIC, &last_delivery);
-    atomic_fetch_add(&delivered, 1);
+    if (atomic_fetch_add(&delivered, 1) + 1 == expected) sem_post(&all_delivered);
 }
 
 static void check(const char *what, mode_status_t status) {
@@ -57,6 +60,8 @@ int main(int argc, char **argv) {
     }
     int qos = atoi(argv[5]);
     unsigned long count = strtoul(argv[6], NULL, 10);
+    expected = count;
+    sem_init(&all_delivered, 0, 0);
     mode_config_t *config = NULL;
     check("config", mode_config_new(strtoull(argv[3], NULL, 10), argv[4], &config));
     check("plain tcp", mode_config_set_plain_tcp(config));
@@ -85,10 +90,12 @@ int main(int argc, char **argv) {
         check("send", status);
     }
     double sent = now_s();
-    while (atomic_load(&delivered) < count) {
-        if (now_s() > sent + 60) { fprintf(stderr, "events_libmode: %lu of %lu delivered after 60 s\n", atomic_load(&delivered), count); return 1; }
-        struct timespec us = {0, 50000};
-        nanosleep(&us, NULL);
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 60;
+    if (sem_timedwait(&all_delivered, &limit)) {
+        fprintf(stderr, "events_libmode: %lu of %lu delivered after 60 s\n", atomic_load(&delivered), count);
+        return 1;
     }
     double end = (double)last_delivery.tv_sec + (double)last_delivery.tv_nsec / 1e9;
     mode_stats_t stats;

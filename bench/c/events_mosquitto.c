@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <mosquitto.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@
 
 static atomic_bool subscribed;
 static atomic_ulong published;
+static unsigned long expected;
 static struct timespec last_publish;
+static sem_t all_published; /* posted by the last on_publish: the main thread sleeps once */
 static char topics[2][64];
 
 static double now_s(void) {
@@ -46,7 +49,7 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int co
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
     (void)mosq, (void)userdata, (void)mid;
     clock_gettime(CLOCK_MONOTONIC, &last_publish);
-    atomic_fetch_add(&published, 1);
+    if (atomic_fetch_add(&published, 1) + 1 == expected) sem_post(&all_published);
 }
 
 static void check(const char *what, int rc) {
@@ -62,6 +65,8 @@ int main(int argc, char **argv) {
     }
     int qos = atoi(argv[5]);
     unsigned long count = strtoul(argv[6], NULL, 10);
+    expected = count;
+    sem_init(&all_published, 0, 0);
     int threaded = argc == 7 || strcmp(argv[7], "inline") != 0;
     char event_topic[64];
     snprintf(event_topic, sizeof event_topic, "/devices/%s/event", argv[3]);
@@ -100,11 +105,13 @@ int main(int argc, char **argv) {
         if (!threaded && (i & 63) == 63) check("loop_read", mosquitto_loop_read(mosq, 64));
     }
     double sent = now_s();
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 60;
     while (atomic_load(&published) < count) {
         if (now_s() > sent + 60) { fprintf(stderr, "events_mosquitto: %lu of %lu published after 60 s\n", atomic_load(&published), count); return 1; }
         if (threaded) {
-            struct timespec us = {0, 50000};
-            nanosleep(&us, NULL);
+            if (sem_timedwait(&all_published, &limit) == 0) break;
         } else {
             check("loop", mosquitto_loop(mosq, 10, 100));
         }

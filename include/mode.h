@@ -297,6 +297,11 @@ typedef struct mode_config_t mode_config_t;
 typedef struct mode_mirror_t mode_mirror_t;
 
 /**
+ * IO threads and one callback dispatcher for many clients (see ::mode_client_new_in).
+ */
+typedef struct mode_runtime_t mode_runtime_t;
+
+/**
  * A device's protocol session. Not thread-safe: use one from one thread at a time.
  */
 typedef struct mode_session_t mode_session_t;
@@ -570,14 +575,29 @@ mode_status_t mode_last_error(char *buf, size_t buf_len, size_t *out_len);
 const char *mode_version(void);
 
 /**
- * Creates a client from `config` into `*out`; nothing connects until ::mode_client_start.
- * Consumes `config` on success only: on an error nothing is consumed or created (free the
- * config yourself), and ::mode_last_error says why (MODE_ERR_CONFIG: the settings cannot work).
+ * Creates a client from `config` into `*out`, with a runtime of its own (one IO thread and one
+ * callback thread, ended by ::mode_client_free); nothing connects until ::mode_client_start.
+ * For many devices in one process, use ::mode_client_new_in. Consumes `config` on success
+ * only: on an error nothing is consumed or created (free the config yourself), and
+ * ::mode_last_error says why (MODE_ERR_CONFIG: the settings cannot work).
  *
  * # Safety
  * `config` from ::mode_config_new, not freed; `out` writable.
  */
 mode_status_t mode_client_new(mode_config_t *config, mode_client_t **out);
+
+/**
+ * Creates a client from `config` into `*out` in `runtime`, shared with the runtime's other
+ * clients: its connection runs on the runtime's IO threads and its callbacks on the runtime's
+ * dispatcher thread (in order for this client; a slow callback delays other clients' callbacks,
+ * never their connections). Free every client of a runtime before the runtime. Consumes
+ * `config` on success only, like ::mode_client_new.
+ *
+ * # Safety
+ * `runtime` from ::mode_runtime_new, not freed; `config` from ::mode_config_new, not freed;
+ * `out` writable.
+ */
+mode_status_t mode_client_new_in(const mode_runtime_t *runtime, mode_config_t *config, mode_client_t **out);
 
 /**
  * Sets the command callback (before ::mode_client_start). Every callback of a client runs on
@@ -1058,6 +1078,25 @@ mode_status_t mode_mirror_snapshot(const mode_mirror_t *mirror, char *buf, size_
  * `mirror` from ::mode_mirror_new.
  */
 mode_status_t mode_mirror_stat(const mode_mirror_t *mirror, size_t *out_len, uint64_t *out_rev);
+
+/**
+ * Creates a runtime with `io_threads` IO threads (0 counts as 1) and one callback dispatcher
+ * thread into `*out`. One IO thread carries thousands of idle devices.
+ *
+ * # Safety
+ * `out` writable.
+ */
+mode_status_t mode_runtime_new(size_t io_threads, mode_runtime_t **out);
+
+/**
+ * Frees a runtime after every client made in it was freed: its threads end before this
+ * returns. While a client of it is not freed, or from one of its callbacks, returns
+ * MODE_ERR_INVALID_STATE and changes nothing. NULL is a no-op.
+ *
+ * # Safety
+ * `runtime` NULL or from ::mode_runtime_new, not freed.
+ */
+mode_status_t mode_runtime_free(mode_runtime_t *runtime);
 
 /**
  * Creates a session for `device_id` into `*out`. `request_seed` should be random: it makes

@@ -192,7 +192,7 @@ impl HttpConn {
         let (tx, events) = mpsc::channel(256);
         let events_tx = tx.clone();
         let (closing, closing_rx) = watch::channel(false);
-        let sockets = tokio::spawn(
+        let sockets = crate::runtime::spawn(
             async move {
                 let id = config.device_id;
                 let opened = async {
@@ -271,7 +271,7 @@ impl HttpConn {
         let rest = self.rest.clone();
         let tx = self.tx.clone();
         let request = rest_request(device_id, topic, payload);
-        self.request = Some(tokio::spawn(
+        self.request = Some(crate::runtime::spawn(
             async move {
                 let result = match request {
                     Ok((method, path, body)) => rest.send(method, &path, body).await.map(drop),

@@ -281,7 +281,7 @@ impl Client {
     }
 
     fn start(
-        runtime: &tokio::runtime::Handle,
+        handle: &tokio::runtime::Handle,
         tls: Arc<rustls::ClientConfig>,
         config: ClientConfig,
     ) -> Result<(Client, Notifications), ClientError> {
@@ -324,7 +324,7 @@ impl Client {
         }
         let config = Arc::new(config);
         let task = task::Task::new(config.clone(), tls, rest.clone(), shared.clone(), notifier);
-        runtime.spawn(task.run());
+        runtime::spawn_on(handle, task.run());
         let inner = Inner {
             shared,
             config,

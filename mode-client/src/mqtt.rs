@@ -133,7 +133,7 @@ impl MqttConn {
         network.set_connection_timeout(config.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
         eventloop.set_network_options(network);
         let (tx, events) = mpsc::channel(BATCH);
-        let poller = tokio::spawn(async move {
+        let poller = crate::runtime::spawn(async move {
             // No span: rumqttc logs through `log`, and this loop logs nothing.
             loop {
                 let event = eventloop.poll().await;

@@ -231,7 +231,7 @@ impl Rest {
             .await
             .map_err(Failed::Request)?;
         // The driver reads and writes the socket; it ends when `connection` is dropped.
-        let driver = tokio::spawn(driver);
+        let driver = crate::runtime::spawn(driver);
         match connection.send_request(request).await {
             Ok(response) => Ok((connection, response)),
             // A connection that failed under the request (under TLS 1.3 a server refuses our

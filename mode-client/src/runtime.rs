@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
 
 use super::config::{ConfigError, TlsOptions};
 use super::tls;
@@ -96,6 +98,27 @@ impl Runtime {
         cache.push((options.clone(), config.clone()));
         Ok(config)
     }
+}
+
+/// Spawns a task of a client on `runtime`, carrying the caller's `tracing` dispatcher: many
+/// devices share the IO threads, so a host that wants each device's log lines apart (the C
+/// library hands them to that client's log callback) sets a dispatcher around the client's calls
+/// and every task the client spawns keeps it.
+pub(crate) fn spawn_on<F>(runtime: &Handle, task: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime.spawn(task.with_current_subscriber())
+}
+
+/// [`spawn_on`] the runtime the caller runs on.
+pub(crate) fn spawn<F>(task: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    spawn_on(&Handle::current(), task)
 }
 
 impl Drop for Inner {

@@ -1,13 +1,12 @@
-//! `mode_client_*`: the managed device client for C. Each client owns a small tokio runtime
-//! (the connection task) and one dispatcher thread that runs the application's callbacks, so a
-//! slow callback never stalls the connection, and a callback may call any function of the
-//! client, ::mode_client_free included.
+//! `mode_client_*`: the managed device client for C. A client runs in a runtime
+//! (crate::runtime): its connection task on the runtime's IO threads, its callbacks on the
+//! runtime's dispatcher thread, so a slow callback never stalls the connection, and a callback
+//! may call any function of the client, ::mode_client_free included.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use mode_client::{
@@ -21,6 +20,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::ModeConfig;
 use crate::log::{LogLine, LogState, ModeLogCb, ModeLogLevel, ModeLogRecord};
 use crate::mirror::{ModeChangeCb, ModeChangeKind, report_change};
+use crate::runtime::{Feed, ModeRuntime, Shared, Work};
 use crate::session::ModeCommandCb;
 use crate::util::{CText, borrow, bytes_arg, fail, json_arg, str_arg, write_out, write_text};
 use crate::{ModeStatus, ffi_guard, qos_arg};
@@ -200,7 +200,9 @@ enum Extra {
 }
 
 struct Inner {
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    runtime: Arc<Shared>,
+    /// The runtime is this client's alone (::mode_client_new) and ends with it.
+    private: bool,
     handle: tokio::runtime::Handle,
     /// The settings until ::mode_client_start; the lock also serializes starts.
     config: Mutex<Option<ClientConfigBuilder>>,
@@ -211,8 +213,9 @@ struct Inner {
     stopped: AtomicBool,
     freed: AtomicBool,
     stop_dispatch: Notify,
-    dispatcher: Mutex<Option<JoinHandle<()>>>,
-    dispatcher_thread: OnceLock<ThreadId>,
+    /// Where the client's feed on the dispatcher is; ::mode_client_free waits on `feed_done`.
+    feed: Mutex<FeedState>,
+    feed_done: Condvar,
     extra_tx: mpsc::UnboundedSender<Extra>,
     extra_rx: Mutex<Option<mpsc::UnboundedReceiver<Extra>>>,
     device_id: u64,
@@ -266,9 +269,27 @@ impl Inner {
         })
     }
 
-    fn on_dispatcher(&self) -> bool {
-        self.dispatcher_thread.get() == Some(&std::thread::current().id())
+    fn feed_state(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The life of a client's feed on its runtime's dispatcher, and who finishes the client (frees
+/// its callbacks' userdata) once ::mode_client_free was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FeedState {
+    /// Not started: no feed.
+    Idle,
+    Running,
+    /// The notifications ended (the client stopped) before the client was freed.
+    Ended,
+    /// Freed while running: the feed reports the outcomes left, then either wakes the waiting
+    /// ::mode_client_free (`waiting`) or finishes the client itself (freed from a callback).
+    Freed {
+        waiting: bool,
+    },
+    /// The last callback ran.
+    Drained,
 }
 
 /// The status a client error maps to; its text goes to the thread's last error.
@@ -291,20 +312,6 @@ fn status_of(err: &ClientError) -> ModeStatus {
     }
 }
 
-/// A C program, unlike a Rust one, does not ignore SIGPIPE, and a write to a socket the peer
-/// closed (the cloud dropping the connection) would raise it and kill the program. Blocked on
-/// the runtime's threads, where every socket write happens, it stays pending there and the
-/// write fails with EPIPE, which the connection task handles as a lost connection. The
-/// application's own threads and handlers are untouched.
-fn ignore_sigpipe_on_this_thread() {
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
 /// The client behind a C pointer.
 ///
 /// # Safety
@@ -313,9 +320,11 @@ unsafe fn inner<'a>(client: *const ModeClient) -> Result<&'a Arc<Inner>, ModeSta
     Ok(&unsafe { borrow(client) }?.inner)
 }
 
-/// Creates a client from `config` into `*out`; nothing connects until ::mode_client_start.
-/// Consumes `config` on success only: on an error nothing is consumed or created (free the
-/// config yourself), and ::mode_last_error says why (MODE_ERR_CONFIG: the settings cannot work).
+/// Creates a client from `config` into `*out`, with a runtime of its own (one IO thread and one
+/// callback thread, ended by ::mode_client_free); nothing connects until ::mode_client_start.
+/// For many devices in one process, use ::mode_client_new_in. Consumes `config` on success
+/// only: on an error nothing is consumed or created (free the config yourself), and
+/// ::mode_last_error says why (MODE_ERR_CONFIG: the settings cannot work).
 ///
 /// # Safety
 /// `config` from ::mode_config_new, not freed; `out` writable.
@@ -325,60 +334,96 @@ pub unsafe extern "C" fn mode_client_new(
     out: *mut *mut ModeClient,
 ) -> ModeStatus {
     ffi_guard!({
-        let settings = unsafe { borrow(config) }?;
-        let out = unsafe { out.as_mut() }.ok_or(ModeStatus::ModeErrNull)?;
-        let built = settings
-            .build()
-            .map_err(|err| fail(ModeStatus::ModeErrConfig, err))?;
-        let device_id = built.device_id();
-        let log = LogState::new(settings.api_key.clone());
-        let (extra_tx, extra_rx) = mpsc::unbounded_channel();
-        let log_dispatch = {
-            let (log, extra) = (log.clone(), extra_tx.clone());
-            crate::log::dispatch(log.clone(), move |line| {
-                if extra.send(Extra::Log(line)).is_err() {
-                    log.pending.fetch_sub(1, Ordering::AcqRel);
-                }
-            })
-        };
-        let on_start = log_dispatch.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("mode-io")
-            .enable_all()
-            .on_thread_start(move || {
-                ignore_sigpipe_on_this_thread();
-                crate::log::install(&on_start)
-            })
-            .on_thread_stop(crate::log::uninstall)
-            .build()
-            .map_err(|err| fail(ModeStatus::ModeErrConnection, format!("no runtime: {err}")))?;
-        // Nothing can fail from here on: the config is consumed.
-        let builder = unsafe { Box::from_raw(config) }.builder;
-        let inner = Inner {
-            handle: runtime.handle().clone(),
-            runtime: Mutex::new(Some(runtime)),
-            config: Mutex::new(Some(builder)),
-            client: OnceLock::new(),
-            callbacks: Mutex::new(Callbacks::default()),
-            started: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-            freed: AtomicBool::new(false),
-            stop_dispatch: Notify::new(),
-            dispatcher: Mutex::new(None),
-            dispatcher_thread: OnceLock::new(),
-            extra_tx,
-            extra_rx: Mutex::new(Some(extra_rx)),
-            device_id,
-            log,
-            log_dispatch,
-            last_id: Mutex::new(0),
-        };
+        let device_id = check_config(config, out)?;
+        let runtime = Shared::new(1)?;
+        unsafe { new_client(runtime, true, device_id, config, out) }
+    })
+}
+
+/// Creates a client from `config` into `*out` in `runtime`, shared with the runtime's other
+/// clients: its connection runs on the runtime's IO threads and its callbacks on the runtime's
+/// dispatcher thread (in order for this client; a slow callback delays other clients' callbacks,
+/// never their connections). Free every client of a runtime before the runtime. Consumes
+/// `config` on success only, like ::mode_client_new.
+///
+/// # Safety
+/// `runtime` from ::mode_runtime_new, not freed; `config` from ::mode_config_new, not freed;
+/// `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_client_new_in(
+    runtime: *const ModeRuntime,
+    config: *mut ModeConfig,
+    out: *mut *mut ModeClient,
+) -> ModeStatus {
+    ffi_guard!({
+        let runtime = unsafe { borrow(runtime) }?.shared.clone();
+        let device_id = check_config(config, out)?;
+        unsafe { new_client(runtime, false, device_id, config, out) }
+    })
+}
+
+/// The checks ::mode_client_new and ::mode_client_new_in make before creating anything; the
+/// device id on success.
+fn check_config(config: *mut ModeConfig, out: *mut *mut ModeClient) -> Result<u64, ModeStatus> {
+    let settings = unsafe { borrow(config) }?;
+    if out.is_null() {
+        return Err(ModeStatus::ModeErrNull);
+    }
+    settings
+        .build()
+        .map(|built| built.device_id())
+        .map_err(|err| fail(ModeStatus::ModeErrConfig, err))
+}
+
+/// Creates the client once the arguments are checked; consumes `config`.
+///
+/// # Safety
+/// As ::mode_client_new, and `config` and `out` checked by [`check_config`].
+unsafe fn new_client(
+    runtime: Arc<Shared>,
+    private: bool,
+    device_id: u64,
+    config: *mut ModeConfig,
+    out: *mut *mut ModeClient,
+) -> Result<(), ModeStatus> {
+    let ModeConfig { builder, api_key } = *unsafe { Box::from_raw(config) };
+    let log = LogState::new(api_key);
+    let (extra_tx, extra_rx) = mpsc::unbounded_channel();
+    let log_dispatch = {
+        let (log, extra) = (log.clone(), extra_tx.clone());
+        crate::log::dispatch(log.clone(), move |line| {
+            if extra.send(Extra::Log(line)).is_err() {
+                log.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+        })
+    };
+    runtime.clients.fetch_add(1, Ordering::AcqRel);
+    let inner = Inner {
+        handle: runtime.handle().clone(),
+        runtime,
+        private,
+        config: Mutex::new(Some(builder)),
+        client: OnceLock::new(),
+        callbacks: Mutex::new(Callbacks::default()),
+        started: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+        freed: AtomicBool::new(false),
+        stop_dispatch: Notify::new(),
+        feed: Mutex::new(FeedState::Idle),
+        feed_done: Condvar::new(),
+        extra_tx,
+        extra_rx: Mutex::new(Some(extra_rx)),
+        device_id,
+        log,
+        log_dispatch,
+        last_id: Mutex::new(0),
+    };
+    unsafe {
         *out = Box::into_raw(Box::new(ModeClient {
             inner: Arc::new(inner),
-        }));
-        Ok(())
-    })
+        }))
+    };
+    Ok(())
 }
 
 /// Registers one callback before start; replaces (and frees the userdata of) an earlier one.
@@ -562,67 +607,88 @@ pub unsafe extern "C" fn mode_client_start(client: *const ModeClient) -> ModeSta
             .build()
             .map_err(|err| inner.fail(ModeStatus::ModeErrConfig, err))?;
         let mut extra_rx = inner.extra_rx.lock().unwrap_or_else(|p| p.into_inner());
-        let (connected, notifications) = {
-            let _entered = inner.handle.enter();
-            tracing::dispatcher::with_default(&inner.log_dispatch, || Client::connect(built))
-                .map_err(|err| inner.client_error(err))?
-        };
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<Option<mpsc::UnboundedReceiver<Extra>>>();
-        let for_thread = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("mode-callbacks".into())
-            .spawn(move || {
-                if let Ok(Some(extra_rx)) = go_rx.recv() {
-                    dispatch(for_thread, notifications, extra_rx);
-                }
+        let runtime = inner.runtime.client_runtime()?;
+        // Every task of the client carries this dispatcher, so its log lines reach this
+        // client's callback even on IO threads shared with other clients.
+        let (connected, notifications) =
+            tracing::dispatcher::with_default(&inner.log_dispatch, || {
+                Client::connect_in(&runtime, built)
             })
-            .map_err(|err| {
-                connected.try_close(Duration::ZERO);
-                inner.fail(
-                    ModeStatus::ModeErrConnection,
-                    format!("no callback thread: {err}"),
-                )
-            })?;
+            .map_err(|err| inner.client_error(err))?;
+        let Some(extra) = extra_rx.take() else {
+            unreachable!("the receiver is taken once, by the start that clears the config")
+        };
+        // Running before the feed can run a callback (the dispatcher may be another thread).
+        *inner.feed_state() = FeedState::Running;
+        if let Err(status) = inner
+            .runtime
+            .add_feed(feed(inner.clone(), notifications, extra))
+        {
+            *inner.feed_state() = FeedState::Idle;
+            connected.try_close(Duration::ZERO);
+            return Err(status);
+        }
         // Nothing fails from here on.
         let _ = inner.client.set(connected);
-        let _ = inner.dispatcher_thread.set(thread.thread().id());
-        *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         inner.started.store(true, Ordering::Release);
         *config = None;
-        let _ = go_tx.send(extra_rx.take());
         Ok(())
     })
 }
 
-/// The dispatcher thread: waits for the next notification outside any callback, then runs the
-/// callback with no lock held, so a callback may call back into the client.
-fn dispatch(
+/// The client's feed for its runtime's dispatcher: each notification or outcome as a callback
+/// to run, in order, until the client is freed or its notifications end. Each item is awaited
+/// outside any callback, and its callback runs with no lock held, so a callback may call back
+/// into the client.
+fn feed(
     inner: Arc<Inner>,
-    mut notifications: Notifications,
-    mut extra: mpsc::UnboundedReceiver<Extra>,
-) {
-    while !inner.freed.load(Ordering::Acquire) {
-        let next = inner.handle.block_on(async {
-            tokio::select! {
+    notifications: Notifications,
+    extra: mpsc::UnboundedReceiver<Extra>,
+) -> Feed {
+    let start = Some((inner, notifications, extra));
+    Box::pin(futures_util::stream::unfold(start, |state| async move {
+        let (inner, mut notifications, mut extra) = state?;
+        if !inner.freed.load(Ordering::Acquire) {
+            let next = tokio::select! {
                 biased;
                 _ = inner.stop_dispatch.notified() => None,
                 extra = extra.recv() => extra.map(Err),
                 note = notifications.recv() => note.map(Ok),
-            }
-        });
-        let Some(item) = next else { break };
-        run_callback(&inner, item);
-    }
-    if inner.freed.load(Ordering::Acquire) {
-        // ::mode_client_free closed the client before it stopped this loop, so every message's
-        // outcome is in the channel: report each, as promised, then nothing more runs.
-        while let Ok(item) = extra.try_recv() {
-            if let Extra::Delivery { .. } = item {
-                run_callback(&inner, Err(item));
+            };
+            if let Some(item) = next {
+                let client = inner.clone();
+                let work: Work = Box::new(move || run_callback(&client, item));
+                return Some((work, Some((inner, notifications, extra))));
             }
         }
-        finish(&inner);
-    }
+        let waiting = {
+            let mut state = inner.feed_state();
+            match *state {
+                FeedState::Freed { waiting } => waiting,
+                _ => {
+                    // Stopped, not freed: ::mode_client_free finishes the client later.
+                    *state = FeedState::Ended;
+                    return None;
+                }
+            }
+        };
+        // ::mode_client_free closed the client before it stopped this feed, so every
+        // message's outcome is in the channel: report each, as promised, then nothing more runs.
+        let work: Work = Box::new(move || {
+            while let Ok(item) = extra.try_recv() {
+                if let Extra::Delivery { .. } = item {
+                    run_callback(&inner, Err(item));
+                }
+            }
+            *inner.feed_state() = FeedState::Drained;
+            if waiting {
+                inner.feed_done.notify_all();
+            } else {
+                finish(&inner);
+            }
+        });
+        Some((work, None))
+    }))
 }
 
 /// Runs the callback for one item, with no lock held.
@@ -795,19 +861,17 @@ impl CallbackRefs {
 
 /// Frees every userdata and the runtime, after the last callback. Idempotent: the dispatcher and
 /// ::mode_client_free may both call it; the second call finds nothing left.
+/// The end of a freed client: its callbacks' userdata freed, and its runtime ended if it was
+/// the client's own.
 fn finish(inner: &Inner) {
     inner
         .callbacks
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .release();
-    if let Some(runtime) = inner
-        .runtime
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        runtime.shutdown_timeout(Duration::from_secs(2));
+    inner.runtime.clients.fetch_sub(1, Ordering::AcqRel);
+    if inner.private {
+        inner.runtime.shut_down();
     }
 }
 
@@ -1161,22 +1225,30 @@ pub unsafe extern "C" fn mode_client_free(client: *mut ModeClient) {
                 tokio::time::timeout(Duration::from_secs(10), connected.close(Duration::ZERO)).await
             });
         }
+        let mut state = inner.feed_state();
         if inner.freed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        inner.stop_dispatch.notify_one();
-        if inner.on_dispatcher() {
-            // The dispatcher finishes the job once the running callback returns.
-            return Ok(());
+        match *state {
+            FeedState::Running => {
+                // From a callback on this client's dispatcher nothing may wait for it: the feed
+                // finishes the client once the running callback returns.
+                let waiting = !inner.runtime.on_dispatcher();
+                *state = FeedState::Freed { waiting };
+                inner.stop_dispatch.notify_one();
+                if !waiting {
+                    return Ok(());
+                }
+                while *state != FeedState::Drained {
+                    state = inner
+                        .feed_done
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            _ => *state = FeedState::Drained,
         }
-        let thread = inner
-            .dispatcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        drop(state);
         finish(&inner);
         Ok(())
     });

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod log;
 pub mod mirror;
+pub mod runtime;
 pub mod session;
 mod util;
 

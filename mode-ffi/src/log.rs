@@ -1,9 +1,9 @@
-//! The library's own `tracing` events, forwarded to a client's log callback. Each client owns
-//! its runtime's threads, so a small `tracing` subscriber made the default on exactly those
-//! threads (and around the calls that run client code on the caller's thread) sees that client's
-//! events and no one else's: no global subscriber that could clash with the host program's.
+//! The library's own `tracing` events, forwarded to a client's log callback. A small `tracing`
+//! subscriber per client is the default around the calls that run client code, and every task
+//! of the client carries it (mode-client spawns with the caller's dispatcher), so it sees that
+//! client's events and no one else's, even on IO threads many clients share: no global
+//! subscriber that could clash with the host program's.
 
-use std::cell::RefCell;
 use std::ffi::c_char;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -241,21 +241,4 @@ pub(crate) fn dispatch(
         state,
         sink: Box::new(sink),
     })
-}
-
-thread_local! {
-    static THREAD_DEFAULT: RefCell<Option<tracing::dispatcher::DefaultGuard>> =
-        const { RefCell::new(None) };
-}
-
-/// Makes `dispatch` the default of the calling thread until [`uninstall`] (a runtime thread's
-/// start and stop hooks).
-pub(crate) fn install(dispatch: &Dispatch) {
-    let guard = tracing::dispatcher::set_default(dispatch);
-    THREAD_DEFAULT.with(|slot| *slot.borrow_mut() = Some(guard));
-}
-
-/// Undoes [`install`] on the calling thread.
-pub(crate) fn uninstall() {
-    let _ = THREAD_DEFAULT.try_with(|slot| slot.borrow_mut().take());
 }

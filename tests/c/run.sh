@@ -32,7 +32,7 @@ tests/tls/make-certs.sh "$certs"
 trap 'stop_sim; rm -rf "$certs"' EXIT
 export MODE_TEST_CERTS=$certs MODE_TEST_ADMIN_KEY=c-test-admin-key
 start_sim "$lib/mode-sim" --tls-cert "$certs/server.pem" --tls-key "$certs/server.key" \
-  --client-ca "$certs/ca.pem" --admin-key "$MODE_TEST_ADMIN_KEY" || fail "mode-sim did not start"
+  --client-ca "$certs/ca.pem" --admin-key "$MODE_TEST_ADMIN_KEY" --devices 100 || fail "mode-sim did not start"
 
 # Every value mode.h declares in mode_status_t, as X(NAME) for test_core.c: the status text
 # test iterates the header itself, so a code added there without a text fails it.
@@ -63,3 +63,4 @@ run_all_ways() { # NAME LANGS...: compile tests/c/NAME.c in each language, run e
 run_all_ways test_core c11 c++17
 run_all_ways test_client c11
 run_all_ways test_tls c11
+run_all_ways test_runtime c11

@@ -545,6 +545,17 @@ impl Client {
         self.try_enqueue(|state| state.engine.send_event(event_type, data, qos))
     }
 
+    /// [`try_send_event`](Self::try_send_event) with the data as JSON text (one JSON object),
+    /// sent as it is: for callers that hold JSON text already (the C and Python front ends).
+    pub fn try_send_event_json(
+        &self,
+        event_type: &str,
+        data: &str,
+        qos: Qos,
+    ) -> Result<Delivery, ClientError> {
+        self.try_enqueue(|state| state.engine.send_event_json(event_type, data, qos))
+    }
+
     /// Sets `key` to `value` in the device's cloud store (QoS 1). The mirror changes when the
     /// cloud broadcasts the change with its rev ([`Notification::KvSet`]).
     pub async fn kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::ddp::{Applied, Mirror};
 use crate::proto::{
     BulkDataRequest, BulkDataResponse, Command, DecodeError, DeviceId, EncodeError, Event,
-    KvUpdate, Qos, SyncMessage, Topic, TopicKind,
+    KvUpdate, Qos, SyncMessage, Topic, TopicKind, encode_event_json,
 };
 
 /// One MQTT publish for the device's own stack to send.
@@ -202,6 +202,20 @@ impl Session {
             return Err(EncodeError::EmptyEventType);
         }
         Ok(self.outgoing(self.event_topic.clone(), event.encode(), qos))
+    }
+
+    /// An event whose data is JSON text (see [`encode_event_json`]).
+    pub fn event_json(
+        &self,
+        event_type: &str,
+        data: &str,
+        qos: Qos,
+    ) -> Result<Outgoing, EncodeError> {
+        if event_type.is_empty() {
+            return Err(EncodeError::EmptyEventType);
+        }
+        let payload = encode_event_json(event_type, data)?;
+        Ok(self.outgoing(self.event_topic.clone(), payload, qos))
     }
 
     /// A DDP update to publish (always QoS 1: a lost write would leave the cloud behind).

@@ -23,6 +23,39 @@ fn an_event_encodes_with_camel_case_fields() {
 }
 
 #[test]
+fn an_event_from_json_text_is_byte_for_byte_the_event_from_its_map() {
+    let data = json!({"celsius": 21.5, "big": u64::MAX, "nested": {"a": [1, "\u{00e9}"]}});
+    let serde_json::Value::Object(map) = data.clone() else {
+        unreachable!()
+    };
+    let text = serde_json::to_string(&data).unwrap();
+    for event_type in ["temperature", "quote\"d\\", "\u{1F600}"] {
+        assert_eq!(
+            encode_event_json(event_type, &text).unwrap(),
+            Event::new(event_type, map.clone()).encode()
+        );
+    }
+    // Whitespace around and inside is kept as the caller wrote it, and decodes the same.
+    let spaced = encode_event_json("t", " { \"a\" : 1 }\n").unwrap();
+    assert_eq!(Event::decode(&spaced).unwrap().event_data["a"], json!(1));
+}
+
+#[test]
+fn event_json_text_that_is_not_one_object_is_refused_with_what_is_wrong() {
+    for (text, says) in [
+        ("[1,2]", "must be a JSON object"),
+        ("42", "must be a JSON object"),
+        ("", "must be a JSON object"),
+        ("{\"a\":", "not valid JSON"),
+        ("{} {}", "not valid JSON"),
+        ("{\"a\":1}x", "not valid JSON"),
+    ] {
+        let err = encode_event_json("t", text).unwrap_err();
+        assert!(err.to_string().contains(says), "{text:?}: {err}");
+    }
+}
+
+#[test]
 fn an_event_with_null_or_missing_data_has_an_empty_object() {
     for bytes in [
         &br#"{"eventType":"foo","eventData":null}"#[..],

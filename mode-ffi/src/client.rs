@@ -13,7 +13,7 @@ use mode_client::{
     Client, ClientConfigBuilder, ClientError, DeliveryHook, Notification, Notifications, Stats,
 };
 use mode_core::ddp::Change;
-use mode_core::proto::BulkDataResponse;
+use mode_core::proto::{BulkDataResponse, EncodeError};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
 
@@ -296,6 +296,7 @@ enum FeedState {
 fn status_of(err: &ClientError) -> ModeStatus {
     match err {
         ClientError::Config(_) => ModeStatus::ModeErrConfig,
+        ClientError::Encode(EncodeError::EventData(_)) => ModeStatus::ModeErrInvalidJson,
         ClientError::Encode(_) => ModeStatus::ModeErrInvalidArgument,
         ClientError::MessageTooLarge { .. } => ModeStatus::ModeErrTooLarge,
         ClientError::QueueFull { .. } | ClientError::Dropped => ModeStatus::ModeErrQueueFull,
@@ -894,14 +895,16 @@ pub unsafe extern "C" fn mode_client_send_event(
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
         let event_type = unsafe { str_arg(event_type) }?;
-        let Value::Object(data) = unsafe { json_arg(data_json, Value::Object(Map::new())) }? else {
-            return Err(inner.fail(
-                ModeStatus::ModeErrInvalidJson,
-                "event data must be a JSON object",
-            ));
+        // The text goes out as it is, checked but never built into a map (see encode_event_json).
+        let data = if data_json.is_null() {
+            "{}"
+        } else {
+            unsafe { str_arg(data_json) }?
         };
         let qos = qos_arg(qos)?;
-        inner.send(out_message_id, |c| c.try_send_event(event_type, data, qos))
+        inner.send(out_message_id, |c| {
+            c.try_send_event_json(event_type, data, qos)
+        })
     })
 }
 

@@ -564,6 +564,18 @@ impl Engine {
         self.accept(out)
     }
 
+    /// [`send_event`](Self::send_event) with the data as JSON text (one JSON object), copied as
+    /// it is: a C or Python caller's text is never parsed into a map only to be written again.
+    pub fn send_event_json(
+        &mut self,
+        event_type: &str,
+        data: &str,
+        qos: Qos,
+    ) -> Result<MessageId, SendError> {
+        let out = self.session.event_json(event_type, data, qos)?;
+        self.accept(out)
+    }
+
     /// Queues a write of `key` = `value` to the device's cloud store (QoS 1). The mirror changes
     /// when the cloud broadcasts the change with its rev.
     pub fn kv_set(&mut self, key: &str, value: Value) -> Result<MessageId, SendError> {

@@ -168,6 +168,9 @@ pub enum EncodeError {
     /// An event type was empty.
     #[error("event type must not be empty")]
     EmptyEventType,
+    /// Event data given as JSON text was not one JSON object; says what is wrong and where.
+    #[error("{0}")]
+    EventData(String),
     /// A bulk-data request's payload was not a JSON object (MODE requires one).
     #[error(
         "a bulk data request's payload must be a JSON object, not {0}; wrap it, e.g. {{\"value\": ...}}"

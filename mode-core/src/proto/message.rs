@@ -129,6 +129,28 @@ impl Event {
     }
 }
 
+/// Encodes an event whose data is JSON text already (a C or Python caller's), as
+/// [`Event::encode`] would encode it with that data parsed: the text is checked to be one JSON
+/// object and copied as it is, never built into a [`Map`] only to be written out again.
+pub fn encode_event_json(event_type: &str, data: &str) -> Result<Vec<u8>, super::EncodeError> {
+    let data = data.trim_matches([' ', '\t', '\n', '\r']);
+    if !data.starts_with('{') {
+        return Err(super::EncodeError::EventData(
+            "event data must be a JSON object, e.g. {\"celsius\": 21.5}".into(),
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(data).map_err(|err| {
+        super::EncodeError::EventData(format!("event data is not valid JSON: {err}"))
+    })?;
+    let mut out = Vec::with_capacity(data.len() + event_type.len() + 28);
+    out.extend_from_slice(b"{\"eventType\":");
+    out.extend_from_slice(&encode_json(event_type));
+    out.extend_from_slice(b",\"eventData\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    Ok(out)
+}
+
 /// True when `event_type` starts and ends with `_`, the mark of events the MODE system makes.
 pub fn is_system_event_type(event_type: &str) -> bool {
     event_type.len() >= 2 && event_type.starts_with('_') && event_type.ends_with('_')

@@ -779,6 +779,8 @@ struct Records {
     bulk_requests: Vec<BulkRequestRecord>,
     commands: Vec<CommandRecord>,
     undecodable: u64,
+    /// PINGREQs per device: a test waits for keepalive rounds as events, not as time.
+    pings: HashMap<DeviceId, u64>,
 }
 
 #[derive(Default)]
@@ -1165,6 +1167,22 @@ impl Cloud {
         tracing::warn!(device_id, what, err = %untrusted(err), "undecodable message from device");
         self.state().records.undecodable += 1;
         self.notify();
+    }
+
+    /// Counts a keepalive PINGREQ of `device_id`.
+    pub(crate) fn count_ping(&self, device_id: DeviceId) {
+        *self.state().records.pings.entry(device_id).or_default() += 1;
+        self.notify();
+    }
+
+    /// How many keepalive PINGREQs `device_id` sent, over all its connections.
+    pub fn pings_from(&self, device_id: DeviceId) -> u64 {
+        self.state()
+            .records
+            .pings
+            .get(&device_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many undecodable messages devices sent.

@@ -640,7 +640,10 @@ where
                 self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
                     .await
             }
-            Packet::PingReq => self.send(Packet::PingResp).await,
+            Packet::PingReq => {
+                self.cloud.count_ping(self.device_id());
+                self.send(Packet::PingResp).await
+            }
             Packet::Disconnect => Err("the client sent DISCONNECT".into()),
             Packet::PubAck(_) => Ok(()), // we only publish at QoS 0; a stray ack is harmless
             Packet::Connect(_) => Err("a second CONNECT on the connection".into()),

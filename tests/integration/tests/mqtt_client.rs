@@ -549,6 +549,32 @@ async fn a_half_open_connection_is_detected_within_one_and_a_half_keepalives() {
 }
 
 #[tokio::test]
+async fn an_idle_link_and_a_link_that_only_sends_qos0_both_ping_and_stay_up() {
+    let sim = demo().await;
+    // The watchdog gives up after 1.5 s of hearing nothing: only PINGRESPs keep these links.
+    let (client, mut notifications) =
+        start(config(&sim, D1).keepalive(Duration::from_secs(1))).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Sending QoS 0 (nothing comes back for it) for as long again.
+    for i in 0..70 {
+        client
+            .send_event("tick", data(json!({"i": i})), Qos::AtMostOnce)
+            .await
+            .expect("sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while let Some(notification) = notifications.try_recv() {
+        assert!(
+            !matches!(notification, Notification::Disconnected { .. }),
+            "{notification:?}"
+        );
+    }
+    assert_eq!(client.stats().connection_attempts, 1);
+    client.close(Duration::from_secs(2)).await.expect("closed");
+    assert_eq!(sim.cloud().events_from(D1).len(), 70);
+}
+
+#[tokio::test]
 async fn a_full_queue_follows_the_configured_policy_and_is_never_silent() {
     let sim = demo().await;
     let (error_client, _n1) = start(
@@ -814,7 +840,8 @@ async fn a_handler_that_does_not_keep_up_loses_counted_notifications_but_never_t
             .notification_capacity(4),
     )
     .await;
-    // The application reads nothing for three keepalives while commands pour in.
+    // The application reads nothing while commands pour in, and then for three keepalive rounds
+    // (the simulator counts the PINGREQs: rounds are waited for as events, not as time).
     for n in 0..50u64 {
         let mut params = Map::new();
         params.insert("n".into(), n.into());
@@ -822,7 +849,13 @@ async fn a_handler_that_does_not_keep_up_loses_counted_notifications_but_never_t
             .send_command(D1, Command::new("flood", params))
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(eventually(WAIT, || client.stats().commands_received == 50).await);
+    let pings = sim.cloud().pings_from(D1);
+    assert!(
+        sim.cloud()
+            .wait_for(WAIT, |cloud| cloud.pings_from(D1) >= pings + 3)
+            .await
+    );
     assert!(client.is_connected());
     assert_eq!(client.stats().reconnects, 0);
     assert_eq!(client.stats().commands_received, 50);
@@ -865,21 +898,19 @@ async fn with_the_block_policy_a_send_waits_for_room_and_a_try_send_does_not() {
         client.try_send_event("c", Map::new(), Qos::AtLeastOnce),
         Err(ClientError::QueueFull { capacity: 2 })
     ));
-    let waiting = {
-        let client = client.clone();
-        tokio::spawn(async move { client.send_event("c", Map::new(), Qos::AtLeastOnce).await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !waiting.is_finished(),
-        "a blocking send returned while the queue was full"
-    );
+    // Nothing can make room while the broker is down: however often it is polled, the send
+    // waits (polled here by hand, so no wall-clock window decides the outcome).
+    let mut waiting = std::pin::pin!(client.send_event("c", Map::new(), Qos::AtLeastOnce));
+    for _ in 0..100 {
+        let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
+        assert!(
+            poll.await.is_pending(),
+            "a blocking send returned while the queue was full"
+        );
+        tokio::task::yield_now().await;
+    }
     sim.restart_listeners().await.unwrap();
-    let delivery = tokio::time::timeout(WAIT, waiting)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let delivery = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
     delivery.wait().await.unwrap();
     let types: Vec<String> = sim
         .cloud()

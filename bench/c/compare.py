@@ -3,13 +3,17 @@
 
 Builds bench/c/*.c against target/release/libmode.so (build it first: cargo build --release
 -p mode-ffi -p mode-sim; MODE_BENCH_LIB=DIR takes libmode.so and mode-sim from DIR instead, e.g.
-a copy that a concurrent build cannot replace mid-run), starts a local mosquitto broker and mode-sim on free ports, then:
+a copy that a concurrent build cannot replace mid-run, with the matching mode.h in DIR/include if
+the tree's is changing too), starts a local mosquitto broker and mode-sim on free ports, then:
   throughput: one device, libmode vs libmosquitto, QoS 0 and 1, in alternating pairs (each first
               in every other pair); the ratio is the median of the pairs' ratios, with its range,
               since one run swings with the neighbours on this machine and drift hits a pair alike;
   profile:    bench/c/profile.sh on each broker: syscalls, context switches and instructions per event;
-  fleet:      fleet_mosquitto at each --fleet size on both brokers, plain TCP, and TLS with a
-              context per client and with one shared SSL_CTX (the broker restarted for each run).
+  fleet:      fleet_libmode (every device on one runtime) and fleet_mosquitto (every client on one
+              epoll thread) at each --fleet size on both brokers, plain TCP, and at --tls-fleet
+              with TLS (libmode: the runtime's one rustls configuration; libmosquitto: a context
+              per client and one shared SSL_CTX), in one table; the two libraries take turns
+              going first, and every run gets a fresh broker (its RSS growth is the run's).
 mode-sim gets its devices from `--devices N --devices-csv FILE` when it has those flags, else
 from a generated --config file and CSV. Without the mosquitto broker its rows are skipped.
 Standard library only.
@@ -29,6 +33,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 LIB = os.environ.get("MODE_BENCH_LIB", os.path.join(TARGET, "release"))  # libmode.so and mode-sim
+# mode.h beside a pinned copy (MODE_BENCH_LIB/include/mode.h), else the tree's
+INCLUDE = os.path.join(LIB, "include") if os.path.exists(os.path.join(LIB, "include", "mode.h")) else os.path.join(ROOT, "include")
 OUT = os.path.join(TARGET, "c-bench")
 SRC = os.path.join(ROOT, "bench", "c")
 WARN = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
@@ -46,9 +52,10 @@ def build():
         sys.exit(f"compare.py: {LIB}/libmode.so is missing: cargo build --release -p mode-ffi")
     cc = lambda name, *args: subprocess.run(
         ["gcc", *WARN, "-o", os.path.join(OUT, name), os.path.join(SRC, name + ".c"), *args], check=True)
-    cc("events_libmode", "-I", os.path.join(ROOT, "include"), f"-L{LIB}", "-lmode", f"-Wl,-rpath,{LIB}", "-pthread")
+    cc("events_libmode", "-I", INCLUDE, f"-L{LIB}", "-lmode", f"-Wl,-rpath,{LIB}", "-pthread")
     cc("events_mosquitto", "-lmosquitto", "-pthread")
     cc("fleet_mosquitto", "-lmosquitto", "-lssl", "-lcrypto")
+    cc("fleet_libmode", "-I", INCLUDE, f"-L{LIB}", "-lmode", f"-Wl,-rpath,{LIB}", "-pthread")
 
 
 def free_port():
@@ -185,13 +192,17 @@ def throughput(broker, device, key, args):
             print(f"<!-- qos {qos} libmode {ours} libmosquitto {theirs} -->")
 
 
-FLEET_HEAD = ("| broker | TLS | devices | ramp devices/s | RSS KiB/device | heap KiB/device | threads | "
+FLEET_HEAD = ("| broker | library | TLS | devices | ramp devices/s | RSS KiB/device | heap KiB/device | threads | "
               "fds/device | QoS 1 events/s across min(N,1000) | broker RSS KiB/device |")
 
 
-def fleet_row(broker, tls, n, csv, args):
-    cmd = [os.path.join(OUT, "fleet_mosquitto"), "--devices", str(n), "--events", str(args.fleet_events),
-           "--broker-pid", str(broker.proc.pid)]
+def fleet_row(broker, lib, tls, n, csv, args):
+    """One run of fleet_libmode or fleet_mosquitto against a fresh `broker`, as a table row."""
+    program = {"libmode": "fleet_libmode", "libmosquitto": "fleet_mosquitto"}[lib]
+    cmd = [os.path.join(OUT, program), "--devices", str(n), "--events",
+           str(args.fleet_events), "--broker-pid", str(broker.proc.pid)]
+    if lib == "libmode":
+        cmd += ["--io-threads", str(args.io_threads)]
     if csv:
         cmd += ["--csv", csv]
     if tls == "none":
@@ -200,11 +211,38 @@ def fleet_row(broker, tls, n, csv, args):
         cmd += ["--host", "localhost", "--port", str(broker.tls_port), "--ca", os.path.join(args.certs, "ca.pem")]
         if tls == "shared-ctx":
             cmd += ["--shared-ctx"]
-    r = run(cmd)
-    devices = r["devices"] + (f" (of {n}: fd limit)" if r["fd_limit_at"] != "0" else "")
-    print(f"| {broker.name} | {tls} | {devices} | {float(r['ramp_devices_per_s']):,.0f} | {r['rss_kib_per_device']} | "
-          f"{r['heap_kib_per_device']} | {r['threads']} | {r['fds_per_device']} | {float(r['events_per_s']):,.0f} | "
-          f"{r['broker_rss_kib_per_device']} |", flush=True)
+    try:
+        r = run(cmd)
+    except SystemExit as failure:  # one failed run is a row of the table, not the end of it
+        why = " ".join(str(failure).split())[-300:].replace("|", "/")
+        print(f"| {broker.name} | {lib} | {tls} | {n}: **failed**: {why} |" + " |" * 7, flush=True)
+        return
+    notes = []
+    if r["fd_limit_at"] != "0":
+        notes.append(f"of {n}: fd limit")
+    if r.get("connect_failures", "0") != "0":
+        notes.append(f"{r['connect_failures']} failed attempts, retried")
+    devices = r["devices"] + (f" ({'; '.join(notes)})" if notes else "")
+    print(f"| {broker.name} | {lib} | {r['tls']} | {devices} | {float(r['ramp_devices_per_s']):,.0f} | "
+          f"{r['rss_kib_per_device']} | {r['heap_kib_per_device']} | {r['threads']} | {r['fds_per_device']} | "
+          f"{float(r['events_per_s']):,.0f} | {r['broker_rss_kib_per_device']} |", flush=True)
+    if args.verbose:
+        print(f"<!-- {' '.join(cmd)}: {r} -->")
+
+
+def fleet_runs(sizes, args, turn):
+    """(devices, [(library, tls), ...]) per group: the libraries of a group run back to back,
+    the first of each group in turn libmode and libmosquitto (from `turn` on), so that a drift in the machine
+    does not always favour one."""
+    libs = [lib for lib in args.fleet_libs.split(",") if lib]
+    tls = [t for t in args.tls.split(",") if t != "none"]
+    groups = [(n, [(lib, "none") for lib in libs]) for n in sizes]
+    if tls and args.tls_fleet:
+        pairs = ([("libmode", "shared-config")] if "libmode" in libs else []) + \
+                [("libmosquitto", t) for t in tls if "libmosquitto" in libs]
+        groups.append((args.tls_fleet, pairs))
+    for i, (n, pairs) in enumerate(groups, turn):
+        yield n, (pairs if i % 2 == 0 else pairs[::-1])
 
 
 def main():
@@ -213,7 +251,10 @@ def main():
     ap.add_argument("--events", type=int, default=50000)
     ap.add_argument("--fleet", default="1000,10000", help="device counts of the fleet runs ('' for none)")
     ap.add_argument("--fleet-events", type=int, default=50, help="QoS 1 events per device in the fleet runs")
-    ap.add_argument("--tls", default="none,ctx-per-client,shared-ctx")
+    ap.add_argument("--tls", default="none,ctx-per-client,shared-ctx",
+                    help="libmosquitto's TLS variants at --tls-fleet (libmode runs TLS when any is named)")
+    ap.add_argument("--fleet-libs", default="libmode,libmosquitto", help="which fleet programs run")
+    ap.add_argument("--io-threads", type=int, default=1, help="fleet_libmode's runtime IO threads")
     ap.add_argument("--tls-fleet", type=int, default=1000, help="device count of the TLS fleet runs")
     ap.add_argument("--only", choices=["throughput", "fleet"])
     ap.add_argument("--mosquitto-loop", choices=["threaded", "inline"], default="threaded")
@@ -246,19 +287,21 @@ def main():
                 for broker in brokers:
                     broker.stop()
         if args.only != "throughput" and sizes:
-            print(f"\n### Fleet: libmosquitto, every client on one epoll thread ({args.fleet_events} QoS 1 events per "
-                  "device for the events column)\n")
+            print(f"\n### Fleet: libmode, every device on one runtime ({args.io_threads} IO thread(s) and one callback "
+                  f"thread); libmosquitto, every client on one epoll thread ({args.fleet_events} QoS 1 events per "
+                  "device for the events column; a fresh broker for every run)\n")
             print(FLEET_HEAD)
             print("|---" * (FLEET_HEAD.count("|") - 1) + "|")
-            runs = [(n, "none") for n in sizes] + [(args.tls_fleet, t) for t in args.tls.split(",") if t != "none"]
-            for make in ([lambda: Mosquitto(work, args.certs)] if have_mosquitto else []) + [None]:
-                for n, tls in runs:
-                    csv = os.path.join(work, f"devices-{n}.csv")
-                    broker = make() if make else ModeSim(work, args.certs, n, csv)
-                    try:
-                        fleet_row(broker, tls, n, None if make else csv, args)
-                    finally:
-                        broker.stop()
+            makers = ([lambda: Mosquitto(work, args.certs)] if have_mosquitto else []) + [None]
+            for turn, make in enumerate(makers):
+                for n, pairs in fleet_runs(sizes, args, turn):
+                    for lib, tls in pairs:
+                        csv = os.path.join(work, f"devices-{n}.csv")
+                        broker = make() if make else ModeSim(work, args.certs, n, csv)
+                        try:
+                            fleet_row(broker, lib, tls, n, None if make else csv, args)
+                        finally:
+                            broker.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

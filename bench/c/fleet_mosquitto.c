@@ -19,7 +19,7 @@
  * One line of key=value pairs per run (scripts/bench and bench/c/compare.py read it):
  *   ramp: devices/s from the first connect to the last SUBACK, at most W handshakes at once
  *         (default 64, TLS 32; more overflows the broker's listen backlog: see main);
- *   idle: VmRSS and heap in use (mallinfo2) before the first client and with all N connected,
+ *   idle: VmRSS and heap in use (mallinfo2: uordblks + hblkhd, as fleet_libmode) before the first client and with all N connected,
  *         subscribed and idle, per device; threads and fds of the process; with --broker-pid
  *         also the broker's VmRSS growth per device (what each connection costs the broker);
  *   events: min(N, M) devices each publish K QoS 1 events of 60 bytes to /devices/{id}/event,
@@ -318,7 +318,7 @@ int main(int argc, char **argv) {
            "heap_kib_per_device=%.2f rss_mib=%.1f threads=%ld fds=%d fds_per_device=%.2f event_devices=%d "
            "events=%ld events_per_s=%.0f broker_rss_kib_per_device=%.2f\n",
            ca ? (shared_ctx ? "shared-ctx" : "ctx-per-client") : "none", n, fd_limit_at, ramp, n / ramp, (double)(rss1 - rss0) / n,
-           ((double)heap1.uordblks - (double)heap0.uordblks) / 1024.0 / n, rss1 / 1024.0, threads, fds, (double)fds / n, m,
+           ((double)heap1.uordblks + (double)heap1.hblkhd - (double)heap0.uordblks - (double)heap0.hblkhd) / 1024.0 / n, rss1 / 1024.0, threads, fds, (double)fds / n, m,
            total, total / ev_s, broker_pid ? (double)(broker1 - broker0) / n : -1.0);
     fflush(stdout);
     for (int i = 0; i < n; i++) {

@@ -1,6 +1,10 @@
 /**
  * @file mode.h
- * @brief libmode: the MODE IoT device SDK, C API.
+ * @brief libmode: the MODE IoT device SDK, C API: the managed client.
+ *
+ * It includes mode_core.h: the status codes, ::mode_last_error, the version, the allocator
+ * hooks, and the engine (`mode_engine_*`) for a device that keeps its own MQTT stack, which
+ * libmode exports too. Link libmode for all of it, or libmode_core for mode_core.h alone.
  *
  * Conventions (every function follows them):
  * - Every fallible function returns a ::mode_status_t; results are written through trailing
@@ -14,7 +18,7 @@
  *   such as mode_outgoing_t.topic and mode_log_record_t.message) comes as pointer + length AND
  *   is NUL-terminated (the NUL not counted), UTF-8, borrowed for the call only: use the length,
  *   or pass it to a C string function. Strings you pass in are NUL-terminated UTF-8, except
- *   where a length is taken (::mode_session_handle's topic: pointer + length, no NUL needed).
+ *   where a length is taken (::mode_engine_handle_publish's topic: pointer + length, no NUL).
  *   Binary payloads are pointer + length only.
  * - Output text goes into a caller buffer: on MODE_ERR_BUFFER_TOO_SMALL, `*out_len` holds the
  *   length needed (excluding the NUL); pass buf = NULL, buf_len = 0 to ask for it.
@@ -31,126 +35,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-/** The library version this header belongs to; ::mode_version returns the library's at run time. */
-#define MODE_VERSION "0.1.0"
-
-
-/**
- * The major version the header was generated for (`MODE_VERSION` is the whole version text).
- */
-#define MODE_VERSION_MAJOR 0
-
-/**
- * The minor version the header was generated for.
- */
-#define MODE_VERSION_MINOR 1
-
-/**
- * The patch version the header was generated for.
- */
-#define MODE_VERSION_PATCH 0
+#include "mode_core.h"
 
 /**
  * A buffer of this many bytes always holds a bulk request id and its NUL (an id is at most 58
  * characters: "DEVICE-SEED-N" with a 20-digit device id, 16 hex digits and a 20-digit counter).
  */
 #define MODE_REQUEST_ID_SIZE 64
-
-/**
- * The outcome of every fallible libmode function. Values are explicit and never renumbered.
- */
-typedef enum {
-  /**
-   * Success.
-   */
-  MODE_OK = 0,
-  /**
-   * A required pointer argument was NULL.
-   */
-  MODE_ERR_NULL = 1,
-  /**
-   * An argument was out of range: an unknown enum value, an empty key, a bad label.
-   */
-  MODE_ERR_INVALID_ARGUMENT = 2,
-  /**
-   * A string argument was not valid UTF-8.
-   */
-  MODE_ERR_INVALID_UTF8 = 3,
-  /**
-   * The caller's buffer is too small; `*out_len` holds the length needed.
-   */
-  MODE_ERR_BUFFER_TOO_SMALL = 4,
-  /**
-   * A payload from the peer could not be decoded; ::mode_last_error says where.
-   */
-  MODE_ERR_DECODE = 5,
-  /**
-   * No such key or item.
-   */
-  MODE_ERR_NOT_FOUND = 6,
-  /**
-   * JSON text passed by the caller is not valid JSON (or not of the required type).
-   */
-  MODE_ERR_INVALID_JSON = 7,
-  /**
-   * The call does not fit the object's state (e.g. a send before ::mode_client_start).
-   */
-  MODE_ERR_INVALID_STATE = 8,
-  /**
-   * The configuration cannot work; ::mode_last_error says why.
-   */
-  MODE_ERR_CONFIG = 9,
-  /**
-   * The message is larger than the configured maximum message size.
-   */
-  MODE_ERR_TOO_LARGE = 10,
-  /**
-   * The outgoing queue is full; retry later or raise the queue size.
-   */
-  MODE_ERR_QUEUE_FULL = 11,
-  /**
-   * The client is stopped; nothing more is sent.
-   */
-  MODE_ERR_CLOSED = 12,
-  /**
-   * No answer, or not everything delivered, within the time given.
-   */
-  MODE_ERR_TIMEOUT = 13,
-  /**
-   * The cloud refused the device id or API key.
-   */
-  MODE_ERR_AUTH = 14,
-  /**
-   * The cloud answered a REST request with an error; ::mode_last_error holds status and reason.
-   */
-  MODE_ERR_REST = 15,
-  /**
-   * The network failed (connection refused, reset, DNS, TLS).
-   */
-  MODE_ERR_CONNECTION = 16,
-  /**
-   * Not available with this transport or in this version.
-   */
-  MODE_ERR_UNSUPPORTED = 17,
-  /**
-   * An internal bug was caught before it could cross the boundary. Please report it.
-   */
-  MODE_ERR_PANIC = 99,
-} mode_status_t;
-
-/**
- * What happened to a key.
- */
-typedef enum {
-  /**
-   * The key was created or changed; `value` is its new JSON, `previous` the old (NULL if new).
-   */
-  MODE_CHANGE_SET = 1,
-  /**
-   * The key was removed; `value` is NULL, `previous` the JSON it held.
-   */
-  MODE_CHANGE_DELETED = 2,
-} mode_change_kind_t;
 
 /**
  * How serious a log line is. The values are fixed (1 and 2 came first), so they do not sort by
@@ -181,65 +72,6 @@ typedef enum {
 } mode_log_level_t;
 
 /**
- * Why a sync message changed nothing.
- */
-typedef enum {
-  /**
-   * It was applied.
-   */
-  MODE_IGNORE_NONE = 0,
-  /**
-   * The mirror holds a newer revision.
-   */
-  MODE_IGNORE_STALE = 1,
-  /**
-   * The mirror already applied this revision.
-   */
-  MODE_IGNORE_DUPLICATE = 2,
-} mode_ignore_reason_t;
-
-/**
- * What an incoming publish was.
- */
-typedef enum {
-  /**
-   * A command; delivered to `on_command`.
-   */
-  MODE_INCOMING_COMMAND = 1,
-  /**
-   * A DDP sync message, applied to the session's mirror; changes go to `on_kv_change`.
-   */
-  MODE_INCOMING_KV = 2,
-  /**
-   * A bulk-data response; delivered to `on_bulk_response`.
-   */
-  MODE_INCOMING_BULK_RESPONSE = 3,
-  /**
-   * Not for this session (another device, or a topic a device only publishes on).
-   */
-  MODE_INCOMING_UNRELATED = 4,
-  /**
-   * One of our topics with a payload that does not decode (the call returns MODE_ERR_DECODE).
-   */
-  MODE_INCOMING_INVALID = 5,
-} mode_incoming_kind_t;
-
-/**
- * The QoS of a message. Functions take it as an `int` holding one of these values (others are
- * MODE_ERR_INVALID_ARGUMENT): a C enum may hold any int, so it is checked before use.
- */
-typedef enum {
-  /**
-   * At most once: sent, never re-sent.
-   */
-  MODE_QOS_AT_MOST_ONCE = 0,
-  /**
-   * At least once: kept and re-sent until the cloud acknowledges it.
-   */
-  MODE_QOS_AT_LEAST_ONCE = 1,
-} mode_qos_t;
-
-/**
  * Which transport a client uses.
  */
 typedef enum {
@@ -258,28 +90,6 @@ typedef enum {
 } mode_transport_t;
 
 /**
- * What a send does when the outgoing queue is full.
- *
- * C differs from Rust and Python here on purpose: there the default is to block (an `async`
- * send or a Python call waits for room), but a C send never waits. A C device usually runs one
- * loop or an RTOS task that also serves its sensors and watchdog, and a callback that waited
- * for room would wait for the very thread that makes room; so C has no blocking policy and
- * refuses instead: retry on MODE_ERR_QUEUE_FULL, or pace sends by the delivery callback
- * (::mode_client_set_delivery_cb), which reports each message that leaves the queue.
- */
-typedef enum {
-  /**
-   * Fail with MODE_ERR_QUEUE_FULL; nothing is queued. The default in C.
-   */
-  MODE_QUEUE_ERROR = 0,
-  /**
-   * Drop the oldest message not yet on the network to make room; counted in the stats,
-   * logged, and reported to the delivery callback as MODE_ERR_QUEUE_FULL.
-   */
-  MODE_QUEUE_DROP_OLDEST = 1,
-} mode_full_queue_policy_t;
-
-/**
  * A connected device. Every function taking a `const mode_client_t *` may be called from any
  * thread at any time, callbacks included.
  */
@@ -292,19 +102,9 @@ typedef struct mode_client_t mode_client_t;
 typedef struct mode_config_t mode_config_t;
 
 /**
- * A DDP mirror. Not thread-safe: use one from one thread at a time.
- */
-typedef struct mode_mirror_t mode_mirror_t;
-
-/**
  * IO threads and one callback dispatcher for many clients (see ::mode_client_new_in).
  */
 typedef struct mode_runtime_t mode_runtime_t;
-
-/**
- * A device's protocol session. Not thread-safe: use one from one thread at a time.
- */
-typedef struct mode_session_t mode_session_t;
 
 /**
  * Receives a command: its action and its parameters as JSON object text (borrowed for the call).
@@ -317,10 +117,9 @@ typedef void (*mode_command_cb)(void *userdata, const char *action, size_t actio
 typedef void (*mode_free_userdata_cb)(void *userdata);
 
 /**
- * Receives one change. `key`, `value` and `previous` are borrowed for the call (see the text
- * rule at the top); `value`/`previous` are JSON text or NULL (see ::mode_change_kind_t).
- * Runs on the calling thread, after the mirror is updated: it may call the mirror's read
- * functions, but must not free the mirror.
+ * Receives one change of the mirror. `key`, `value` and `previous` are borrowed for the call
+ * (see the text rule at the top of mode_core.h); `value`/`previous` are JSON text or NULL (see
+ * ::mode_change_kind_t).
  */
 typedef void (*mode_change_cb)(void *userdata, mode_change_kind_t kind, const char *key, size_t key_len, const char *value, size_t value_len, const char *previous, size_t previous_len);
 
@@ -383,196 +182,9 @@ typedef void (*mode_log_cb)(void *userdata, const mode_log_record_t *record);
  */
 typedef void (*mode_delivery_cb)(void *userdata, uint64_t message_id, mode_status_t status);
 
-/**
- * Counters of one client (see ::mode_client_stats).
- */
-typedef struct {
-  /**
-   * Messages accepted for sending.
-   */
-  uint64_t messages_queued;
-  /**
-   * Messages written to the network (re-sends included).
-   */
-  uint64_t messages_sent;
-  /**
-   * QoS 1 messages acknowledged by the cloud.
-   */
-  uint64_t messages_acked;
-  /**
-   * Messages dropped by the full-queue policy.
-   */
-  uint64_t messages_dropped;
-  /**
-   * Messages waiting for delivery now.
-   */
-  uint64_t pending;
-  /**
-   * Connections made after the first.
-   */
-  uint64_t reconnects;
-  /**
-   * Connection attempts.
-   */
-  uint64_t connection_attempts;
-  /**
-   * DDP sync messages applied.
-   */
-  uint64_t kv_applied;
-  /**
-   * DDP sync messages ignored as stale or duplicate.
-   */
-  uint64_t kv_stale;
-  /**
-   * DDP sync messages that could not be decoded.
-   */
-  uint64_t kv_invalid;
-  /**
-   * Commands received.
-   */
-  uint64_t commands_received;
-  /**
-   * Bytes received.
-   */
-  uint64_t bytes_in;
-  /**
-   * Bytes sent.
-   */
-  uint64_t bytes_out;
-  /**
-   * Notifications dropped because the application fell behind.
-   */
-  uint64_t notifications_dropped;
-} mode_stats_t;
-
-/**
- * A summary of one applied sync message.
- */
-typedef struct {
-  /**
-   * The message's revision.
-   */
-  uint64_t rev;
-  /**
-   * True for a reload (its changes are the diff against the contents before it).
-   */
-  bool reload;
-  /**
-   * Why it was ignored, or `MODE_IGNORE_NONE`.
-   */
-  mode_ignore_reason_t ignored;
-  /**
-   * For an ignored message, the revision the mirror holds (for the key, or for a reload, overall).
-   */
-  uint64_t held_rev;
-  /**
-   * How many changes were reported through the callback.
-   */
-  size_t changes;
-} mode_apply_info_t;
-
-/**
- * Receives one key and its JSON value, borrowed for the call only.
- */
-typedef void (*mode_entry_cb)(void *userdata, const char *key, size_t key_len, const char *value, size_t value_len);
-
-/**
- * Receives one topic name (borrowed for the call).
- */
-typedef void (*mode_topic_cb)(void *userdata, const char *topic, size_t topic_len);
-
-/**
- * Receives a bulk-data response: label, request id, status (e.g. "OK") and payload JSON text,
- * all borrowed for the call.
- */
-typedef void (*mode_bulk_response_cb)(void *userdata, const char *label, size_t label_len, const char *request_id, size_t request_id_len, const char *status, size_t status_len, const char *payload, size_t payload_len);
-
-/**
- * Where ::mode_session_handle delivers what it decoded. Any member may be NULL.
- */
-typedef struct {
-  /**
-   * Called for a command.
-   */
-  mode_command_cb on_command;
-  /**
-   * Called for each visible DDP change.
-   */
-  mode_change_cb on_kv_change;
-  /**
-   * Called for a bulk-data response.
-   */
-  mode_bulk_response_cb on_bulk_response;
-} mode_incoming_handlers_t;
-
-/**
- * One publish for the caller's MQTT stack, borrowed for the callback only. Its texts follow
- * the rule at the top (pointer + length, NUL-terminated too, so `topic` can go straight to
- * `mosquitto_publish`); the payload is bytes, pointer + length only.
- */
-typedef struct {
-  /**
-   * The topic.
-   */
-  const char *topic;
-  /**
-   * The topic's length.
-   */
-  size_t topic_len;
-  /**
-   * The payload bytes.
-   */
-  const uint8_t *payload;
-  /**
-   * The payload's length.
-   */
-  size_t payload_len;
-  /**
-   * The QoS to publish with.
-   */
-  mode_qos_t qos;
-  /**
-   * For a bulk request, its request id; NULL otherwise.
-   */
-  const char *request_id;
-  /**
-   * The request id's length (0 when `request_id` is NULL).
-   */
-  size_t request_id_len;
-} mode_outgoing_t;
-
-/**
- * Receives one publish to send (see ::mode_outgoing_t).
- */
-typedef void (*mode_outgoing_cb)(void *userdata, const mode_outgoing_t *outgoing);
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-/**
- * A static, NUL-terminated description of `status`, starting with its name (never NULL;
- * values that are no ::mode_status_t get "unknown mode_status_t value"). `status` is an int so
- * any value a C caller holds is safe to pass.
- */
-const char *mode_status_str(int status);
-
-/**
- * Copies the text of the calling thread's last error and a NUL into `buf`: why the most recent
- * call on this thread that returned an error failed (the status's own text when there is
- * nothing more to say; "" before any failure). Calls that succeed leave it as it is, so read it
- * right after the failing call. Every object (config, client, mirror, session) reports its
- * errors here. This function itself never changes the text, also when it fails.
- *
- * # Safety
- * `buf` NULL or `buf_len` writable bytes; `out_len` NULL or writable.
- */
-mode_status_t mode_last_error(char *buf, size_t buf_len, size_t *out_len);
-
-/**
- * The library's version, "MAJOR.MINOR.PATCH", equal to `MODE_VERSION`. Static, never NULL.
- */
-const char *mode_version(void);
 
 /**
  * Creates a client from `config` into `*out`, with a runtime of its own (one IO thread and one
@@ -1009,77 +621,6 @@ mode_status_t mode_config_set_outbox_max_bytes(mode_config_t *config, uint64_t b
 mode_status_t mode_config_set_outbox_sync(mode_config_t *config, bool every_message, uint32_t group_commit_ms);
 
 /**
- * Creates an empty mirror at revision 0 into `*out`; free it with ::mode_mirror_free.
- *
- * # Safety
- * `out` must be NULL (an error) or writable.
- */
-mode_status_t mode_mirror_new(mode_mirror_t **out);
-
-/**
- * Destroys a mirror. NULL is a no-op. Freeing twice is undefined: set your pointer to NULL.
- *
- * # Safety
- * `mirror` is NULL or came from ::mode_mirror_new and was not freed.
- */
-void mode_mirror_free(mode_mirror_t *mirror);
-
-/**
- * Decodes a raw sync payload (as received on `/devices/{id}/kv`) and applies it. Each visible
- * change goes to `cb` (may be NULL) with `userdata`; `out_info` (may be NULL) gets a summary.
- * A payload that does not decode returns MODE_ERR_DECODE, changes nothing, and says where in
- * ::mode_last_error.
- *
- * # Safety
- * `mirror` from ::mode_mirror_new; `payload` points to `payload_len` bytes (NULL only if 0).
- */
-mode_status_t mode_mirror_apply(mode_mirror_t *mirror, const uint8_t *payload, size_t payload_len, mode_change_cb cb, void *userdata, mode_apply_info_t *out_info);
-
-/**
- * Marks the next reload as a new subscription's snapshot, applied even if its revision is lower
- * (call on every resubscription to the sync topic).
- *
- * # Safety
- * `mirror` from ::mode_mirror_new.
- */
-mode_status_t mode_mirror_expect_reload(mode_mirror_t *mirror);
-
-/**
- * Copies the JSON text of `key`'s value and a NUL into `buf`. MODE_ERR_NOT_FOUND if the mirror
- * does not hold the key; MODE_ERR_BUFFER_TOO_SMALL with `*out_len` = the length needed.
- *
- * # Safety
- * `mirror` from ::mode_mirror_new; `key` NUL-terminated; `buf` NULL or `buf_len` writable bytes;
- * `out_len` NULL or writable.
- */
-mode_status_t mode_mirror_get(const mode_mirror_t *mirror, const char *key, char *buf, size_t buf_len, size_t *out_len);
-
-/**
- * Calls `cb` with each live key and its JSON value, in key order.
- *
- * # Safety
- * `mirror` from ::mode_mirror_new; `cb` not NULL.
- */
-mode_status_t mode_mirror_for_each(const mode_mirror_t *mirror, mode_entry_cb cb, void *userdata);
-
-/**
- * Copies the whole mirror as one JSON object (keys in order) and a NUL into `buf`.
- *
- * # Safety
- * As ::mode_mirror_get.
- */
-mode_status_t mode_mirror_snapshot(const mode_mirror_t *mirror, char *buf, size_t buf_len, size_t *out_len);
-
-/**
- * Writes the number of live keys to `*out_len` and the highest revision applied to `*out_rev`
- * (either may be NULL).
- *
- * # Safety
- * `mirror` from ::mode_mirror_new.
- */
-mode_status_t mode_mirror_stat(const mode_mirror_t *mirror, size_t *out_len, uint64_t *out_rev);
-
-/**
  * Creates a runtime with `io_threads` IO threads (0 counts as 1) and one callback dispatcher
  * thread into `*out`. One IO thread carries thousands of idle devices.
  *
@@ -1097,128 +638,6 @@ mode_status_t mode_runtime_new(size_t io_threads, mode_runtime_t **out);
  * `runtime` NULL or from ::mode_runtime_new, not freed.
  */
 mode_status_t mode_runtime_free(mode_runtime_t *runtime);
-
-/**
- * Creates a session for `device_id` into `*out`. `request_seed` should be random: it makes
- * bulk request ids unique across restarts. Free with ::mode_session_free.
- *
- * # Safety
- * `out` writable.
- */
-mode_status_t mode_session_new(uint64_t device_id, uint64_t request_seed, mode_session_t **out);
-
-/**
- * Destroys a session. NULL is a no-op.
- *
- * # Safety
- * `session` NULL or from ::mode_session_new, not yet freed.
- */
-void mode_session_free(mode_session_t *session);
-
-/**
- * Calls `cb` with each topic to subscribe to (all at QoS 0): commands, DDP sync, and the
- * responses of every label passed to ::mode_session_watch_bulk_responses.
- *
- * # Safety
- * `session` from ::mode_session_new; `cb` not NULL.
- */
-mode_status_t mode_session_subscriptions(const mode_session_t *session, mode_topic_cb cb, void *userdata);
-
-/**
- * Adds bulk-data `label` to the subscriptions (its response topic).
- *
- * # Safety
- * `session` from ::mode_session_new; `label` NUL-terminated.
- */
-mode_status_t mode_session_watch_bulk_responses(mode_session_t *session, const char *label);
-
-/**
- * Call after (re)subscribing on every connect: the reload that follows is the new truth.
- *
- * # Safety
- * `session` from ::mode_session_new.
- */
-mode_status_t mode_session_on_subscribed(mode_session_t *session);
-
-/**
- * Interprets one incoming publish: a command, a DDP sync message (applied to the session's
- * mirror), a bulk response, or something unrelated. The kind goes to `*out_kind` (may be NULL),
- * the content to `handlers` (may be NULL), a DDP summary to `out_info` (may be NULL). A payload
- * that does not decode returns MODE_ERR_DECODE (kind MODE_INCOMING_INVALID) and says where in
- * ::mode_last_error; nothing changes. The topic is `topic_len` bytes, NUL-terminated or not,
- * as ESP-MQTT and coreMQTT hand it over: no copy needed. Handlers run on the calling thread
- * after the session is updated; they may call the session's read functions, not free it.
- *
- * # Safety
- * `session` from ::mode_session_new; `topic` `topic_len` bytes; `payload` `payload_len` bytes.
- */
-mode_status_t mode_session_handle(mode_session_t *session, const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len, const mode_incoming_handlers_t *handlers, void *userdata, mode_incoming_kind_t *out_kind, mode_apply_info_t *out_info);
-
-/**
- * Encodes an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos`
- * (a ::mode_qos_t value) and hands the publish to `cb`.
- *
- * # Safety
- * `session` from ::mode_session_new; strings NUL-terminated or NULL where allowed; `cb` not NULL.
- */
-mode_status_t mode_session_encode_event(mode_session_t *session, const char *event_type, const char *data_json, int qos, mode_outgoing_cb cb, void *userdata);
-
-/**
- * Encodes a DDP set of `key` to `value_json` (any JSON) and hands the publish (QoS 1) to `cb`.
- *
- * # Safety
- * As ::mode_session_encode_event; `value_json` not NULL.
- */
-mode_status_t mode_session_encode_kv_set(mode_session_t *session, const char *key, const char *value_json, mode_outgoing_cb cb, void *userdata);
-
-/**
- * Encodes a DDP delete of `key` and hands the publish (QoS 1) to `cb`.
- *
- * # Safety
- * As ::mode_session_encode_event.
- */
-mode_status_t mode_session_encode_kv_delete(mode_session_t *session, const char *key, mode_outgoing_cb cb, void *userdata);
-
-/**
- * Encodes `data_len` bytes of bulk data for the module of `label` at `qos`.
- *
- * # Safety
- * As ::mode_session_encode_event; `data` points to `data_len` bytes (NULL only if 0).
- */
-mode_status_t mode_session_encode_bulk_data(mode_session_t *session, const char *label, const uint8_t *data, size_t data_len, int qos, mode_outgoing_cb cb, void *userdata);
-
-/**
- * Encodes a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`) at
- * `qos`; the publish handed to `cb` carries the fresh request id to match the response by.
- *
- * # Safety
- * As ::mode_session_encode_event.
- */
-mode_status_t mode_session_encode_bulk_request(mode_session_t *session, const char *label, const char *payload_json, int qos, mode_outgoing_cb cb, void *userdata);
-
-/**
- * Copies the JSON value of `key` in the session's mirror into `buf` (as ::mode_mirror_get).
- *
- * # Safety
- * As ::mode_mirror_get.
- */
-mode_status_t mode_session_kv_get(const mode_session_t *session, const char *key, char *buf, size_t buf_len, size_t *out_len);
-
-/**
- * Calls `cb` with each key of the session's mirror (as ::mode_mirror_for_each).
- *
- * # Safety
- * As ::mode_mirror_for_each.
- */
-mode_status_t mode_session_kv_for_each(const mode_session_t *session, mode_entry_cb cb, void *userdata);
-
-/**
- * Copies the session's mirror as one JSON object into `buf` (as ::mode_mirror_snapshot).
- *
- * # Safety
- * As ::mode_mirror_snapshot.
- */
-mode_status_t mode_session_kv_snapshot(const mode_session_t *session, char *buf, size_t buf_len, size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

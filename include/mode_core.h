@@ -333,6 +333,13 @@ typedef enum {
 
 /**
  * What a send does when the outgoing queue is full. Passed as an int and checked.
+ *
+ * C differs from Rust and Python here on purpose: there the default is to block (an `async`
+ * send or a Python call waits for room), but a C send never waits. A C device usually runs one
+ * loop or an RTOS task that also serves its sensors and watchdog, and a callback that waited
+ * for room would wait for the very thread that makes room; so C has no blocking policy and
+ * refuses instead: retry on MODE_ERR_QUEUE_FULL, or pace sends by the delivery outcomes
+ * (MODE_EVENT_DELIVERED, or libmode's ::mode_client_set_delivery_cb).
  */
 typedef enum {
   /**

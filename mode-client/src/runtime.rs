@@ -42,11 +42,18 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// The most threads a runtime starts for blocking work beside its IO threads. Resolving a
+    /// host name is blocking work (getaddrinfo): a fleet connecting by name would otherwise
+    /// start a thread per device in flight (30 and more were seen for 1,000 devices on TLS),
+    /// each alive for 10 s after. Lookups of one cloud's names are quick, so two suffice.
+    pub const BLOCKING_THREADS: usize = 2;
+
     /// A runtime with `io_threads` IO threads (at least 1) named `mode-io`. One thread carries
     /// thousands of idle devices; a second helps when many of them are busy at once.
     pub fn new(io_threads: usize) -> std::io::Result<Runtime> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(io_threads.max(1))
+            .max_blocking_threads(Runtime::BLOCKING_THREADS)
             .thread_name("mode-io")
             .enable_all()
             .build()?;

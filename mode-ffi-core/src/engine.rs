@@ -13,7 +13,7 @@ use mode_core::engine::{
     DisconnectReason, DropReason, Engine, EngineConfig, Event, FullQueuePolicy, OutboxChange,
     Publish, SendError, Stats, Transmit,
 };
-use mode_core::proto::{Map, Value};
+use mode_core::proto::{EncodeError, Map, Value};
 use mode_core::time::Instant;
 
 use crate::util::{CText, borrow, borrow_mut, bytes_arg, fail, str_arg, write_out, write_text};
@@ -23,6 +23,13 @@ use crate::{ModeQos, ModeStatus, ffi_guard, qos_arg};
 pub const MODE_NO_TIMEOUT: u64 = 0xFFFF_FFFF_FFFF_FFFF;
 
 /// What a send does when the outgoing queue is full. Passed as an int and checked.
+///
+/// C differs from Rust and Python here on purpose: there the default is to block (an `async`
+/// send or a Python call waits for room), but a C send never waits. A C device usually runs one
+/// loop or an RTOS task that also serves its sensors and watchdog, and a callback that waited
+/// for room would wait for the very thread that makes room; so C has no blocking policy and
+/// refuses instead: retry on MODE_ERR_QUEUE_FULL, or pace sends by the delivery outcomes
+/// (MODE_EVENT_DELIVERED, or libmode's ::mode_client_set_delivery_cb).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModeFullQueuePolicy {
@@ -486,11 +493,12 @@ fn at(now_ms: u64) -> Instant {
     Instant::from_millis(now_ms)
 }
 
-/// A ::mode_full_queue_policy_t value passed as an int, checked.
-pub fn full_queue_arg(policy: c_int) -> Result<ModeFullQueuePolicy, ModeStatus> {
+/// A ::mode_full_queue_policy_t value passed as an int, checked (libmode's
+/// ::mode_config_set_full_queue_policy takes it too).
+pub fn full_queue_policy_arg(policy: c_int) -> Result<FullQueuePolicy, ModeStatus> {
     match policy {
-        0 => Ok(ModeFullQueuePolicy::ModeQueueError),
-        1 => Ok(ModeFullQueuePolicy::ModeQueueDropOldest),
+        0 => Ok(FullQueuePolicy::Error),
+        1 => Ok(FullQueuePolicy::DropOldest),
         _ => Err(fail(
             ModeStatus::ModeErrInvalidArgument,
             format!(
@@ -544,6 +552,7 @@ fn send_error(err: SendError) -> ModeStatus {
         SendError::Closed => ModeStatus::ModeErrClosed,
         SendError::QueueFull { .. } => ModeStatus::ModeErrQueueFull,
         SendError::TooLarge { .. } => ModeStatus::ModeErrTooLarge,
+        SendError::Encode(EncodeError::EventData(_)) => ModeStatus::ModeErrInvalidJson,
         SendError::Encode(_) => ModeStatus::ModeErrInvalidArgument,
     };
     fail(status, err)
@@ -624,10 +633,7 @@ fn engine_config(c: &ModeEngineConfig) -> Result<EngineConfig, ModeStatus> {
     config
         .check()
         .map_err(|problem| fail(ModeStatus::ModeErrConfig, problem))?;
-    config.full_queue = match full_queue_arg(c.full_queue)? {
-        ModeFullQueuePolicy::ModeQueueError => FullQueuePolicy::Error,
-        ModeFullQueuePolicy::ModeQueueDropOldest => FullQueuePolicy::DropOldest,
-    };
+    config.full_queue = full_queue_policy_arg(c.full_queue)?;
     Ok(config)
 }
 
@@ -1203,24 +1209,13 @@ pub unsafe extern "C" fn mode_engine_send_event(
     ffi_guard!({
         let engine = unsafe { engine_mut(engine) }?;
         let event_type = unsafe { str_arg(event_type) }?;
-        let data = match unsafe {
-            json_arg(
-                data,
-                data_len,
-                Some(Value::Object(Map::new())),
-                "the event data",
-            )
-        }? {
-            Value::Object(map) => map,
-            other => {
-                return Err(fail(
-                    ModeStatus::ModeErrInvalidJson,
-                    format!("the event data must be a JSON object, not {other}"),
-                ));
-            }
+        // The text goes out as it is, checked but never built into a map (encode_event_json).
+        let data = match data_len {
+            0 if data.is_null() => "{}",
+            _ => unsafe { text_arg(data, data_len, "the event data") }?,
         };
         let qos = qos_arg(qos)?;
-        unsafe { send(engine, out_id, |e| e.send_event(event_type, data, qos)) }
+        unsafe { send(engine, out_id, |e| e.send_event_json(event_type, data, qos)) }
     })
 }
 

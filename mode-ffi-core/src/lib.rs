@@ -221,3 +221,64 @@ pub const MODE_VERSION_MAJOR: u32 = 0;
 pub const MODE_VERSION_MINOR: u32 = 1;
 /// The patch version the header was generated for.
 pub const MODE_VERSION_PATCH: u32 = 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_version_matches_the_crate_version() {
+        let numbers = format!("{MODE_VERSION_MAJOR}.{MODE_VERSION_MINOR}.{MODE_VERSION_PATCH}");
+        assert_eq!(numbers, env!("CARGO_PKG_VERSION"));
+        let config = include_str!("../cbindgen.toml");
+        let define = format!("#define MODE_VERSION \\\"{}\\\"", env!("CARGO_PKG_VERSION"));
+        assert!(config.contains(&define), "cbindgen.toml must hold {define}");
+    }
+
+    /// Every `MODE_*` value the header declares in `mode_status_t`, by name.
+    fn header_statuses() -> Vec<(String, c_int)> {
+        let header = include_str!("../../include/mode_core.h");
+        let end = header
+            .find("} mode_status_t;")
+            .expect("mode_status_t in mode_core.h");
+        let body = &header[header[..end].rfind("typedef enum").unwrap()..end];
+        body.lines()
+            .filter_map(|line| {
+                let (name, value) = line.trim().trim_end_matches(',').split_once(" = ")?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn text(status: c_int) -> &'static str {
+        unsafe { CStr::from_ptr(mode_status_str(status)) }
+            .to_str()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_status_the_header_declares_has_a_text_that_starts_with_its_name() {
+        let declared = header_statuses();
+        assert!(declared.len() >= 19, "{declared:?}");
+        for (name, value) in &declared {
+            let status = ModeStatus::from_int(*value).unwrap_or_else(|| panic!("{name} unknown"));
+            assert_eq!(status as c_int, *value, "{name}");
+            let text = text(*value);
+            assert!(
+                text.starts_with(&format!("{name}: ")),
+                "{name} = {value}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_are_no_status_get_the_unknown_text() {
+        let declared: Vec<c_int> = header_statuses().into_iter().map(|(_, v)| v).collect();
+        for value in (-300..300).chain([c_int::MIN, c_int::MAX]) {
+            if !declared.contains(&value) {
+                assert_eq!(text(value), "unknown mode_status_t value", "{value}");
+                assert!(ModeStatus::from_int(value).is_none());
+            }
+        }
+    }
+}

@@ -10,20 +10,20 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use mode_client::{
-    Client, ClientConfigBuilder, ClientError, DeliveryHook, Notification, Notifications, Stats,
+    Client, ClientConfigBuilder, ClientError, DeliveryHook, Notification, Notifications,
 };
 use mode_core::ddp::Change;
 use mode_core::proto::{BulkDataResponse, EncodeError};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
 
+use crate::callbacks::{ModeChangeCb, ModeCommandCb, report_change};
 use crate::config::ModeConfig;
 use crate::log::{LogLine, LogState, ModeLogCb, ModeLogLevel, ModeLogRecord};
-use crate::mirror::{ModeChangeCb, ModeChangeKind, report_change};
 use crate::runtime::{Feed, ModeRuntime, Shared, Work};
-use crate::session::ModeCommandCb;
 use crate::util::{CText, borrow, bytes_arg, fail, json_arg, str_arg, write_out, write_text};
 use crate::{ModeStatus, ffi_guard, qos_arg};
+use mode_ffi_core::engine::{ModeChangeKind, ModeStats};
 
 /// A connected device. Every function taking a `const mode_client_t *` may be called from any
 /// thread at any time, callbacks included.
@@ -74,40 +74,6 @@ pub type ModeFreeUserdataCb = Option<unsafe extern "C" fn(userdata: *mut c_void)
 /// A buffer of this many bytes always holds a bulk request id and its NUL (an id is at most 58
 /// characters: "DEVICE-SEED-N" with a 20-digit device id, 16 hex digits and a 20-digit counter).
 pub const MODE_REQUEST_ID_SIZE: usize = 64;
-
-/// Counters of one client (see ::mode_client_stats).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ModeStats {
-    /// Messages accepted for sending.
-    pub messages_queued: u64,
-    /// Messages written to the network (re-sends included).
-    pub messages_sent: u64,
-    /// QoS 1 messages acknowledged by the cloud.
-    pub messages_acked: u64,
-    /// Messages dropped by the full-queue policy.
-    pub messages_dropped: u64,
-    /// Messages waiting for delivery now.
-    pub pending: u64,
-    /// Connections made after the first.
-    pub reconnects: u64,
-    /// Connection attempts.
-    pub connection_attempts: u64,
-    /// DDP sync messages applied.
-    pub kv_applied: u64,
-    /// DDP sync messages ignored as stale or duplicate.
-    pub kv_stale: u64,
-    /// DDP sync messages that could not be decoded.
-    pub kv_invalid: u64,
-    /// Commands received.
-    pub commands_received: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Notifications dropped because the application fell behind.
-    pub notifications_dropped: u64,
-}
 
 /// One registered callback: the function, its userdata, and how to free the userdata.
 struct Slot<F> {
@@ -1130,23 +1096,7 @@ pub unsafe extern "C" fn mode_client_stats(
         if out.is_null() {
             return Err(ModeStatus::ModeErrNull);
         }
-        let s: Stats = inner.client()?.stats();
-        let stats = ModeStats {
-            messages_queued: s.messages_queued,
-            messages_sent: s.messages_sent,
-            messages_acked: s.messages_acked,
-            messages_dropped: s.messages_dropped,
-            pending: s.pending,
-            reconnects: s.reconnects,
-            connection_attempts: s.connection_attempts,
-            kv_applied: s.kv_applied,
-            kv_stale: s.kv_stale,
-            kv_invalid: s.kv_invalid,
-            commands_received: s.commands_received,
-            bytes_in: s.bytes_in,
-            bytes_out: s.bytes_out,
-            notifications_dropped: s.notifications_dropped,
-        };
+        let stats = ModeStats::of(&inner.client()?.stats());
         unsafe { write_out(out, stats) };
         Ok(())
     })

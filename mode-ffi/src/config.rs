@@ -9,6 +9,7 @@ use mode_core::backoff::BackoffPolicy;
 
 use crate::util::{borrow_mut, fail, str_arg};
 use crate::{ModeStatus, ffi_guard};
+use mode_ffi_core::engine::full_queue_policy_arg;
 
 /// Connection settings for one device. Not thread-safe: build it on one thread, then hand it
 /// to ::mode_client_new, which consumes it when it succeeds.
@@ -28,24 +29,6 @@ pub enum ModeTransport {
     ModeTransportMqttWebsocket = 1,
     /// REST events + WebSocket commands and DDP.
     ModeTransportHttp = 2,
-}
-
-/// What a send does when the outgoing queue is full.
-///
-/// C differs from Rust and Python here on purpose: there the default is to block (an `async`
-/// send or a Python call waits for room), but a C send never waits. A C device usually runs one
-/// loop or an RTOS task that also serves its sensors and watchdog, and a callback that waited
-/// for room would wait for the very thread that makes room; so C has no blocking policy and
-/// refuses instead: retry on MODE_ERR_QUEUE_FULL, or pace sends by the delivery callback
-/// (::mode_client_set_delivery_cb), which reports each message that leaves the queue.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModeFullQueuePolicy {
-    /// Fail with MODE_ERR_QUEUE_FULL; nothing is queued. The default in C.
-    ModeQueueError = 0,
-    /// Drop the oldest message not yet on the network to make room; counted in the stats,
-    /// logged, and reported to the delivery callback as MODE_ERR_QUEUE_FULL.
-    ModeQueueDropOldest = 1,
 }
 
 impl ModeConfig {
@@ -366,17 +349,10 @@ pub unsafe extern "C" fn mode_config_set_full_queue_policy(
     config: *mut ModeConfig,
     policy: c_int,
 ) -> ModeStatus {
-    let policy = match policy {
-        0 => FullQueuePolicy::Error,
-        1 => FullQueuePolicy::DropOldest,
-        _ => {
-            return fail(
-                ModeStatus::ModeErrInvalidArgument,
-                format!("policy {policy} is not a mode_full_queue_policy_t"),
-            );
-        }
-    };
-    unsafe { set(config, |b| b.full_queue_policy(policy)) }
+    match full_queue_policy_arg(policy) {
+        Ok(policy) => unsafe { set(config, |b| b.full_queue_policy(policy)) },
+        Err(status) => status,
+    }
 }
 
 /// Sets the largest message the client sends or accepts, in bytes (default 1 MiB).

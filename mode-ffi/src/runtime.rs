@@ -52,6 +52,7 @@ impl Shared {
     pub(crate) fn new(io_threads: usize) -> Result<Arc<Shared>, ModeStatus> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(io_threads.max(1))
+            .max_blocking_threads(mode_client::Runtime::BLOCKING_THREADS)
             .thread_name("mode-io")
             .enable_all()
             .on_thread_start(ignore_sigpipe_on_this_thread)

@@ -63,7 +63,7 @@ for pc in mode mode-core; do
   got=$("${user[@]}" PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --modversion "$pc")
   [ "$got" = "$version" ] || fail "$pc.pc says $got"
 done
-grep -q "#define MODE_VERSION \"$version\"" "$prefix/include/mode.h" || fail "mode.h's MODE_VERSION is not $version"
+grep -q "#define MODE_VERSION \"$version\"" "$prefix/include/mode_core.h" || fail "mode_core.h's MODE_VERSION (mode.h includes it) is not $version"
 read -r -a cflags <<<"$("${user[@]}" PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs mode)"
 "${user[@]}" cc -std=c11 -Wall -Wextra -Wpedantic -Werror -o "$work/device" examples/c/device.c \
   "${cflags[@]}" -Wl,-rpath,"$prefix/lib" || fail "examples/c/device.c does not build against the archive"

@@ -314,6 +314,28 @@ static void test_a_config_that_cannot_work_is_not_consumed_and_says_why(void) {
     mode_config_free(c);
 }
 
+/* The durable outbox's settings are checked like the others; this libmode is built without the
+ * durable-outbox feature (it would break the size budget), so a client asking for one is refused
+ * with the feature named, and the config stays the caller's. */
+static void test_the_outbox_settings_are_checked_and_refused_without_the_feature(void) {
+    mode_config_t *c = sim_config(DEVICE, KEY, mqtt_port);
+    CHECK_STATUS(mode_config_set_outbox_dir(NULL, "/tmp/x"), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_outbox_dir(c, NULL), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_outbox_dir(c, "\xff"), MODE_ERR_INVALID_UTF8);
+    CHECK_STATUS(mode_config_set_outbox_max_bytes(c, 0), MODE_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "at least 1") != NULL);
+    CHECK_STATUS(mode_config_set_outbox_max_bytes(NULL, 10), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_outbox_max_bytes(c, 1 << 20), MODE_OK);
+    CHECK_STATUS(mode_config_set_outbox_sync(NULL, true, 0), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_outbox_sync(c, false, 5), MODE_OK);
+    CHECK_STATUS(mode_config_set_outbox_dir(c, "/tmp/libmode-test-outbox"), MODE_OK);
+    mode_client_t *client = NULL;
+    CHECK_STATUS(mode_client_new(c, &client), MODE_ERR_CONFIG);
+    CHECK(client == NULL);
+    CHECK(strstr(last_error(), "durable-outbox") != NULL);
+    mode_config_free(c);
+}
+
 static void *fail_on_another_thread(void *arg) {
     (void)arg;
     mode_config_t *c = NULL;
@@ -631,6 +653,7 @@ int main(void) {
     }
     test_config_validates_what_it_is_given();
     test_a_config_that_cannot_work_is_not_consumed_and_says_why();
+    test_the_outbox_settings_are_checked_and_refused_without_the_feature();
     test_the_last_error_is_per_thread();
     test_calls_before_start_and_on_null_are_statuses();
     test_a_device_sends_receives_and_mirrors();

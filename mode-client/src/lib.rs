@@ -41,6 +41,7 @@ mod notification;
 mod rest;
 mod runtime;
 mod shared;
+mod socket;
 mod task;
 mod tls;
 

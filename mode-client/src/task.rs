@@ -4,10 +4,13 @@
 //! into notifications and delivery outcomes. It makes no protocol decision of its own: when to
 //! connect, what to send, when to give up on a silent link and how to close are the engine's.
 //!
-//! One wake-up handles everything that is there (a burst of sends, every event rumqttc has
-//! ready) under one lock, then carries out the engine's work once for all of it.
+//! The MQTT link is driven here too, in the same task (no second task, no channel): one
+//! wake-up handles everything that is there (a burst of sends, every packet one read brought)
+//! under one lock, carries out the engine's work once for all of it, and the link writes
+//! everything that work encoded in one write.
 
 use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,7 +24,7 @@ use tracing::Instrument;
 use super::config::{ClientConfig, Transport};
 use super::error::ClientError;
 use super::http::{HttpConn, HttpEvent, classify_send_error};
-use super::mqtt::{BATCH, MqttConn, MqttEvent, Outcome};
+use super::mqtt::{MqttConn, Outcome};
 use super::notification::{Notification, Notifier};
 use super::rest::Rest;
 use super::shared::{Shared, State};
@@ -38,14 +41,17 @@ enum Link {
 
 /// What a link reported.
 enum LinkEvent {
-    /// This many events were moved into the task's event buffer; 0: the poller ended.
-    Mqtt(usize),
+    /// The MQTT link has outcomes to take.
+    Mqtt,
     Http(Option<HttpEvent>),
 }
 
-async fn next_event(link: &mut Link, buffer: &mut Vec<MqttEvent>) -> LinkEvent {
+async fn next_event(link: &mut Link) -> LinkEvent {
     match link {
-        Link::Mqtt(conn) => LinkEvent::Mqtt(conn.events.recv_many(buffer, BATCH).await),
+        Link::Mqtt(conn) => {
+            poll_fn(|cx| conn.poll_io(cx)).await;
+            LinkEvent::Mqtt
+        }
         Link::Http { conn, .. } => LinkEvent::Http(conn.events.recv().await),
         Link::None => std::future::pending().await,
     }
@@ -72,8 +78,6 @@ pub(crate) struct Task {
     shared: Arc<Shared>,
     notifier: Notifier,
     link: Link,
-    /// Where the MQTT link's events are received, kept between rounds for its capacity.
-    mqtt_events: Vec<MqttEvent>,
     /// REST refusals, kept so the sender learns the cloud's own answer.
     refused: HashMap<MessageId, ClientError>,
     /// Delivery outcomes for the hook, called once the lock is released.
@@ -104,7 +108,6 @@ impl Task {
             shared,
             notifier,
             link: Link::None,
-            mqtt_events: Vec::with_capacity(BATCH),
             refused: HashMap::new(),
             outcomes: Vec::new(),
             room_made: false,
@@ -123,20 +126,18 @@ impl Task {
             self.drive(|_, _| {});
             let shared = self.shared.clone();
             while !self.done {
-                let timer = self.timer.map(|at| self.shared.clock.to_tokio(at));
+                let timer = self.wake_at();
+                // The link first: its progress (a write, acknowledgements) is what frees room,
+                // and every round carries out all of the engine's work, so a wake-up that waits
+                // behind it loses nothing.
                 tokio::select! {
                     biased;
-                    () = std::future::poll_fn(|cx| shared.wake.poll(cx)) => self.drive(|_, _| {}),
-                    event = next_event(&mut self.link, &mut self.mqtt_events) => match event {
-                        LinkEvent::Mqtt(0) => self.drive(|task, state| {
-                            task.link_lost(state, DisconnectReason::Network("connection task ended".into()));
-                        }),
-                        LinkEvent::Mqtt(_) => self.drive(Task::on_mqtt_events),
+                    event = next_event(&mut self.link) => match event {
+                        LinkEvent::Mqtt => self.drive(Task::on_mqtt),
                         LinkEvent::Http(event) => self.drive(|task, state| task.on_http_event(state, event)),
                     },
-                    () = sleep_opt(timer) => self.drive(|task, state| {
-                        state.engine.handle_timeout(task.shared.clock.now());
-                    }),
+                    () = poll_fn(|cx| shared.wake.poll(cx)) => self.drive(|_, _| {}),
+                    () = sleep_opt(timer) => self.drive(Task::on_time),
                 }
             }
             tracing::debug!("connection task ended");
@@ -172,9 +173,6 @@ impl Task {
             let state = &mut *state;
             if let Some(durable) = &mut state.durable {
                 durable.take_journal(&mut state.engine, &self.kept);
-            }
-            if let Link::Mqtt(conn) = &mut self.link {
-                conn.flush_backlog();
             }
             self.timer = state.engine.poll_timeout();
             std::mem::take(&mut self.room_made)
@@ -218,12 +216,12 @@ impl Task {
                 };
             }
             Transmit::Subscribe(topics) => {
-                if let Link::Mqtt(conn) = &self.link {
+                if let Link::Mqtt(conn) = &mut self.link {
                     conn.subscribe(topics);
                 }
             }
             Transmit::Unsubscribe(topics) => {
-                if let Link::Mqtt(conn) = &self.link {
+                if let Link::Mqtt(conn) = &mut self.link {
                     conn.unsubscribe(topics);
                 }
             }
@@ -239,7 +237,7 @@ impl Task {
                     tracing::error!(id = publish.id, "a publish with no link");
                 }
             },
-            Transmit::Disconnect => match &self.link {
+            Transmit::Disconnect => match &mut self.link {
                 Link::Mqtt(conn) => conn.disconnect(),
                 Link::Http { conn, .. } => {
                     if !conn.is_closing() {
@@ -392,20 +390,45 @@ impl Task {
         state.engine.disconnected(reason, self.shared.clock.now());
     }
 
-    /// Handles the events `recv_many` put in `mqtt_events`, in order.
-    fn on_mqtt_events(&mut self, state: &mut State) {
-        let now = self.shared.clock.now();
-        // Taken out and put back, so the buffer keeps its capacity.
-        let mut events = std::mem::take(&mut self.mqtt_events);
-        if events.iter().any(MqttEvent::is_incoming) {
-            state.engine.handle_activity(now);
+    /// When the task must wake up by itself: the engine's timer or the link's next ping.
+    fn wake_at(&self) -> Option<tokio::time::Instant> {
+        let engine = self.timer.map(|at| self.shared.clock.to_tokio(at));
+        let ping = match &self.link {
+            Link::Mqtt(conn) => conn.ping_at(),
+            _ => None,
+        };
+        match (engine, ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        for event in events.drain(..) {
+    }
+
+    /// Time passed: the link pings if it is due, the engine handles its timeout if it is due.
+    fn on_time(&mut self, state: &mut State) {
+        let at = tokio::time::Instant::now();
+        let now = self.shared.clock.at(at);
+        if let Link::Mqtt(conn) = &mut self.link {
+            conn.ping_if_due(at);
+        }
+        if self.timer.is_some_and(|due| now >= due) {
+            state.engine.handle_timeout(now);
+        }
+    }
+
+    /// Takes what the MQTT link has, in order.
+    fn on_mqtt(&mut self, state: &mut State) {
+        let at = tokio::time::Instant::now();
+        let now = self.shared.clock.at(at);
+        loop {
             let Link::Mqtt(conn) = &mut self.link else {
-                break; // the link ended earlier in this batch
+                return; // the link ended
             };
-            match conn.on_event(event, &self.config) {
-                Outcome::Nothing => {}
+            let Some(outcome) = conn.next() else { break };
+            if outcome.is_incoming() {
+                state.engine.handle_activity(now);
+            }
+            match outcome {
+                Outcome::Activity => {}
                 Outcome::ConnAck => state.engine.connected(now),
                 Outcome::SubAck { refused } => {
                     state.engine.subscribed(now);
@@ -420,11 +443,17 @@ impl Task {
                         .engine
                         .handle_publish(&publish.topic, &publish.payload, now)
                 }
-                Outcome::Delivered(id) => state.engine.delivered(id, now),
+                Outcome::Acked(id) | Outcome::Written(id) => state.engine.delivered(id, now),
                 Outcome::Failed(reason) => self.link_lost(state, reason),
             }
         }
-        self.mqtt_events = events;
+        // A link that never stops bringing packets must not hold back the timers.
+        if self.timer.is_some_and(|due| now >= due) {
+            state.engine.handle_timeout(now);
+        }
+        if let Link::Mqtt(conn) = &mut self.link {
+            conn.ping_if_due(at);
+        }
     }
 
     fn on_http_event(&mut self, state: &mut State, event: Option<HttpEvent>) {

@@ -1,6 +1,6 @@
 //! The rustls configuration every transport uses: webpki roots plus extra CA files, an optional
 //! client certificate, and the explicitly named switch that turns verification off; and the
-//! TCP/TLS stream of the HTTP transport (MQTT connects inside rumqttc with the same config).
+//! TCP/TLS stream every link runs on (MQTT, MQTT over WebSocket, REST and the WebSockets).
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -116,8 +116,20 @@ pub(crate) async fn connect(url: &http::Uri, tls: &Arc<ClientConfig>) -> io::Res
     let host = url.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    connect_to(host, port, secure, tls).await
+}
+
+/// Connects to `host:port`, with TLS by `tls` when `secure`. TLS failures come back as an
+/// `io::Error` holding the `rustls::Error`.
+pub(crate) async fn connect_to(
+    host: &str,
+    port: u16,
+    secure: bool,
+    tls: &Arc<ClientConfig>,
+) -> io::Result<Stream> {
     let tcp = TcpStream::connect((host, port)).await?;
-    // Requests and frames are small and wait for an answer: send them without Nagle's delay.
+    // Requests, frames and MQTT batches are written whole and often wait for an answer: send
+    // them without Nagle's delay.
     tcp.set_nodelay(true)?;
     if !secure {
         return Ok(Box::new(tcp));

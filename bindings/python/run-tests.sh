@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Python wheel's tests, from a fresh machine: a venv at <repo>/.venv (made if missing) with
-# maturin, pytest, pytest-timeout, paho-mqtt and mypy; the package built and installed from
-# bindings/python; mode-sim built; then mypy.stubtest and the pytest suite (warnings are errors,
-# every test has a timeout). Exits non-zero on any failure, and when pytest ran no test.
+# maturin, pytest, pytest-timeout, paho-mqtt, mypy and locust (for mode.locust); the package
+# built and installed from bindings/python; mode-sim built; then mypy.stubtest and the pytest
+# suite (warnings are errors, every test has a timeout). Exits non-zero on any failure, and when pytest ran no test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -16,9 +16,10 @@ if [ ! -x "$venv/bin/python" ]; then
   step "creating $venv"
   "$py" -m venv "$venv"
 fi
-step "tools (maturin, pytest, pytest-timeout, paho-mqtt, mypy)"
+step "tools (maturin, pytest, pytest-timeout, paho-mqtt, mypy, locust)"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "maturin>=1.7,<2" pytest pytest-timeout "paho-mqtt>=2,<3" mypy
+"$venv/bin/python" -m pip install -q "maturin>=1.7,<2" pytest pytest-timeout "paho-mqtt>=2,<3" mypy \
+  "locust>=2.20,<3"
 
 step "building and installing the mode package (debug build)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}

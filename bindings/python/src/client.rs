@@ -93,6 +93,7 @@ impl Inner {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_one();
         if !self.closed.swap(true, Ordering::AcqRel)
+            && !handover.is_zero()
             && !self.rt.on_dispatcher()
             && let Some(slot) = self.slot.get()
         {
@@ -492,7 +493,7 @@ impl Client {
 
     /// Stops handing this device's notifications to Python (after `close`: once the last
     /// one that arrived was handed over, unless called from a handler, or once the dispatcher
-    /// ran nothing for `handover` s, stuck in a handler). Idempotent.
+    /// ran nothing for `handover` s, stuck in a handler; 0: never waits). Idempotent.
     #[pyo3(signature = (handover = 10.0))]
     fn shutdown(&self, py: Python<'_>, handover: f64) -> PyResult<()> {
         let handover = secs("handover", handover)?;

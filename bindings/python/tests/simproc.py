@@ -36,6 +36,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+def mode_threads() -> int:
+    """Library threads by name (the IO runtime's "mode-io", the "mode-dispatch" thread)."""
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as comm:
+                names.append(comm.read().strip())
+        except FileNotFoundError:  # it ended while we listed
+            pass
+    return sum(name.startswith("mode-") for name in names)
+
+
+def settled_mode_threads() -> int:
+    """``mode_threads()`` once it held still for 0.2 s (new threads name themselves only once
+    they run; an earlier test's may still be ending)."""
+    last, since = mode_threads(), time.monotonic()
+    while time.monotonic() - since < 0.2:
+        time.sleep(0.01)
+        now = mode_threads()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 class Sim:
     """A running mode-sim: its ports, its console, its admin API."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -13,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 import mode
-from simproc import Sim, wait_until
+from simproc import Sim, mode_threads, settled_mode_threads, wait_until
 
 MakeDevice = Callable[..., mode.Device]
 
@@ -349,28 +348,16 @@ def test_core_logs_reach_the_mode_logger(make_device: MakeDevice, caplog: pytest
     assert "v1.demo-device-1001" not in caplog.text, "the API key never shows in a log"
 
 
-def mode_threads() -> int:
-    """Library threads by name (the IO runtime's "mode-io", the "mode-dispatch" thread)."""
-    names = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/comm") as comm:
-                names.append(comm.read().strip())
-        except FileNotFoundError:  # it ended while we listed
-            pass
-    return sum(name.startswith("mode-") for name in names)
-
-
 def test_a_forgotten_device_and_runtime_stop_their_threads(sim: Sim) -> None:
     import gc
 
     # The default runtime's two threads stay for the process (other tests' devices share it).
     mode.default_runtime()
-    before = mode_threads()
+    before = settled_mode_threads()
     runtime = mode.Runtime()
     device = mode.Device(1002, "v1.demo-device-1002", runtime=runtime, **sim.device_options("mqtt"))
     device.connect()
-    assert mode_threads() == before + 2  # the runtime's IO thread and its dispatcher
+    assert settled_mode_threads() == before + 2  # the runtime's IO thread and its dispatcher
     del device, runtime
     gc.collect()
     wait_until(lambda: mode_threads() == before, what="the forgotten runtime's threads to end")
@@ -380,7 +367,7 @@ def test_a_forgotten_device_on_the_default_runtime_costs_no_thread(sim: Sim) -> 
     import gc
 
     mode.default_runtime()
-    before = mode_threads()
+    before = settled_mode_threads()
     device = mode.Device(1002, "v1.demo-device-1002", **sim.device_options("mqtt"))
     device.connect()
     assert mode_threads() == before

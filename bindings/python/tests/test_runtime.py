@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import mode
-from simproc import Sim, fleet_sim, wait_until
+from simproc import Sim, fleet_sim, mode_threads, settled_mode_threads, wait_until
 
 FLEET = 100
 
@@ -30,17 +30,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, list[
         yield sim, devices
     finally:
         sim.close()
-
-
-def threads_named_mode() -> int:
-    count = 0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/comm") as comm:
-                count += comm.read().startswith("mode-")
-        except FileNotFoundError:  # it ended while we listed
-            pass
-    return count
 
 
 def connect_all(devices: "list[mode.Device]", timeout: float = 30) -> None:
@@ -66,7 +55,7 @@ def test_a_hundred_devices_share_two_threads_and_each_gets_only_its_own_commands
 ) -> None:
     sim, creds = fleet
     tasks_before = len(os.listdir("/proc/self/task"))
-    named_before = threads_named_mode()
+    named_before = settled_mode_threads()
     got: dict[int, list[str]] = collections.defaultdict(list)
     with mode.Runtime(io_threads=1) as runtime:
         devices = []
@@ -76,7 +65,7 @@ def test_a_hundred_devices_share_two_threads_and_each_gets_only_its_own_commands
             devices.append(device)
         connect_all(devices)
         # One IO thread and one dispatcher for the hundred, whatever else the process runs.
-        assert threads_named_mode() == named_before + 2
+        assert mode_threads() == named_before + 2
         assert len(os.listdir("/proc/self/task")) <= tasks_before + 2
         assert runtime.devices == FLEET
         tag = uuid.uuid4().hex[:6]
@@ -87,7 +76,7 @@ def test_a_hundred_devices_share_two_threads_and_each_gets_only_its_own_commands
         assert {i: v for i, v in got.items()} == {i: [f"for-{i}-{tag}"] for i, _ in creds}
         assert all(d.stats().notifications_dropped == 0 for d in devices)
     assert all(d.closed for d in devices)
-    wait_until(lambda: threads_named_mode() == named_before, what="the runtime's threads to end")
+    wait_until(lambda: mode_threads() == named_before, what="the runtime's threads to end")
 
 
 def test_handlers_of_all_devices_run_on_one_thread_in_order_per_device(
@@ -226,7 +215,7 @@ def test_a_runtime_outlives_its_python_object_while_devices_use_it(
     import gc
 
     sim, creds = fleet
-    named_before = threads_named_mode()
+    named_before = settled_mode_threads()
     runtime = mode.Runtime()
     device = mode.Device(creds[41][0], creds[41][1], runtime=runtime, **sim.device_options("mqtt"))
     del runtime
@@ -239,7 +228,7 @@ def test_a_runtime_outlives_its_python_object_while_devices_use_it(
     device.close()
     del device
     gc.collect()
-    wait_until(lambda: threads_named_mode() == named_before, what="the runtime's threads to end")
+    wait_until(lambda: mode_threads() == named_before, what="the runtime's threads to end")
 
 
 def test_devices_without_a_runtime_share_the_default_one(fleet: tuple[Sim, list[tuple[int, str]]]) -> None:
@@ -247,9 +236,9 @@ def test_devices_without_a_runtime_share_the_default_one(fleet: tuple[Sim, list[
     devices = [mode.Device(i, k, **sim.device_options("mqtt")) for i, k in creds[50:60]]
     try:
         assert all(d.runtime is mode.default_runtime() for d in devices)
-        named = threads_named_mode()
+        named = settled_mode_threads()
         connect_all(devices)
-        assert threads_named_mode() == named
+        assert mode_threads() == named
     finally:
         for device in devices:
             device.close()

@@ -93,6 +93,8 @@ pub(crate) struct MqttConn {
     read_grown: bool,
     /// Packets encoded and not yet written.
     write: BytesMut,
+    /// The most bytes `write` held since it was last empty: a large batch lets the buffer go.
+    write_peak: usize,
     /// `write` holds bytes not yet written and flushed.
     unflushed: bool,
     /// QoS 0 messages whose packets went into `write`, in order; the first `written` of them have
@@ -120,6 +122,7 @@ impl MqttConn {
             read: BytesMut::new(),
             read_grown: false,
             write: BytesMut::new(),
+            write_peak: 0,
             unflushed: false,
             qos0: VecDeque::new(),
             written: 0,
@@ -163,7 +166,7 @@ impl MqttConn {
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
                     self.last_sent = Instant::now();
-                    if self.write.capacity() > WRITE_KEEP {
+                    if std::mem::take(&mut self.write_peak) > WRITE_KEEP {
                         self.write = BytesMut::new();
                     }
                     if self.written < self.qos0.len() {
@@ -202,7 +205,11 @@ impl MqttConn {
                     ));
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(_)) => self.last_received = Instant::now(),
+                Poll::Ready(Ok(_)) => {
+                    self.last_received = Instant::now();
+                    // A WebSocket message is appended whole, however large.
+                    self.read_grown |= self.read.capacity() > READ_KEEP;
+                }
                 Poll::Ready(Err(err)) => {
                     let reason = classify(&err, &self.config);
                     self.fail(reason);
@@ -335,6 +342,7 @@ impl MqttConn {
         match written {
             Ok(_) => {
                 self.unflushed = true;
+                self.write_peak = self.write_peak.max(self.write.len());
                 true
             }
             Err(err) => {

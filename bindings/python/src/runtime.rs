@@ -4,7 +4,7 @@
 //! job queue, which the dispatcher thread empties with Python attached.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,34 @@ pub(crate) enum Job {
     },
 }
 
+/// Jobs the dispatcher finished, and a condition variable to wait for the next one.
+#[derive(Default)]
+struct Progress {
+    jobs: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Progress {
+    fn get(&self) -> u64 {
+        *lock(&self.jobs)
+    }
+
+    fn add(&self, n: u64) {
+        *lock(&self.jobs) += n;
+        self.moved.notify_all();
+    }
+
+    /// Waits up to `limit` for a count other than `seen`.
+    fn wait_past(&self, seen: u64, limit: Duration) -> u64 {
+        let jobs = lock(&self.jobs);
+        let (jobs, _) = self
+            .moved
+            .wait_timeout_while(jobs, limit, |jobs| *jobs == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *jobs
+    }
+}
+
 /// What devices and the Python object share.
 pub(crate) struct Shared {
     /// `None` once closed; owned here (not by mode-client) so a drop during garbage collection
@@ -66,7 +94,7 @@ pub(crate) struct Shared {
     /// Set by the dispatcher thread when it ends.
     dispatcher_done: Arc<AtomicBool>,
     /// Jobs the dispatcher finished: a wait for it sees whether it moves at all.
-    progress: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     /// `progress` when a wait for the dispatcher gave up (a handler that does not return):
     /// later waits do not wait again while it still sits there. `u64::MAX`: none did.
     stuck_at: AtomicU64,
@@ -110,7 +138,7 @@ impl Shared {
     /// on the dispatcher itself.
     pub(crate) fn wait_finished(&self, py: Python<'_>, slot: &Slot, limit: Duration) -> bool {
         py.detach(|| {
-            let mut seen = self.progress.load(Ordering::Acquire);
+            let mut seen = self.progress.get();
             let mut since = Instant::now();
             loop {
                 if slot.finished.load(Ordering::Acquire) {
@@ -121,14 +149,15 @@ impl Shared {
                 {
                     return false;
                 }
-                let now = self.progress.load(Ordering::Acquire);
-                if now != seen {
-                    (seen, since) = (now, Instant::now());
-                } else if since.elapsed() > limit {
+                if since.elapsed() > limit {
                     self.stuck_at.store(seen, Ordering::Release);
                     return false;
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                // Woken by the dispatcher's next job; the slice bounds a missed end.
+                let now = self.progress.wait_past(seen, Duration::from_millis(20));
+                if now != seen {
+                    (seen, since) = (now, Instant::now());
+                }
             }
         })
     }
@@ -218,7 +247,7 @@ fn dispatch_loop(
     mut jobs: mpsc::Receiver<Job>,
     stop: Arc<Notify>,
     done: Arc<AtomicBool>,
-    progress: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) {
     // No IO or timer here: a driverless current-thread runtime is enough to wait on channels,
     // and it does not depend on the IO runtime's life.
@@ -247,12 +276,12 @@ fn dispatch_loop(
                 for _ in 0..BATCH {
                     let Some(job) = next.take() else { break };
                     run(py, job);
-                    progress.fetch_add(1, Ordering::Release);
+                    progress.add(1);
                     next = jobs.try_recv().ok();
                 }
                 if let Some(job) = next {
                     run(py, job);
-                    progress.fetch_add(1, Ordering::Release);
+                    progress.add(1);
                 }
             });
             if attached.is_none() {
@@ -314,7 +343,7 @@ impl Runtime {
         let (jobs, receiver) = mpsc::channel(JOB_QUEUE);
         let stop = Arc::new(Notify::new());
         let done = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Progress::default());
         let thread = {
             let (stop, done, progress) = (stop.clone(), done.clone(), progress.clone());
             std::thread::Builder::new()

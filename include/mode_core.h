@@ -763,6 +763,12 @@ typedef struct {
    * every event until polled; the managed client fills it in).
    */
   uint64_t notifications_dropped;
+  /**
+   * Messages a durable outbox held that could not be read back at start (a torn or damaged
+   * store). 0 here: a firmware keeping its own journal counts its own (see
+   * examples/c/durable_outbox.c); libmode's durable outbox fills it in.
+   */
+  uint64_t outbox_unrecovered;
 } mode_stats_t;
 
 #ifdef __cplusplus

@@ -2,17 +2,22 @@
 //! responses and errors, delivered off the IO task through a bounded channel. When the
 //! application falls behind, notifications are dropped and counted, never blocking the IO task;
 //! the count arrives in-band as [`Notification::Lagged`].
+//!
+//! The channel is a queue under a short lock that holds memory only while notifications wait:
+//! a fleet keeps thousands of idle devices, and a channel that reserves its first block of
+//! slots up front (tokio's mpsc: 32 slots of 112 bytes) would cost each of them 3.5 KiB.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use mode_core::engine::DisconnectReason;
 
+use futures_util::task::AtomicWaker;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::shared::Shared;
 use mode_core::ddp::Change;
@@ -93,40 +98,85 @@ pub enum Notification {
     },
 }
 
-/// The sending side, kept by the IO task. It never waits: a full channel counts a drop.
-#[derive(Debug, Clone)]
+/// The queue between the IO task and the application.
+#[derive(Debug)]
+struct Queue {
+    waiting: Mutex<Waiting>,
+    waker: AtomicWaker,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    items: VecDeque<Notification>,
+    /// The IO task is gone: once `items` is empty, the stream ends.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending side, kept by the IO task. It never waits: a full queue counts a drop.
+#[derive(Debug)]
 pub(crate) struct Notifier {
-    tx: mpsc::Sender<Notification>,
+    queue: Arc<Queue>,
     shared: Arc<Shared>,
 }
 
 impl Notifier {
     pub(crate) fn send(&self, notification: Notification) {
-        if self.tx.try_send(notification).is_err() {
+        let mut waiting = self.queue.lock();
+        if waiting.items.len() >= self.queue.capacity {
+            drop(waiting);
             self.shared
                 .notifications_dropped
                 .fetch_add(1, Ordering::Relaxed);
             self.shared.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        waiting.items.push_back(notification);
+        drop(waiting);
+        self.queue.waker.wake();
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.waker.wake();
     }
 }
 
 /// The stream of [`Notification`]s of one client. It ends after the client closes.
 #[derive(Debug)]
 pub struct Notifications {
-    rx: mpsc::Receiver<Notification>,
+    queue: Arc<Queue>,
     shared: Arc<Shared>,
 }
 
 pub(crate) fn channel(capacity: usize, shared: Arc<Shared>) -> (Notifier, Notifications) {
-    let (tx, rx) = mpsc::channel(capacity);
+    let queue = Arc::new(Queue {
+        waiting: Mutex::new(Waiting::default()),
+        waker: AtomicWaker::new(),
+        capacity: capacity.max(1),
+    });
     (
         Notifier {
-            tx,
+            queue: queue.clone(),
             shared: shared.clone(),
         },
-        Notifications { rx, shared },
+        Notifications { queue, shared },
     )
+}
+
+/// What the queue gives now: a notification, the end, or nothing yet.
+enum Next {
+    Item(Notification),
+    End,
+    Empty,
 }
 
 impl Notifications {
@@ -135,12 +185,24 @@ impl Notifications {
         (missed > 0).then_some(Notification::Lagged { missed })
     }
 
+    fn take(&self) -> Next {
+        let mut waiting = self.queue.lock();
+        match waiting.items.pop_front() {
+            Some(item) => {
+                // A burst grew the queue: give the memory back once it is drained.
+                if waiting.items.is_empty() && waiting.items.capacity() > 64 {
+                    waiting.items = VecDeque::new();
+                }
+                Next::Item(item)
+            }
+            None if waiting.closed => Next::End,
+            None => Next::Empty,
+        }
+    }
+
     /// The next notification; `None` once the client has closed and all were received.
     pub async fn recv(&mut self) -> Option<Notification> {
-        if let Some(lagged) = self.lagged() {
-            return Some(lagged);
-        }
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_next_notification(cx)).await
     }
 
     /// The next notification if one is waiting, without waiting.
@@ -148,17 +210,33 @@ impl Notifications {
         if let Some(lagged) = self.lagged() {
             return Some(lagged);
         }
-        self.rx.try_recv().ok()
+        match self.take() {
+            Next::Item(item) => Some(item),
+            Next::End | Next::Empty => None,
+        }
+    }
+
+    fn poll_next_notification(&self, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
+        if let Some(lagged) = self.lagged() {
+            return Poll::Ready(Some(lagged));
+        }
+        if let Next::Item(item) = self.take() {
+            return Poll::Ready(Some(item));
+        }
+        // Registered before the second look, so a send in between wakes this task.
+        self.queue.waker.register(cx.waker());
+        match self.take() {
+            Next::Item(item) => Poll::Ready(Some(item)),
+            Next::End => Poll::Ready(self.lagged()),
+            Next::Empty => Poll::Pending,
+        }
     }
 }
 
 impl futures_util::Stream for Notifications {
     type Item = Notification;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
-        if let Some(lagged) = self.lagged() {
-            return Poll::Ready(Some(lagged));
-        }
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
+        self.poll_next_notification(cx)
     }
 }

@@ -45,8 +45,9 @@ impl Runtime {
     /// The most threads a runtime starts for blocking work beside its IO threads. Resolving a
     /// host name is blocking work (getaddrinfo): a fleet connecting by name would otherwise
     /// start a thread per device in flight (30 and more were seen for 1,000 devices on TLS),
-    /// each alive for 10 s after. Lookups of one cloud's names are quick, so two suffice.
-    pub const BLOCKING_THREADS: usize = 2;
+    /// each alive for 10 s after. One runs the lookups one after the other: quick for a cloud's
+    /// few names (the resolver caches them), and it keeps a fleet's process at 4 threads.
+    pub const BLOCKING_THREADS: usize = 1;
 
     /// A runtime with `io_threads` IO threads (at least 1) named `mode-io`. One thread carries
     /// thousands of idle devices; a second helps when many of them are busy at once.

@@ -461,6 +461,10 @@ pub struct ModeStats {
     /// Notifications dropped because the application fell behind (0 here: the engine keeps
     /// every event until polled; the managed client fills it in).
     pub notifications_dropped: u64,
+    /// Messages a durable outbox held that could not be read back at start (a torn or damaged
+    /// store). 0 here: a firmware keeping its own journal counts its own (see
+    /// examples/c/durable_outbox.c); libmode's durable outbox fills it in.
+    pub outbox_unrecovered: u64,
 }
 
 impl ModeStats {
@@ -481,6 +485,7 @@ impl ModeStats {
             bytes_in: stats.bytes_in,
             bytes_out: stats.bytes_out,
             notifications_dropped: stats.notifications_dropped,
+            outbox_unrecovered: stats.outbox_unrecovered,
         }
     }
 }

@@ -152,17 +152,17 @@ impl Callbacks {
 unsafe impl Send for Callbacks {}
 
 /// What the dispatcher hands to the callbacks besides notifications.
+///
+/// Small (16 bytes): the rare kinds are boxed, because the channel reserves its first 32 slots
+/// when a client is made, and a fleet makes thousands of clients.
 enum Extra {
-    Bulk {
-        request_id: String,
-        result: Result<BulkDataResponse, ClientError>,
-    },
+    Bulk(Box<(String, Result<BulkDataResponse, ClientError>)>),
     /// From the delivery hook, which runs on the connection task: the C callback must not.
     Delivery {
         id: u64,
         status: ModeStatus,
     },
-    Log(LogLine),
+    Log(Box<LogLine>),
 }
 
 struct Inner {
@@ -359,7 +359,7 @@ unsafe fn new_client(
     let log_dispatch = {
         let (log, extra) = (log.clone(), extra_tx.clone());
         crate::log::dispatch(log.clone(), move |line| {
-            if extra.send(Extra::Log(line)).is_err() {
+            if extra.send(Extra::Log(Box::new(line))).is_err() {
                 log.pending.fetch_sub(1, Ordering::AcqRel);
             }
         })
@@ -666,7 +666,10 @@ fn run_callback(inner: &Inner, item: Result<Notification, Extra>) {
     // A bug in our dispatch code must not kill the thread that serves the callbacks.
     let _ = catch_unwind(AssertUnwindSafe(|| match item {
         Ok(note) => copy.notification(note),
-        Err(Extra::Bulk { request_id, result }) => copy.bulk(&request_id, result),
+        Err(Extra::Bulk(bulk)) => {
+            let (request_id, result) = *bulk;
+            copy.bulk(&request_id, result)
+        }
         Err(Extra::Delivery { id, status }) => {
             if let (Some(cb), userdata) = copy.delivery {
                 unsafe { cb(userdata, id, status) };
@@ -1047,7 +1050,7 @@ pub unsafe extern "C" fn mode_client_bulk_request(
         let timeout = Duration::from_millis(timeout_ms.into());
         inner.handle.spawn(async move {
             let result = pending.response(timeout).await;
-            let _ = extra.send(Extra::Bulk { request_id, result });
+            let _ = extra.send(Extra::Bulk(Box::new((request_id, result))));
         });
         Ok(())
     })

@@ -171,6 +171,7 @@ pub fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict
         ("bytes_in", s.bytes_in),
         ("bytes_out", s.bytes_out),
         ("notifications_dropped", s.notifications_dropped),
+        ("outbox_unrecovered", s.outbox_unrecovered),
     ] {
         d.set_item(name, value)?;
     }

@@ -163,6 +163,9 @@ class Stats:
     bytes_in: int
     bytes_out: int
     notifications_dropped: int
+    #: Messages the durable outbox (``outbox_dir=``) held that could not be read back at start:
+    #: a torn or damaged store, also logged once as a warning (logger ``mode``) at start.
+    outbox_unrecovered: int
     last_error: Optional[str]
 
 

@@ -1,7 +1,7 @@
 //! The managed client over the HTTP transport against the simulator: events by REST `PUT`,
 //! commands and DDP sync over WebSockets, kv writes by REST, auth failures and outages.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mode_client::{Client, ClientError, DisconnectReason, Notification, Transport};
 use mode_core::proto::{Command, Map, Qos, Value};
@@ -245,7 +245,6 @@ async fn a_silent_websocket_is_detected_within_one_and_a_half_keepalives() {
     let sim = demo().await;
     let (_client, mut notifications) =
         start(http_config(&sim, D1).keepalive(Duration::from_secs(2))).await;
-    let paused_at = Instant::now();
     assert_eq!(sim.cloud().pause_connections(D1), 2);
     let Notification::Disconnected { reason, .. } = next(&mut notifications, |n| {
         matches!(n, Notification::Disconnected { .. })
@@ -258,13 +257,8 @@ async fn a_silent_websocket_is_detected_within_one_and_a_half_keepalives() {
         reason,
         DisconnectReason::KeepaliveTimeout(Duration::from_millis(3000))
     );
-    // 1.5 x keepalive after the last packet, so at most 3 s after the pause; the slack is for
-    // a loaded CI machine and stays below 2 x keepalive (4 s), which would fail.
-    assert!(
-        paused_at.elapsed() <= Duration::from_millis(3800),
-        "{:?}",
-        paused_at.elapsed()
-    );
+    // The reason names the watchdog's 1.5 keepalives; when exactly it fires is the engine's,
+    // tested on simulated time (mode-core/tests/engine.rs), not measured here.
     next(&mut notifications, |n| matches!(n, Notification::Connected)).await;
 }
 

@@ -552,16 +552,33 @@ async fn a_half_open_connection_is_detected_within_one_and_a_half_keepalives() {
 async fn an_idle_link_and_a_link_that_only_sends_qos0_both_ping_and_stay_up() {
     let sim = demo().await;
     // The watchdog gives up after 1.5 s of hearing nothing: only PINGRESPs keep these links.
+    // Keepalive rounds are waited for as events: the simulator counts the PINGREQs.
     let (client, mut notifications) =
         start(config(&sim, D1).keepalive(Duration::from_secs(1))).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    // Sending QoS 0 (nothing comes back for it) for as long again.
-    for i in 0..70 {
+    let pinged = |more: u64| {
+        let target = sim.cloud().pings_from(D1) + more;
+        move |cloud: &mode_sim::Cloud| cloud.pings_from(D1) >= target
+    };
+    // Idle for three rounds: more than twice the watchdog's 1.5 s.
+    assert!(sim.cloud().wait_for(WAIT, pinged(3)).await);
+    // Then sending QoS 0 (nothing comes back for it) through three more rounds, an event per
+    // 50 ms at most (the wait ends early when the rounds are done).
+    let rounds = pinged(3);
+    let mut sent = 0;
+    loop {
         client
-            .send_event("tick", data(json!({"i": i})), Qos::AtMostOnce)
+            .send_event("tick", data(json!({"i": sent})), Qos::AtMostOnce)
             .await
             .expect("sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        sent += 1;
+        if sim
+            .cloud()
+            .wait_for(Duration::from_millis(50), &rounds)
+            .await
+        {
+            break;
+        }
+        assert!(sent < 400, "no three keepalive rounds in {sent} sends");
     }
     while let Some(notification) = notifications.try_recv() {
         assert!(
@@ -571,7 +588,7 @@ async fn an_idle_link_and_a_link_that_only_sends_qos0_both_ping_and_stay_up() {
     }
     assert_eq!(client.stats().connection_attempts, 1);
     client.close(Duration::from_secs(2)).await.expect("closed");
-    assert_eq!(sim.cloud().events_from(D1).len(), 70);
+    assert_eq!(sim.cloud().events_from(D1).len(), sent);
 }
 
 #[tokio::test]

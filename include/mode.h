@@ -212,6 +212,40 @@ mode_status_t mode_client_new(mode_config_t *config, mode_client_t **out);
 mode_status_t mode_client_new_in(const mode_runtime_t *runtime, mode_config_t *config, mode_client_t **out);
 
 /**
+ * Starts connecting (in the background; the connection callback says when it is up) and starts
+ * the dispatcher thread. Messages sent before the connection is up are queued. On an error the
+ * client is as it was.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_start(const mode_client_t *client);
+
+/**
+ * Stops the client: unsubscribes, delivers what is queued within `timeout_ms`, disconnects.
+ * MODE_ERR_TIMEOUT if messages were still undelivered at the deadline: they are given up (the
+ * delivery callback reports each as MODE_ERR_CLOSED) and the client is stopped all the same;
+ * this is the one error after which something has happened. Later sends return
+ * MODE_ERR_CLOSED. Callbacks already queued still run.
+ *
+ * # Safety
+ * `client` from ::mode_client_new.
+ */
+mode_status_t mode_client_stop(const mode_client_t *client, uint32_t timeout_ms);
+
+/**
+ * Destroys the client: stops it at once if running (what is queued is given up: call
+ * ::mode_client_stop first to deliver it), waits for a callback in progress on another thread
+ * to return, reports each message not yet reported to the delivery callback (MODE_ERR_CLOSED),
+ * then calls each `free_userdata`. May be called from inside a callback: the client
+ * is then released when that callback returns. NULL is a no-op; do not use the pointer after.
+ *
+ * # Safety
+ * `client` NULL or from ::mode_client_new, not freed.
+ */
+void mode_client_free(mode_client_t *client);
+
+/**
  * Sets the command callback (before ::mode_client_start). Every callback of a client runs on
  * its one dispatcher thread, in order; `free_userdata` (may be NULL) is called once the client
  * no longer needs `userdata` (replaced, or at ::mode_client_free).
@@ -277,16 +311,6 @@ mode_status_t mode_client_set_log_level(const mode_client_t *client, int level);
  * `client` from ::mode_client_new.
  */
 mode_status_t mode_client_set_delivery_cb(const mode_client_t *client, mode_delivery_cb cb, void *userdata, mode_free_userdata_cb free_userdata);
-
-/**
- * Starts connecting (in the background; the connection callback says when it is up) and starts
- * the dispatcher thread. Messages sent before the connection is up are queued. On an error the
- * client is as it was.
- *
- * # Safety
- * `client` from ::mode_client_new.
- */
-mode_status_t mode_client_start(const mode_client_t *client);
 
 /**
  * Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos` (a
@@ -384,30 +408,6 @@ mode_status_t mode_client_stats(const mode_client_t *client, mode_stats_t *out);
  * `client` NULL or from ::mode_client_new.
  */
 bool mode_client_is_connected(const mode_client_t *client);
-
-/**
- * Stops the client: unsubscribes, delivers what is queued within `timeout_ms`, disconnects.
- * MODE_ERR_TIMEOUT if messages were still undelivered at the deadline: they are given up (the
- * delivery callback reports each as MODE_ERR_CLOSED) and the client is stopped all the same;
- * this is the one error after which something has happened. Later sends return
- * MODE_ERR_CLOSED. Callbacks already queued still run.
- *
- * # Safety
- * `client` from ::mode_client_new.
- */
-mode_status_t mode_client_stop(const mode_client_t *client, uint32_t timeout_ms);
-
-/**
- * Destroys the client: stops it at once if running (what is queued is given up: call
- * ::mode_client_stop first to deliver it), waits for a callback in progress on another thread
- * to return, reports each message not yet reported to the delivery callback (MODE_ERR_CLOSED),
- * then calls each `free_userdata`. May be called from inside a callback: the client
- * is then released when that callback returns. NULL is a no-op; do not use the pointer after.
- *
- * # Safety
- * `client` NULL or from ::mode_client_new, not freed.
- */
-void mode_client_free(mode_client_t *client);
 
 /**
  * Creates settings for device `device_id` with its API key (copied) into `*out`, with every

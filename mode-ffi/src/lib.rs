@@ -8,7 +8,6 @@
 #![allow(non_camel_case_types)] // C names for C types
 #![deny(missing_docs)]
 
-pub mod callbacks;
 pub mod client;
 pub mod config;
 pub mod log;

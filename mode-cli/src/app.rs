@@ -12,8 +12,9 @@ use mode_core::proto::{
 use serde_json::json;
 use tokio_tungstenite::tungstenite;
 
-use crate::device::{Follow, parse_json, parse_object};
+use crate::device::Follow;
 use crate::error::{CliError, Exit, rest_exit, rest_refusal};
+use crate::json::{parse_json, parse_object};
 use crate::output;
 use crate::settings::Settings;
 

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::app::AppClient;
 use crate::error::{CliError, Exit};
-use crate::output::{self, Paint, Style};
+use crate::output::{self, Paint, Style, describe, retry_text};
 
 const DEVICE: u64 = 1001;
 
@@ -51,30 +51,6 @@ fn object(value: Value) -> Map<String, Value> {
         Value::Object(map) => map,
         _ => Map::new(),
     }
-}
-
-/// One DDP change in words.
-pub fn describe(change: &Change) -> String {
-    match change {
-        Change::Set {
-            key,
-            value,
-            previous: None,
-        } => format!("{key} = {value} (new)"),
-        Change::Set {
-            key,
-            value,
-            previous: Some(previous),
-        } => format!("{key} = {value} (was {previous})"),
-        Change::Deleted { key, previous } => format!("{key} deleted (was {previous})"),
-    }
-}
-
-/// "; retry in 1.2s", or nothing once closed.
-pub fn retry_text(retry_in: Option<Duration>) -> String {
-    retry_in
-        .map(|d| format!("; retry in {:.1}s", d.as_secs_f64()))
-        .unwrap_or_default()
 }
 
 /// The transport's name as on the command line.

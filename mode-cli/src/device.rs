@@ -11,9 +11,9 @@ use mode_core::ddp::Change;
 use mode_core::proto::{Map, Qos, Value};
 use serde_json::json;
 
-use crate::demo::{describe, retry_text};
 use crate::error::{CliError, Exit};
-use crate::output::{self, Progress};
+use crate::json::{parse_json, parse_object};
+use crate::output::{self, Progress, describe, retry_text};
 use crate::settings::{self, Settings};
 
 /// A connected device.
@@ -21,28 +21,6 @@ pub struct Session {
     client: Client,
     notes: Notifications,
     wait: Duration,
-}
-
-/// Parses `text` as JSON, naming `what` when it is not.
-pub fn parse_json(what: &str, text: &str) -> Result<Value, CliError> {
-    serde_json::from_str(text).map_err(|e| {
-        CliError::usage(format!(
-            "{what} is not JSON ({e}): {text:?}; a string needs quotes, e.g. '\"on\"'"
-        ))
-    })
-}
-
-/// Parses an optional JSON object argument (event data, command parameters, bulk payload).
-pub fn parse_object(what: &str, text: Option<&str>) -> Result<Map<String, Value>, CliError> {
-    match text {
-        None => Ok(Map::new()),
-        Some(text) => match parse_json(what, text)? {
-            Value::Object(map) => Ok(map),
-            other => Err(CliError::usage(format!(
-                "{what} must be a JSON object, got {other}"
-            ))),
-        },
-    }
 }
 
 impl Session {

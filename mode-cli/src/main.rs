@@ -13,6 +13,7 @@ mod app;
 mod demo;
 mod device;
 mod error;
+mod json;
 mod output;
 mod settings;
 mod sim;

@@ -5,6 +5,9 @@
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
 
+use std::time::Duration;
+
+use mode_core::ddp::Change;
 use serde_json::Value;
 
 /// ANSI styling, on only when stdout is a terminal and `NO_COLOR` is unset or empty.
@@ -164,6 +167,30 @@ impl Progress {
             let _ = stderr.flush();
         }
     }
+}
+
+/// One DDP change in words.
+pub fn describe(change: &Change) -> String {
+    match change {
+        Change::Set {
+            key,
+            value,
+            previous: None,
+        } => format!("{key} = {value} (new)"),
+        Change::Set {
+            key,
+            value,
+            previous: Some(previous),
+        } => format!("{key} = {value} (was {previous})"),
+        Change::Deleted { key, previous } => format!("{key} deleted (was {previous})"),
+    }
+}
+
+/// "; retry in 1.2s", or nothing once closed.
+pub fn retry_text(retry_in: Option<Duration>) -> String {
+    retry_in
+        .map(|d| format!("; retry in {:.1}s", d.as_secs_f64()))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

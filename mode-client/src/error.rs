@@ -74,3 +74,19 @@ pub enum ClientError {
     #[error("Client::connect must be called from within a tokio runtime")]
     NoRuntime,
 }
+
+/// An error and its sources on one line, so "connection refused" is not hidden behind
+/// "error sending request".
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}

@@ -27,7 +27,7 @@ use rumqttc::mqttbytes::{self, Protocol, QoS};
 use tokio::time::Instant;
 
 use super::config::{ClientConfig, Transport};
-use super::rest::error_chain;
+use super::error::error_chain;
 use super::socket::Socket;
 use super::tls::{describe_tls, find_rustls_error};
 

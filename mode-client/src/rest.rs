@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use super::config::{ApiKey, ClientConfig, ConfigError};
 use super::error::ClientError;
+use super::error::error_chain;
 use super::tls;
 use super::tls::{describe_tls, find_rustls_error};
 use mode_core::proto::{ErrorBody, rest};
@@ -285,20 +286,4 @@ enum Failed {
     Connect(std::io::Error),
     ConnectTimeout,
     Request(hyper::Error),
-}
-
-/// An error and its sources on one line, so "connection refused" is not hidden behind
-/// "error sending request".
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = inner.source();
-    }
-    text
 }

@@ -383,9 +383,14 @@ def test_closing_while_other_threads_wait_fails_their_calls_cleanly(make_device:
     device.connect()
     outcomes: list[BaseException] = []
     stop = threading.Event()
+    # Every thread has finished one round trip, so each is inside the library's waits, round
+    # after round, when the device closes: the event waited for, not a pause.
+    served = threading.Barrier(5)
 
     def wait_forever() -> None:
         try:
+            device.bulk_request("echo", {}, timeout=5)
+            served.wait(10)
             while not stop.is_set():
                 device.bulk_request("echo", {}, timeout=5)
                 device.info()
@@ -395,7 +400,7 @@ def test_closing_while_other_threads_wait_fails_their_calls_cleanly(make_device:
     threads = [threading.Thread(target=wait_forever) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    served.wait(10)
     device.close(timeout=1)
     stop.set()
     for t in threads:

@@ -19,7 +19,8 @@
  * - Every fallible function returns a ::mode_status_t; results are written through trailing
  *   out-pointers only on success. ::mode_status_str explains a code. A function that returns an
  *   error has done nothing (nothing queued, sent or changed), except that pointers handed out
- *   earlier are released as by any call. Why it failed is in ::mode_last_error (per thread).
+ *   earlier are released as by any call. Why it failed is in ::mode_last_error (per thread; in the shipped
+ *   libmode_core, built without std for firmware, one for the process).
  * - Objects are opaque: ::mode_engine_new creates, ::mode_engine_free destroys; free(NULL) is a
  *   no-op. Inputs are copied, never retained: you keep ownership of what you pass.
  * - Topics and payloads are pointer + length everywhere (a topic needs no NUL); names (event
@@ -35,7 +36,8 @@
  * - Threads: an engine is not thread-safe; use it from one thread at a time (your own lock if
  *   your MQTT stack calls back on another thread). Different engines are independent.
  *   ::mode_status_str, ::mode_version and ::mode_last_error may be called from any thread.
- * - No Rust panic crosses this boundary: an internal bug returns MODE_ERR_PANIC.
+ * - No Rust panic crosses this boundary: an internal bug returns MODE_ERR_PANIC in libmode; the
+ *   shipped libmode_core (no std, like a firmware build) aborts the program instead.
  * - Memory: from the system allocator, or from your hooks (::mode_set_allocator, called first).
  */
 

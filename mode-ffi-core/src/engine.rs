@@ -3,9 +3,9 @@
 //! what happened, with the time in milliseconds; it polls what to transmit, what to tell the
 //! application, when to call back, and (for a durable outbox) what changed in the outbox.
 
-use std::collections::BTreeSet;
-use std::ffi::{c_char, c_int};
-use std::time::Duration;
+use alloc::collections::BTreeSet;
+use core::ffi::{c_char, c_int};
+use core::time::Duration;
 
 use mode_core::backoff::BackoffPolicy;
 use mode_core::ddp::Change;
@@ -16,6 +16,7 @@ use mode_core::engine::{
 use mode_core::proto::{EncodeError, Map, Value};
 use mode_core::time::Instant;
 
+use crate::prelude::*;
 use crate::util::{CText, borrow, borrow_mut, bytes_arg, fail, str_arg, write_out, write_text};
 use crate::{ModeQos, ModeStatus, ffi_guard, qos_arg};
 
@@ -166,9 +167,9 @@ pub struct ModePublish {
 
 const NO_PUBLISH: ModePublish = ModePublish {
     id: 0,
-    topic: std::ptr::null(),
+    topic: core::ptr::null(),
     topic_len: 0,
-    payload: std::ptr::null(),
+    payload: core::ptr::null(),
     payload_len: 0,
     qos: 0,
 };
@@ -379,25 +380,25 @@ const NO_EVENT: ModeEvent = ModeEvent {
     has_retry: false,
     retry_in_ms: 0,
     drop: ModeDropKind::ModeDropNone,
-    text: std::ptr::null(),
+    text: core::ptr::null(),
     text_len: 0,
-    topic: std::ptr::null(),
+    topic: core::ptr::null(),
     topic_len: 0,
-    action: std::ptr::null(),
+    action: core::ptr::null(),
     action_len: 0,
-    parameters: std::ptr::null(),
+    parameters: core::ptr::null(),
     parameters_len: 0,
     rev: 0,
     reload: false,
-    changes: std::ptr::null(),
+    changes: core::ptr::null(),
     changes_len: 0,
-    label: std::ptr::null(),
+    label: core::ptr::null(),
     label_len: 0,
-    request_id: std::ptr::null(),
+    request_id: core::ptr::null(),
     request_id_len: 0,
-    status: std::ptr::null(),
+    status: core::ptr::null(),
     status_len: 0,
-    payload: std::ptr::null(),
+    payload: core::ptr::null(),
     payload_len: 0,
     request: false,
     unsent: 0,
@@ -519,7 +520,7 @@ pub fn full_queue_policy_arg(policy: c_int) -> Result<FullQueuePolicy, ModeStatu
 /// As [`bytes_arg`].
 unsafe fn text_arg<'a>(ptr: *const c_char, len: usize, what: &str) -> Result<&'a str, ModeStatus> {
     let bytes = unsafe { bytes_arg(ptr.cast(), len) }?;
-    std::str::from_utf8(bytes).map_err(|err| {
+    core::str::from_utf8(bytes).map_err(|err| {
         fail(
             ModeStatus::ModeErrInvalidUtf8,
             format!("{what} is not UTF-8: {err}"),
@@ -707,7 +708,7 @@ pub unsafe extern "C" fn mode_engine_restore(
         let messages: &[ModePublish] = match (messages.is_null(), count) {
             (true, 0) => &[],
             (true, _) => return Err(ModeStatus::ModeErrNull),
-            (false, _) => unsafe { std::slice::from_raw_parts(messages, count) },
+            (false, _) => unsafe { core::slice::from_raw_parts(messages, count) },
         };
         if engine.sent_any {
             return Err(fail(
@@ -772,7 +773,7 @@ pub unsafe extern "C" fn mode_engine_poll_transmit(
         let held = &mut engine.held;
         let mut transmit = ModeTransmit {
             kind: ModeTransmitKind::ModeTransmitNone,
-            topics: std::ptr::null(),
+            topics: core::ptr::null(),
             topics_len: 0,
             publish: NO_PUBLISH,
         };
@@ -834,7 +835,7 @@ fn change_view(held: &mut Held, change: Change) -> ModeChange {
     let (key, key_len) = held.text(key);
     let mut json = |value: Option<Value>| match value {
         Some(value) => held.text(value.to_string()),
-        None => (std::ptr::null(), 0),
+        None => (core::ptr::null(), 0),
     };
     let (value, value_len) = json(value);
     let (previous, previous_len) = json(previous);

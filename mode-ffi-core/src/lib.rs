@@ -6,14 +6,28 @@
 //!
 //! Every export is wrapped by [`ffi_guard!`] so no panic crosses the boundary, checks every
 //! pointer, and validates every enum that arrives as an integer.
+#![cfg_attr(not(feature = "std"), no_std)]
 #![allow(non_camel_case_types)] // C names for C types
 #![deny(missing_docs)]
 
-pub mod alloc;
+extern crate alloc;
+
+/// What std's prelude would give, for the `no_std` build.
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::boxed::Box;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec::Vec;
+}
+
+pub mod allocator;
 pub mod engine;
 pub mod util;
 
-use std::ffi::{CStr, c_char, c_int};
+use core::ffi::{CStr, c_char, c_int};
+
+use crate::prelude::*;
 
 /// The outcome of every fallible libmode function. Values are explicit and never renumbered.
 #[repr(C)]

@@ -1,46 +1,84 @@
 //! The boundary's plumbing, shared by every export: the panic guard, reading C arguments, and
 //! writing results into caller buffers.
 
-use std::cell::RefCell;
-use std::ffi::{CStr, c_char};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use core::ffi::{CStr, c_char};
 
 use crate::ModeStatus;
+use crate::prelude::*;
 
-thread_local! {
-    /// The calling thread's last error: a generation (bumped by every [`fail`]), the status and
-    /// its text. Read with `mode_last_error`.
-    static LAST_ERROR: RefCell<(u64, ModeStatus, String)> =
-        const { RefCell::new((0, ModeStatus::ModeOk, String::new())) };
+/// The last error: a generation (bumped by every [`fail`]), the status and its text. Read with
+/// `mode_last_error`.
+type LastError = (u64, ModeStatus, String);
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// With std, one per thread.
+    static LAST_ERROR: core::cell::RefCell<LastError> =
+        const { core::cell::RefCell::new((0, ModeStatus::ModeOk, String::new())) };
+}
+
+/// Runs `f` on the calling thread's last error.
+#[cfg(feature = "std")]
+fn with_last_error<R>(f: impl FnOnce(&mut LastError) -> R) -> R {
+    LAST_ERROR.with(|last| f(&mut last.borrow_mut()))
+}
+
+/// Without std (a firmware, usually one thread calling the library): one for the process,
+/// behind a spin lock held only while it is read or written.
+#[cfg(not(feature = "std"))]
+fn with_last_error<R>(f: impl FnOnce(&mut LastError) -> R) -> R {
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering};
+    struct Slot(AtomicBool, UnsafeCell<LastError>);
+    // SAFETY: the cell is only reached while the flag is held.
+    unsafe impl Sync for Slot {}
+    static LAST_ERROR: Slot = Slot(
+        AtomicBool::new(false),
+        UnsafeCell::new((0, ModeStatus::ModeOk, String::new())),
+    );
+    while LAST_ERROR
+        .0
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the flag is held: no other reference to the cell exists.
+    let result = f(unsafe { &mut *LAST_ERROR.1.get() });
+    LAST_ERROR.0.store(false, Ordering::Release);
+    result
 }
 
 fn generation() -> u64 {
-    LAST_ERROR.with(|last| last.borrow().0)
+    with_last_error(|last| last.0)
 }
 
-/// Records why a call fails with `status` as the thread's last error, and returns `status`.
-pub fn fail(status: ModeStatus, message: impl std::fmt::Display) -> ModeStatus {
+/// Records why a call fails with `status` as the last error, and returns `status`.
+pub fn fail(status: ModeStatus, message: impl core::fmt::Display) -> ModeStatus {
     let text = message.to_string().replace('\0', "\u{FFFD}");
-    LAST_ERROR.with(|last| {
-        let mut last = last.borrow_mut();
-        *last = (last.0.wrapping_add(1), status, text);
-    });
+    with_last_error(|last| *last = (last.0.wrapping_add(1), status, text));
     status
 }
 
-/// Runs `body`; a panic becomes `MODE_ERR_PANIC`, never an unwind into C. An error the body did
-/// not explain with [`fail`] gets its status's own text as the thread's last error.
+/// Runs `body`, with std catching a panic (MODE_ERR_PANIC, never an unwind into C); without std
+/// the library is built with `panic = "abort"`, and a panic aborts.
+fn contain<T>(body: impl FnOnce() -> Result<T, ModeStatus>) -> Result<T, ModeStatus> {
+    #[cfg(feature = "std")]
+    return std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
+        .unwrap_or(Err(ModeStatus::ModeErrPanic));
+    #[cfg(not(feature = "std"))]
+    return body();
+}
+
+/// Runs `body` (see [`contain`]). An error the body did not explain with [`fail`] gets its
+/// status's own text as the last error.
 pub fn guard(body: impl FnOnce() -> Result<(), ModeStatus>) -> ModeStatus {
     let before = generation();
-    let status = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => return ModeStatus::ModeOk,
-        Ok(Err(status)) => status,
-        Err(_) => ModeStatus::ModeErrPanic,
+    let status = match contain(body) {
+        Ok(()) => return ModeStatus::ModeOk,
+        Err(status) => status,
     };
-    let explained = LAST_ERROR.with(|last| {
-        let last = last.borrow();
-        last.0 != before && last.1 == status
-    });
+    let explained = with_last_error(|last| last.0 != before && last.1 == status);
     if !explained {
         let text = status.description().to_string_lossy().into_owned();
         fail(status, text);
@@ -48,13 +86,12 @@ pub fn guard(body: impl FnOnce() -> Result<(), ModeStatus>) -> ModeStatus {
     status
 }
 
-/// Hands the thread's last error to `read` without changing it, whatever `read` returns.
+/// Hands the last error to `read` without changing it, whatever `read` returns.
 pub fn read_last_error(read: impl FnOnce(&[u8]) -> Result<(), ModeStatus>) -> ModeStatus {
-    let text = LAST_ERROR.with(|last| last.borrow().2.clone());
-    match catch_unwind(AssertUnwindSafe(|| read(text.as_bytes()))) {
-        Ok(Ok(())) => ModeStatus::ModeOk,
-        Ok(Err(status)) => status,
-        Err(_) => ModeStatus::ModeErrPanic,
+    let text = with_last_error(|last| last.2.clone());
+    match contain(|| read(text.as_bytes())) {
+        Ok(()) => ModeStatus::ModeOk,
+        Err(status) => status,
     }
 }
 
@@ -96,7 +133,7 @@ impl CText {
 
 /// An optional text as pointer + length: NULL and 0 for none.
 pub fn opt_text(text: Option<&CText>) -> (*const c_char, usize) {
-    text.map_or((std::ptr::null(), 0), |t| (t.ptr(), t.len()))
+    text.map_or((core::ptr::null(), 0), |t| (t.ptr(), t.len()))
 }
 
 /// A shared reference from a C pointer, or `MODE_ERR_NULL`.
@@ -139,7 +176,7 @@ pub unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], Mode
     match (ptr.is_null(), len) {
         (true, 0) => Ok(&[]),
         (true, _) => Err(ModeStatus::ModeErrNull),
-        (false, _) => Ok(unsafe { std::slice::from_raw_parts(ptr, len) }),
+        (false, _) => Ok(unsafe { core::slice::from_raw_parts(ptr, len) }),
     }
 }
 
@@ -181,7 +218,7 @@ pub unsafe fn write_text(
         return Err(ModeStatus::ModeErrBufferTooSmall);
     }
     unsafe {
-        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        core::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
         *buf.add(text.len()) = 0;
     }
     Ok(())

@@ -43,13 +43,24 @@ ASAN_OPTIONS=detect_leaks=1 "$out/test_engine-asan"
 echo "-- test_engine (valgrind)"
 valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect "$out/test_engine"
 
-echo "-- libmode_core as shipped (profile dist)"
-cargo build -q --profile dist -p mode-core-lib
-so=$target/dist/libmode_core.so
-echo "libmode_core.so (dist profile, stripped): $(stat -c %s "$so") bytes"
-echo "libmode_core.a (dist profile): $(stat -c %s "$target/dist/libmode_core.a") bytes"
+echo "-- libmode_core as shipped (profile dist-core, no_std, panic = abort)"
+cargo build -q --profile dist-core -p mode-core-lib --no-default-features
+so=$target/dist-core/libmode_core.so
+echo "libmode_core.so (dist-core profile, no_std, stripped): $(stat -c %s "$so") bytes"
+echo "libmode_core.a (dist-core profile): $(stat -c %s "$target/dist-core/libmode_core.a") bytes"
+[ "$(stat -c %s "$so")" -le $((300 * 1024)) ] || fail "libmode_core.so is over its 300 KiB budget"
+# It needs nothing but the C library: no libgcc_s, no std.
+needed=$(readelf -d "$so" | awk '/NEEDED/ { print $NF }' | tr '\n' ' ')
+[ "$needed" = "[libc.so.6] " ] || fail "libmode_core.so needs more than libc: $needed"
+echo "-- test_engine (C11, the shipped no_std libmode_core.so)"
+shipped=$out/shipped
+mkdir -p "$shipped"
+cp "$so" "$shipped/"
+gcc -std=c11 -Wall -Wextra -Wpedantic -Werror -I include -g -o "$out/test_engine-shipped" tests/c/test_engine.c \
+  -L"$shipped" -lmode_core -Wl,-rpath,"$shipped"
+"$out/test_engine-shipped"
 # No runtime, TLS, MQTT client or HTTP stack: not one symbol of theirs, in either library.
-for file in "$so" "$target/dist/libmode_core.a" "$lib/libmode_core.so"; do
+for file in "$so" "$target/dist-core/libmode_core.a" "$lib/libmode_core.so"; do
   nm -a --demangle "$file" >"$out/symbols.txt" 2>/dev/null || true
   [ -s "$out/symbols.txt" ] || nm -D --demangle "$file" >"$out/symbols.txt"
   found=$(grep -E 'tokio|rustls|rumqttc|hyper' "$out/symbols.txt" | head -5 || true)

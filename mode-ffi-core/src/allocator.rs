@@ -2,9 +2,9 @@
 //! `malloc`/`realloc`/`free` given once with `mode_set_allocator` (firmware with its own heap,
 //! a counting allocator in a test). Every Rust allocation of the library goes through here.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::util::fail;
 use crate::{ModeStatus, ffi_guard};
@@ -22,9 +22,9 @@ type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
 
 /// The hooks, once installed (stored before `HOOKED` is set, read after it is seen).
-static MALLOC: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
-static REALLOC: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
-static FREE: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+static MALLOC: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static REALLOC: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static FREE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 static HOOKED: AtomicBool = AtomicBool::new(false);
 /// The system allocator has handed out memory: switching now would free it with the wrong
 /// `free`, so hooks are refused from then on.
@@ -33,6 +33,45 @@ static USED: AtomicBool = AtomicBool::new(false);
 /// The alignment C's `malloc` guarantees (that of `max_align_t`): 16 on x86-64 and AArch64, 8 on
 /// 32-bit ARM and Xtensa, as Rust's own `System` allocator assumes.
 const MIN_ALIGN: usize = 2 * size_of::<usize>();
+
+/// The system allocator: std's, or without std C's `malloc`, `realloc` and `free`.
+#[cfg(feature = "std")]
+use std::alloc::System;
+
+#[cfg(not(feature = "std"))]
+struct System;
+
+#[cfg(not(feature = "std"))]
+#[link(name = "c")]
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
+}
+
+#[cfg(not(feature = "std"))]
+impl System {
+    const C: Hooks = Hooks {
+        malloc,
+        realloc,
+        free,
+    };
+}
+
+#[cfg(not(feature = "std"))]
+unsafe impl GlobalAlloc for System {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { Hooked::alloc_with(&System::C, layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { Hooked::dealloc_with(&System::C, ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { Hooked::realloc_with(&System::C, ptr, layout, new_size) }
+    }
+}
 
 /// The library's global allocator: the hooks when installed, else the system allocator.
 pub struct Hooked;
@@ -53,9 +92,9 @@ fn hooks() -> Option<Hooks> {
     // SAFETY: set from non-NULL function pointers of these types before HOOKED was released.
     unsafe {
         Some(Hooks {
-            malloc: std::mem::transmute::<*mut (), MallocFn>(MALLOC.load(Ordering::Relaxed)),
-            realloc: std::mem::transmute::<*mut (), ReallocFn>(REALLOC.load(Ordering::Relaxed)),
-            free: std::mem::transmute::<*mut (), FreeFn>(FREE.load(Ordering::Relaxed)),
+            malloc: core::mem::transmute::<*mut (), MallocFn>(MALLOC.load(Ordering::Relaxed)),
+            realloc: core::mem::transmute::<*mut (), ReallocFn>(REALLOC.load(Ordering::Relaxed)),
+            free: core::mem::transmute::<*mut (), FreeFn>(FREE.load(Ordering::Relaxed)),
         })
     }
 }
@@ -71,7 +110,7 @@ fn note_system_use() {
 unsafe fn alloc_overaligned(hooks: &Hooks, layout: Layout) -> *mut u8 {
     let word = size_of::<usize>();
     let Some(total) = layout.size().checked_add(layout.align() + word) else {
-        return std::ptr::null_mut();
+        return core::ptr::null_mut();
     };
     let raw = unsafe { (hooks.malloc)(total) }.cast::<u8>();
     if raw.is_null() {
@@ -96,13 +135,48 @@ unsafe fn free_overaligned(hooks: &Hooks, ptr: *mut u8) {
     unsafe { (hooks.free)(raw.cast()) }
 }
 
+impl Hooked {
+    unsafe fn alloc_with(hooks: &Hooks, layout: Layout) -> *mut u8 {
+        if layout.align() <= MIN_ALIGN {
+            unsafe { (hooks.malloc)(layout.size()) }.cast()
+        } else {
+            unsafe { alloc_overaligned(hooks, layout) }
+        }
+    }
+
+    unsafe fn dealloc_with(hooks: &Hooks, ptr: *mut u8, layout: Layout) {
+        if layout.align() <= MIN_ALIGN {
+            unsafe { (hooks.free)(ptr.cast()) }
+        } else {
+            unsafe { free_overaligned(hooks, ptr) }
+        }
+    }
+
+    unsafe fn realloc_with(
+        hooks: &Hooks,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        if layout.align() <= MIN_ALIGN {
+            return unsafe { (hooks.realloc)(ptr.cast(), new_size) }.cast();
+        }
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = alloc_overaligned(hooks, new_layout);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                free_overaligned(hooks, ptr);
+            }
+            new
+        }
+    }
+}
+
 unsafe impl GlobalAlloc for Hooked {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match hooks() {
-            Some(hooks) if layout.align() <= MIN_ALIGN => {
-                unsafe { (hooks.malloc)(layout.size()) }.cast()
-            }
-            Some(hooks) => unsafe { alloc_overaligned(&hooks, layout) },
+            Some(hooks) => unsafe { Hooked::alloc_with(&hooks, layout) },
             None => {
                 note_system_use();
                 unsafe { System.alloc(layout) }
@@ -112,26 +186,14 @@ unsafe impl GlobalAlloc for Hooked {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match hooks() {
-            Some(hooks) if layout.align() <= MIN_ALIGN => unsafe { (hooks.free)(ptr.cast()) },
-            Some(hooks) => unsafe { free_overaligned(&hooks, ptr) },
+            Some(hooks) => unsafe { Hooked::dealloc_with(&hooks, ptr, layout) },
             None => unsafe { System.dealloc(ptr, layout) },
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         match hooks() {
-            Some(hooks) if layout.align() <= MIN_ALIGN => {
-                unsafe { (hooks.realloc)(ptr.cast(), new_size) }.cast()
-            }
-            Some(hooks) => unsafe {
-                let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-                let new = alloc_overaligned(&hooks, new_layout);
-                if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                    free_overaligned(&hooks, ptr);
-                }
-                new
-            },
+            Some(hooks) => unsafe { Hooked::realloc_with(&hooks, ptr, layout, new_size) },
             None => unsafe { System.realloc(ptr, layout, new_size) },
         }
     }

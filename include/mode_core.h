@@ -817,6 +817,85 @@ const char *mode_version(void);
 mode_status_t mode_set_allocator(mode_malloc_fn malloc_fn, mode_realloc_fn realloc_fn, mode_free_fn free_fn);
 
 /**
+ * The transport is up (MQTT: CONNACK accepted) at `now_ms`. The engine then asks to subscribe
+ * and starts sending. Ignored when no connection attempt is pending.
+ *
+ * # Safety
+ * `engine` NULL or live.
+ */
+mode_status_t mode_engine_connected(mode_engine_t *engine, uint64_t now_ms);
+
+/**
+ * The subscriptions were acknowledged (MQTT: SUBACK). The first one on a connection brings
+ * MODE_EVENT_CONNECTED.
+ *
+ * # Safety
+ * `engine` NULL or live.
+ */
+mode_status_t mode_engine_subscribed(mode_engine_t *engine, uint64_t now_ms);
+
+/**
+ * Something arrived from the cloud (any packet, a PINGRESP included): the connection is alive
+ * (the watchdog counts from the last one).
+ *
+ * # Safety
+ * `engine` NULL or live.
+ */
+mode_status_t mode_engine_handle_activity(mode_engine_t *engine, uint64_t now_ms);
+
+/**
+ * Time passed: call it when `now_ms` reaches ::mode_engine_poll_timeout (calling it early is
+ * harmless). It starts a due reconnect attempt, drops a connection the watchdog gave up on,
+ * times out bulk requests and ends a close at its deadline.
+ *
+ * # Safety
+ * `engine` NULL or live.
+ */
+mode_status_t mode_engine_handle_timeout(mode_engine_t *engine, uint64_t now_ms);
+
+/**
+ * The transport ended, or an attempt failed, at `now_ms`: `reason` is MODE_DISCONNECT_AUTH
+ * (CONNACK 4 or 5), MODE_DISCONNECT_TLS or MODE_DISCONNECT_NETWORK (others:
+ * MODE_ERR_INVALID_ARGUMENT), `text` (pointer + length, UTF-8, may be NULL with 0) says what
+ * happened. Unconfirmed messages go back to the queue; MODE_EVENT_DISCONNECTED says when the
+ * engine will ask to connect again. Ignored when no transport was up or being set up.
+ *
+ * # Safety
+ * `engine` NULL or live; `text` NULL or `text_len` readable bytes.
+ */
+mode_status_t mode_engine_disconnected(mode_engine_t *engine, int reason, const char *text, size_t text_len, uint64_t now_ms);
+
+/**
+ * A publish from the cloud arrived at `now_ms`: `topic` (pointer + length, UTF-8; no NUL
+ * needed) and `payload` (bytes). Commands, key-value changes and bulk responses come out of
+ * ::mode_engine_poll_event; a payload that does not decode becomes MODE_EVENT_ERROR (the call
+ * still returns MODE_OK: the peer erred, not the caller). Both are copied.
+ *
+ * # Safety
+ * `engine` NULL or live; `topic` and `payload` NULL (length 0) or readable for their lengths.
+ */
+mode_status_t mode_engine_handle_publish(mode_engine_t *engine, const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len, uint64_t now_ms);
+
+/**
+ * The cloud confirmed message `id` (QoS 1: PUBACK; QoS 0: written). A report for a message
+ * not on the network (already finished, or handed on a connection since lost) is ignored.
+ *
+ * # Safety
+ * `engine` NULL or live.
+ */
+mode_status_t mode_engine_delivered(mode_engine_t *engine, uint64_t id, uint64_t now_ms);
+
+/**
+ * The cloud refused message `id` itself (retrying cannot help): it is dropped
+ * (MODE_EVENT_DROPPED with MODE_DROP_REFUSED and `why`), the rest go on. `why` is pointer +
+ * length, UTF-8, may be NULL with 0. Ignored for a message not on the network.
+ *
+ * # Safety
+ * `engine` NULL or live; `why` NULL or `why_len` readable bytes.
+ */
+mode_status_t mode_engine_failed(mode_engine_t *engine, uint64_t id, const char *why, size_t why_len, uint64_t now_ms);
+
+/**
  * Fills `*out` with the defaults for `device_id`, seeded with `seed` (pass a random number).
  *
  * # Safety
@@ -897,85 +976,6 @@ mode_status_t mode_engine_poll_timeout(const mode_engine_t *engine, uint64_t *ou
  * `engine` NULL or live; `out` NULL or writable.
  */
 mode_status_t mode_engine_poll_journal(mode_engine_t *engine, mode_journal_t *out);
-
-/**
- * The transport is up (MQTT: CONNACK accepted) at `now_ms`. The engine then asks to subscribe
- * and starts sending. Ignored when no connection attempt is pending.
- *
- * # Safety
- * `engine` NULL or live.
- */
-mode_status_t mode_engine_connected(mode_engine_t *engine, uint64_t now_ms);
-
-/**
- * The subscriptions were acknowledged (MQTT: SUBACK). The first one on a connection brings
- * MODE_EVENT_CONNECTED.
- *
- * # Safety
- * `engine` NULL or live.
- */
-mode_status_t mode_engine_subscribed(mode_engine_t *engine, uint64_t now_ms);
-
-/**
- * Something arrived from the cloud (any packet, a PINGRESP included): the connection is alive
- * (the watchdog counts from the last one).
- *
- * # Safety
- * `engine` NULL or live.
- */
-mode_status_t mode_engine_handle_activity(mode_engine_t *engine, uint64_t now_ms);
-
-/**
- * Time passed: call it when `now_ms` reaches ::mode_engine_poll_timeout (calling it early is
- * harmless). It starts a due reconnect attempt, drops a connection the watchdog gave up on,
- * times out bulk requests and ends a close at its deadline.
- *
- * # Safety
- * `engine` NULL or live.
- */
-mode_status_t mode_engine_handle_timeout(mode_engine_t *engine, uint64_t now_ms);
-
-/**
- * The transport ended, or an attempt failed, at `now_ms`: `reason` is MODE_DISCONNECT_AUTH
- * (CONNACK 4 or 5), MODE_DISCONNECT_TLS or MODE_DISCONNECT_NETWORK (others:
- * MODE_ERR_INVALID_ARGUMENT), `text` (pointer + length, UTF-8, may be NULL with 0) says what
- * happened. Unconfirmed messages go back to the queue; MODE_EVENT_DISCONNECTED says when the
- * engine will ask to connect again. Ignored when no transport was up or being set up.
- *
- * # Safety
- * `engine` NULL or live; `text` NULL or `text_len` readable bytes.
- */
-mode_status_t mode_engine_disconnected(mode_engine_t *engine, int reason, const char *text, size_t text_len, uint64_t now_ms);
-
-/**
- * A publish from the cloud arrived at `now_ms`: `topic` (pointer + length, UTF-8; no NUL
- * needed) and `payload` (bytes). Commands, key-value changes and bulk responses come out of
- * ::mode_engine_poll_event; a payload that does not decode becomes MODE_EVENT_ERROR (the call
- * still returns MODE_OK: the peer erred, not the caller). Both are copied.
- *
- * # Safety
- * `engine` NULL or live; `topic` and `payload` NULL (length 0) or readable for their lengths.
- */
-mode_status_t mode_engine_handle_publish(mode_engine_t *engine, const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len, uint64_t now_ms);
-
-/**
- * The cloud confirmed message `id` (QoS 1: PUBACK; QoS 0: written). A report for a message
- * not on the network (already finished, or handed on a connection since lost) is ignored.
- *
- * # Safety
- * `engine` NULL or live.
- */
-mode_status_t mode_engine_delivered(mode_engine_t *engine, uint64_t id, uint64_t now_ms);
-
-/**
- * The cloud refused message `id` itself (retrying cannot help): it is dropped
- * (MODE_EVENT_DROPPED with MODE_DROP_REFUSED and `why`), the rest go on. `why` is pointer +
- * length, UTF-8, may be NULL with 0. Ignored for a message not on the network.
- *
- * # Safety
- * `engine` NULL or live; `why` NULL or `why_len` readable bytes.
- */
-mode_status_t mode_engine_failed(mode_engine_t *engine, uint64_t id, const char *why, size_t why_len, uint64_t now_ms);
 
 /**
  * Queues an event `event_type` (NUL-terminated) with `data` (a JSON object, pointer + length;

@@ -249,17 +249,7 @@ fn transport_error(what: &str, err: &reqwest::Error) -> CliError {
     } else {
         Exit::Connection
     };
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = inner.source();
-    }
-    CliError::new(exit, format!("{what}: {text}"))
+    CliError::new(exit, format!("{what}: {}", mode_client::error_chain(err)))
 }
 
 /// A home's event stream.

@@ -76,8 +76,9 @@ pub enum ClientError {
 }
 
 /// An error and its sources on one line, so "connection refused" is not hidden behind
-/// "error sending request".
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// "error sending request". Public for the front ends that report errors of their own
+/// transports the same way (the CLI's app commands).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {

@@ -61,7 +61,7 @@ pub use config::{
     DEFAULT_OUTBOX_MAX_BYTES, DeliveryFn, DeliveryHook, FullQueuePolicy, SyncPolicy, TlsOptions,
     Transport,
 };
-pub use error::ClientError;
+pub use error::{ClientError, error_chain};
 pub use mode_core::engine::{DisconnectReason, MessageId, Stats};
 pub use notification::{Notification, Notifications};
 pub use runtime::Runtime;

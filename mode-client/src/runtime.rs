@@ -52,13 +52,23 @@ impl Runtime {
     /// A runtime with `io_threads` IO threads (at least 1) named `mode-io`. One thread carries
     /// thousands of idle devices; a second helps when many of them are busy at once.
     pub fn new(io_threads: usize) -> std::io::Result<Runtime> {
-        let tokio = tokio::runtime::Builder::new_multi_thread()
+        Ok(Runtime::from_tokio(
+            Runtime::tokio_builder(io_threads).build()?,
+        ))
+    }
+
+    /// The tokio runtime a device runtime is: `io_threads` IO threads (at least 1) named
+    /// `mode-io`, at most [`BLOCKING_THREADS`](Self::BLOCKING_THREADS) beside them, IO and
+    /// timers on. For a front end that adds its own hooks (the C library blocks SIGPIPE on
+    /// these threads) before [`from_tokio`](Self::from_tokio) or [`with_handle`](Self::with_handle).
+    pub fn tokio_builder(io_threads: usize) -> tokio::runtime::Builder {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(io_threads.max(1))
             .max_blocking_threads(Runtime::BLOCKING_THREADS)
             .thread_name("mode-io")
-            .enable_all()
-            .build()?;
-        Ok(Runtime::from_tokio(tokio))
+            .enable_all();
+        builder
     }
 
     /// Takes over a tokio runtime built by the caller (e.g. with thread start hooks).

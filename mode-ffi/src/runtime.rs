@@ -50,11 +50,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// A runtime of `io_threads` IO threads and its dispatcher thread.
     pub(crate) fn new(io_threads: usize) -> Result<Arc<Shared>, ModeStatus> {
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(io_threads.max(1))
-            .max_blocking_threads(mode_client::Runtime::BLOCKING_THREADS)
-            .thread_name("mode-io")
-            .enable_all()
+        let tokio = mode_client::Runtime::tokio_builder(io_threads)
             .on_thread_start(ignore_sigpipe_on_this_thread)
             .build()
             .map_err(|err| fail(ModeStatus::ModeErrConnection, format!("no runtime: {err}")))?;

@@ -333,10 +333,7 @@ impl Runtime {
         let failed = |what: &str, e: std::io::Error| {
             raise(py, "ModeError", (format!("cannot start the {what}: {e}"),))
         };
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(io_threads)
-            .thread_name("mode-io")
-            .enable_all()
+        let tokio = mode_client::Runtime::tokio_builder(io_threads)
             .build()
             .map_err(|e| failed("IO runtime", e))?;
         let handle = tokio.handle().clone();

@@ -57,7 +57,6 @@ struct Inner {
     runtime: Arc<Shared>,
     /// The runtime is this client's alone (::mode_client_new) and ends with it.
     private: bool,
-    handle: tokio::runtime::Handle,
     /// The settings until ::mode_client_start; the lock also serializes starts.
     config: Mutex<Option<ClientConfigBuilder>>,
     client: OnceLock<Client>,
@@ -254,7 +253,6 @@ unsafe fn new_client(
     };
     runtime.clients.fetch_add(1, Ordering::AcqRel);
     let inner = Inner {
-        handle: runtime.handle().clone(),
         runtime,
         private,
         config: Mutex::new(Some(builder)),
@@ -469,7 +467,8 @@ pub unsafe extern "C" fn mode_client_stop(
         }
         let timeout = Duration::from_millis(timeout_ms.into());
         let closed = inner
-            .handle
+            .runtime
+            .handle()
             .block_on(async move { connected.close(timeout).await });
         // Closed either way: MODE_ERR_TIMEOUT only says what was given up.
         inner.stopped.store(true, Ordering::Release);
@@ -503,7 +502,7 @@ pub unsafe extern "C" fn mode_client_free(client: *mut ModeClient) {
             // every message, and a second close can wait forever on a task that has finished
             // closing but not yet ended (mode-client). The bound is a safety net only.
             let connected = connected.clone();
-            let _ = inner.handle.block_on(async move {
+            let _ = inner.runtime.handle().block_on(async move {
                 tokio::time::timeout(Duration::from_secs(10), connected.close(Duration::ZERO)).await
             });
         }

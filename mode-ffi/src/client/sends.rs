@@ -219,7 +219,7 @@ pub unsafe extern "C" fn mode_client_bulk_request(
         }
         let extra = inner.extra_tx.clone();
         let timeout = Duration::from_millis(timeout_ms.into());
-        inner.handle.spawn(async move {
+        inner.runtime.handle().spawn(async move {
             let result = pending.response(timeout).await;
             let _ = extra.send(Extra::Bulk(Box::new((request_id, result))));
         });
@@ -246,7 +246,7 @@ pub unsafe extern "C" fn mode_client_device_info(
         let connected = inner.client()?.clone();
         let timeout = Duration::from_millis(timeout_ms.into());
         let info = tracing::dispatcher::with_default(&inner.log_dispatch, || {
-            inner.handle.block_on(async move {
+            inner.runtime.handle().block_on(async move {
                 tokio::time::timeout(timeout, connected.device_info()).await
             })
         })

@@ -20,17 +20,15 @@
 #include <stdlib.h>
 #include <time.h>
 
+#define PROGRAM "events_libmode"
+#include "measure.h"
+
 static atomic_bool connected;
 static atomic_ulong delivered, failed;
 static unsigned long expected;
 static struct timespec last_delivery; /* written by the dispatcher thread before the count */
 static sem_t all_delivered;          /* posted by the last delivery: the main thread sleeps once */
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void on_connection(void *userdata, bool up, const char *reason, size_t reason_len, int64_t retry_in_ms) {
     (void)userdata, (void)reason_len, (void)retry_in_ms;

@@ -21,6 +21,9 @@
 #include <string.h>
 #include <time.h>
 
+#define PROGRAM "events_mosquitto"
+#include "measure.h"
+
 static atomic_bool subscribed;
 static atomic_ulong published;
 static unsigned long expected;
@@ -28,11 +31,6 @@ static struct timespec last_publish;
 static sem_t all_published; /* posted by the last on_publish: the main thread sleeps once */
 static char topics[2][64];
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
     (void)userdata;

@@ -51,9 +51,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "fleet_libmode"
+#define BENCH_FLEET
+#include "measure.h"
+
 struct device {
     mode_client_t *client;
-    char id[24], key[120];
+    struct credentials who;
     atomic_bool up;    /* connected now */
     atomic_bool ready; /* connected once: counted in the ramp */
 };
@@ -65,33 +69,8 @@ static long expected_deliveries = -1;
 static sem_t progress;  /* posted at each first connection and at the last delivery */
 static struct timespec last_delivery; /* written by the dispatcher before the post */
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
-static long status_kib(int pid, const char *field) { /* a "Field:   123 kB" line of /proc/PID/status */
-    char path[64];
-    if (pid) snprintf(path, sizeof path, "/proc/%d/status", pid);
-    else snprintf(path, sizeof path, "/proc/self/status");
-    FILE *f = fopen(path, "r");
-    char line[256];
-    long value = -1;
-    size_t n = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, n) && line[n] == ':') value = strtol(line + n + 1, NULL, 10);
-    if (f) fclose(f);
-    return value;
-}
 
-static int open_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
-    if (d) closedir(d);
-    return n - 1; /* the directory's own fd */
-}
 
 /* The process's threads by name on one line ("fleet_libmode 1, mode-io 1, mode-callbacks 1"),
  * for stderr: which of them the threads= count holds. */
@@ -129,10 +108,6 @@ static double mmapped_bytes(void) {
     return (double)mallinfo2().hblkhd;
 }
 
-static void die(const char *what, const char *why) {
-    fprintf(stderr, "fleet_libmode: %s: %s\n", what, why);
-    exit(1);
-}
 
 static void check(const char *what, mode_status_t status) {
     if (status == MODE_OK) return;
@@ -154,7 +129,7 @@ static void on_connection(void *userdata, bool connected, const char *reason, si
     if (atomic_load(&closing)) return;
     if (atomic_load(&d->ready)) atomic_fetch_add(&drops_after_ready, 1);
     if (atomic_fetch_add(&connect_failures, 1) < 20)
-        fprintf(stderr, "fleet_libmode: device %s: %s (retry in %lld ms)\n", d->id, reason, (long long)retry_in_ms);
+        fprintf(stderr, "fleet_libmode: device %s: %s (retry in %lld ms)\n", d->who.id, reason, (long long)retry_in_ms);
 }
 
 static void on_delivery(void *userdata, uint64_t message_id, mode_status_t status) {
@@ -176,27 +151,11 @@ static bool wait_progress(long ms) {
     return true;
 }
 
-static int read_csv(const char *path, struct device *devs, int n) {
-    FILE *f = fopen(path, "r");
-    if (!f) die(path, strerror(errno));
-    char line[512];
-    int i = 0;
-    if (!fgets(line, sizeof line, f)) die(path, "empty (a header line, then device_id,api_key,...)");
-    while (i < n && fgets(line, sizeof line, f)) {
-        char *id = strtok(line, ",\r\n"), *key = strtok(NULL, ",\r\n");
-        if (!id || !key) continue;
-        snprintf(devs[i].id, sizeof devs[i].id, "%s", id);
-        snprintf(devs[i].key, sizeof devs[i].key, "%s", key);
-        i++;
-    }
-    fclose(f);
-    return i;
-}
 
 static mode_client_t *new_device(const mode_runtime_t *runtime, struct device *d, const char *host, int port, const char *ca) {
     mode_config_t *config = NULL;
     mode_client_t *client = NULL;
-    check("config", mode_config_new(strtoull(d->id, NULL, 10), d->key, &config));
+    check("config", mode_config_new(strtoull(d->who.id, NULL, 10), d->who.key, &config));
     check("host", mode_config_set_mqtt_host(config, host));
     check("port", mode_config_set_mqtt_port(config, port));
     if (ca) check("ca file", mode_config_set_ca_file(config, ca));
@@ -244,12 +203,7 @@ int main(int argc, char **argv) {
 
     struct device *devs = calloc((size_t)n, sizeof *devs);
     if (!devs) die("calloc", strerror(errno));
-    if (csv) {
-        int got = read_csv(csv, devs, n);
-        if (got < n) { fprintf(stderr, "fleet_libmode: %s holds %d devices, using %d\n", csv, got, got); n = got; }
-    } else {
-        for (int i = 0; i < n; i++) snprintf(devs[i].id, sizeof devs[i].id, "%d", i + 1), strcpy(devs[i].key, "k");
-    }
+    LOAD_DEVICES(csv, devs, &n);
     sem_init(&progress, 0, 0);
     mode_runtime_t *runtime = NULL;
     check("runtime", mode_runtime_new((size_t)io_threads, &runtime));

@@ -42,11 +42,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "fleet_mosquitto"
+#define BENCH_FLEET
+#include "measure.h"
+
 enum state { IDLE, CONNECTING, READY, FAILED };
 
 struct device {
     struct mosquitto *mosq;
-    char id[24], key[120];
+    struct credentials who;
     enum state state;
     int fd;
     uint32_t events; /* what epoll watches for it now */
@@ -55,49 +59,20 @@ struct device {
 
 static int ready, failed, acked_total;
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
-static long status_kib(int pid, const char *field) { /* a "Field:   123 kB" line of /proc/PID/status */
-    char path[64];
-    if (pid) snprintf(path, sizeof path, "/proc/%d/status", pid);
-    else snprintf(path, sizeof path, "/proc/self/status");
-    FILE *f = fopen(path, "r");
-    char line[256];
-    long value = -1;
-    size_t n = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, n) && line[n] == ':') value = strtol(line + n + 1, NULL, 10);
-    if (f) fclose(f);
-    return value;
-}
 
-static int open_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
-    if (d) closedir(d);
-    return n - 1; /* the directory's own fd */
-}
 
-static void die(const char *what, const char *why) {
-    fprintf(stderr, "fleet_mosquitto: %s: %s\n", what, why);
-    exit(1);
-}
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
     struct device *d = userdata;
     if (rc) {
-        fprintf(stderr, "fleet_mosquitto: device %s refused: %s\n", d->id, mosquitto_connack_string(rc));
+        fprintf(stderr, "fleet_mosquitto: device %s refused: %s\n", d->who.id, mosquitto_connack_string(rc));
         d->state = FAILED, failed++;
         return;
     }
     char command[64], kv[64];
-    snprintf(command, sizeof command, "/devices/%s/command", d->id);
-    snprintf(kv, sizeof kv, "/devices/%s/kv", d->id);
+    snprintf(command, sizeof command, "/devices/%s/command", d->who.id);
+    snprintf(kv, sizeof kv, "/devices/%s/kv", d->who.id);
     char *topics[2] = {command, kv};
     mosquitto_subscribe_multiple(mosq, NULL, 2, topics, 0, 0, NULL); /* MODE grants QoS 0 only */
 }
@@ -118,7 +93,7 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
     (void)mosq;
     struct device *d = userdata;
     if (d->state == CONNECTING || d->state == READY) {
-        fprintf(stderr, "fleet_mosquitto: device %s lost its connection: %s (%d)\n", d->id, mosquitto_strerror(rc), rc);
+        fprintf(stderr, "fleet_mosquitto: device %s lost its connection: %s (%d)\n", d->who.id, mosquitto_strerror(rc), rc);
         if (d->state == READY) ready--;
         d->state = FAILED, failed++;
     }
@@ -146,7 +121,7 @@ static void serve(struct device *d, uint32_t events) {
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) rc = mosquitto_loop_read(d->mosq, 1);
     if (rc == MOSQ_ERR_SUCCESS && (events & EPOLLOUT)) rc = mosquitto_loop_write(d->mosq, 1);
     if (rc != MOSQ_ERR_SUCCESS && d->state != FAILED) {
-        fprintf(stderr, "fleet_mosquitto: device %s: %s\n", d->id, mosquitto_strerror(rc));
+        fprintf(stderr, "fleet_mosquitto: device %s: %s\n", d->who.id, mosquitto_strerror(rc));
         if (d->state == READY) ready--;
         d->state = FAILED, failed++;
     }
@@ -167,22 +142,6 @@ static void poll_once(struct device *devs, int n, int timeout_ms) {
     }
 }
 
-static int read_csv(const char *path, struct device *devs, int n) {
-    FILE *f = fopen(path, "r");
-    if (!f) die(path, strerror(errno));
-    char line[512];
-    int i = 0;
-    if (!fgets(line, sizeof line, f)) die(path, "empty (a header line, then device_id,api_key,...)");
-    while (i < n && fgets(line, sizeof line, f)) {
-        char *id = strtok(line, ",\r\n"), *key = strtok(NULL, ",\r\n");
-        if (!id || !key) continue;
-        snprintf(devs[i].id, sizeof devs[i].id, "%s", id);
-        snprintf(devs[i].key, sizeof devs[i].key, "%s", key);
-        i++;
-    }
-    fclose(f);
-    return i;
-}
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *csv = NULL, *ca = NULL;
@@ -224,12 +183,7 @@ int main(int argc, char **argv) {
 
     struct device *devs = calloc((size_t)n, sizeof *devs);
     if (!devs) die("calloc", strerror(errno));
-    if (csv) {
-        int got = read_csv(csv, devs, n);
-        if (got < n) { fprintf(stderr, "fleet_mosquitto: %s holds %d devices, using %d\n", csv, got, got); n = got; }
-    } else {
-        for (int i = 0; i < n; i++) snprintf(devs[i].id, sizeof devs[i].id, "%d", i + 1), strcpy(devs[i].key, "k");
-    }
+    LOAD_DEVICES(csv, devs, &n);
     mosquitto_lib_init();
     SSL_CTX *ctx = NULL;
     if (ca && shared_ctx) {
@@ -255,7 +209,7 @@ int main(int argc, char **argv) {
             if (!d->mosq && errno == EMFILE) { d->state = IDLE, fd_limit_at = --next, n = next; break; }
             if (!d->mosq) die("mosquitto_new", strerror(errno));
             mosquitto_int_option(d->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-            mosquitto_username_pw_set(d->mosq, d->id, d->key);
+            mosquitto_username_pw_set(d->mosq, d->who.id, d->who.key);
             mosquitto_max_inflight_messages_set(d->mosq, 100);
             mosquitto_connect_callback_set(d->mosq, on_connect);
             mosquitto_subscribe_callback_set(d->mosq, on_subscribe);
@@ -298,7 +252,7 @@ int main(int argc, char **argv) {
     char payload[80], topic[64];
     double e0 = now_s();
     for (int i = 0; i < m; i++) {
-        snprintf(topic, sizeof topic, "/devices/%s/event", devs[i].id);
+        snprintf(topic, sizeof topic, "/devices/%s/event", devs[i].who.id);
         for (int k = 0; k < events; k++) {
             int len = snprintf(payload, sizeof payload, "{\"eventType\":\"reading\",\"eventData\":{\"i\":%d,\"v\":21.25}}",
                                10000000 + k);

@@ -161,27 +161,9 @@ impl Device {
                     format!("kv reload at rev {rev}: [{}]", changes.join(", ")),
                 );
             }
-            Notification::KvSet {
-                rev,
-                key,
-                value,
-                previous,
-            } => {
+            Notification::KvChanged { rev, change } => {
                 self.seen.kv_changes += 1;
-                let change = Change::Set {
-                    key: key.clone(),
-                    value: value.clone(),
-                    previous: previous.clone(),
-                };
-                line.say("device", format!("kv rev {rev}: {}", describe(&change)));
-            }
-            Notification::KvDeleted { rev, key, previous } => {
-                self.seen.kv_changes += 1;
-                let change = Change::Deleted {
-                    key: key.clone(),
-                    previous: previous.clone(),
-                };
-                line.say("device", format!("kv rev {rev}: {}", describe(&change)));
+                line.say("device", format!("kv rev {rev}: {}", describe(change)));
             }
             other => line.say("device", format!("{other:?}")),
         }
@@ -314,7 +296,7 @@ pub async fn run(transport: Transport, backoff: Duration, wait: Duration) -> Res
     device
         .until(
             "the cloud's echo of kv status",
-            |n| matches!(n, Notification::KvSet { key, .. } if key == "status"),
+            |n| matches!(n, Notification::KvChanged { change: Change::Set { key, .. }, .. } if key == "status"),
         )
         .await?;
 

@@ -107,8 +107,10 @@ impl Session {
                 })?
                 .ok_or_else(|| CliError::other("the client stopped"))?;
             match note {
-                Notification::KvSet { rev, key: k, .. } if !deleted && k == key => return Ok(rev),
-                Notification::KvDeleted { rev, key: k, .. } if deleted && k == key => {
+                Notification::KvChanged { rev, change }
+                    if change.key() == key
+                        && matches!(change, Change::Deleted { .. }) == deleted =>
+                {
                     return Ok(rev);
                 }
                 _ => {}
@@ -215,37 +217,22 @@ fn show(note: &Notification, json: bool, commands: bool) -> u64 {
             }
             1
         }
-        Notification::KvSet {
-            rev,
-            key,
-            value,
-            previous,
-        } => {
+        Notification::KvChanged { rev, change } => {
             if json {
-                output::json_line(&json!({
-                    "type": "kvSet", "rev": rev, "key": key, "value": value, "previous": previous,
-                }));
+                output::json_line(&match change {
+                    Change::Set {
+                        key,
+                        value,
+                        previous,
+                    } => json!({
+                        "type": "kvSet", "rev": rev, "key": key, "value": value, "previous": previous,
+                    }),
+                    Change::Deleted { key, previous } => json!({
+                        "type": "kvDelete", "rev": rev, "key": key, "previous": previous,
+                    }),
+                });
             } else {
-                let change = Change::Set {
-                    key: key.clone(),
-                    value: value.clone(),
-                    previous: previous.clone(),
-                };
-                output::line(format!("kv rev {rev}: {}", describe(&change)));
-            }
-            1
-        }
-        Notification::KvDeleted { rev, key, previous } => {
-            if json {
-                output::json_line(&json!({
-                    "type": "kvDelete", "rev": rev, "key": key, "previous": previous,
-                }));
-            } else {
-                let change = Change::Deleted {
-                    key: key.clone(),
-                    previous: previous.clone(),
-                };
-                output::line(format!("kv rev {rev}: {}", describe(&change)));
+                output::line(format!("kv rev {rev}: {}", describe(change)));
             }
             1
         }

@@ -62,6 +62,7 @@ pub use config::{
     Transport,
 };
 pub use error::{ClientError, error_chain};
+pub use mode_core::ddp::Change;
 pub use mode_core::engine::{DisconnectReason, MessageId, Stats};
 pub use notification::{Notification, Notifications};
 pub use runtime::Runtime;
@@ -558,7 +559,7 @@ impl Client {
     }
 
     /// Sets `key` to `value` in the device's cloud store (QoS 1). The mirror changes when the
-    /// cloud broadcasts the change with its rev ([`Notification::KvSet`]).
+    /// cloud broadcasts the change with its rev ([`Notification::KvChanged`]).
     pub async fn kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
         self.http_check(Some(key))?;
         self.enqueue(|state| state.engine.kv_set(key, value)).await

@@ -17,7 +17,6 @@ use std::time::Duration;
 pub use mode_core::engine::DisconnectReason;
 
 use futures_util::task::AtomicWaker;
-use serde_json::Value;
 
 use super::shared::Shared;
 use mode_core::ddp::Change;
@@ -48,25 +47,13 @@ pub enum Notification {
         /// What changed.
         diff: Vec<Change>,
     },
-    /// A key was set in the cloud (by anyone, this device included).
-    KvSet {
+    /// A key was set or deleted in the cloud (by anyone, this device included). A `reload`
+    /// arrives as [`Notification::KvReloaded`] instead.
+    KvChanged {
         /// The store's revision of this change.
         rev: Rev,
-        /// The key.
-        key: String,
-        /// Its new value.
-        value: Value,
-        /// What it held before, if anything.
-        previous: Option<Value>,
-    },
-    /// A key was deleted in the cloud.
-    KvDeleted {
-        /// The store's revision of this change.
-        rev: Rev,
-        /// The key.
-        key: String,
-        /// What it held.
-        previous: Value,
+        /// What changed: the key, its new value (none for a delete) and what it held before.
+        change: Change,
     },
     /// A bulk-data response that no pending `bulk_request` was waiting for.
     BulkResponse {

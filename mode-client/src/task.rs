@@ -14,7 +14,6 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mode_core::ddp::Change;
 use mode_core::engine::{DisconnectReason, DropReason, Event, MessageId, Transmit};
 use mode_core::time::Instant as CoreInstant;
 use tokio::sync::oneshot;
@@ -284,21 +283,7 @@ impl Task {
                         .send(Notification::KvReloaded { rev, diff: changes });
                 } else {
                     for change in changes {
-                        self.notifier.send(match change {
-                            Change::Set {
-                                key,
-                                value,
-                                previous,
-                            } => Notification::KvSet {
-                                rev,
-                                key,
-                                value,
-                                previous,
-                            },
-                            Change::Deleted { key, previous } => {
-                                Notification::KvDeleted { rev, key, previous }
-                            }
-                        });
+                        self.notifier.send(Notification::KvChanged { rev, change });
                     }
                 }
             }

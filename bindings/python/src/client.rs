@@ -15,7 +15,6 @@ use mode_client::{
     Notification, SyncPolicy, Transport,
 };
 use mode_core::backoff::BackoffPolicy;
-use mode_core::ddp::Change;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -668,21 +667,7 @@ fn notification_args(py: Python<'_>, note: Notification) -> PyResult<(&'static s
             Py::new(py, Command::from_core(py, &command)?)?.into_any(),
         ),
         Notification::KvReloaded { rev, diff } => kv(rev, true, KvChange::list(py, &diff)?)?,
-        Notification::KvSet {
-            rev,
-            key,
-            value,
-            previous,
-        } => {
-            let change = Change::Set {
-                key,
-                value,
-                previous,
-            };
-            kv(rev, false, vec![KvChange::from_core(py, &change)?])?
-        }
-        Notification::KvDeleted { rev, key, previous } => {
-            let change = Change::Deleted { key, previous };
+        Notification::KvChanged { rev, change } => {
             kv(rev, false, vec![KvChange::from_core(py, &change)?])?
         }
         Notification::BulkResponse { response, .. } => (

@@ -432,19 +432,7 @@ impl CallbackRefs {
             Notification::KvReloaded { diff, .. } => {
                 diff.iter().for_each(|change| self.change(change))
             }
-            Notification::KvSet {
-                key,
-                value,
-                previous,
-                ..
-            } => self.change(&Change::Set {
-                key,
-                value,
-                previous,
-            }),
-            Notification::KvDeleted { key, previous, .. } => {
-                self.change(&Change::Deleted { key, previous })
-            }
+            Notification::KvChanged { change, .. } => self.change(&change),
             Notification::BulkResponse { response, .. } => {
                 self.bulk(&response.request_id.clone(), Ok(response))
             }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mode_client::{Client, ClientError, DisconnectReason, Notification, Transport};
+use mode_core::ddp::Change;
 use mode_core::proto::{Command, Map, Qos, Value};
 use mode_integration::*;
 use mode_sim::Sim;
@@ -112,14 +113,14 @@ async fn the_mirror_follows_the_kv_websocket_and_rest_writes_come_back_with_thei
         .wait()
         .await
         .unwrap();
-    let Notification::KvSet { rev, key, .. } = next(&mut notifications, |n| {
-        matches!(n, Notification::KvSet { .. })
+    let Notification::KvChanged { rev, change } = next(&mut notifications, |n| {
+        matches!(n, Notification::KvChanged { .. })
     })
     .await
     else {
         unreachable!()
     };
-    assert_eq!(key, "mine");
+    assert_eq!(change.key(), "mine");
     assert_eq!(sim.cloud().kv_ops().last().map(|op| op.rev), Some(rev));
     assert_eq!(client.kv_get("mine"), Some(json!({"on": true})));
     client
@@ -130,7 +131,13 @@ async fn the_mirror_follows_the_kv_websocket_and_rest_writes_come_back_with_thei
         .await
         .unwrap();
     next(&mut notifications, |n| {
-        matches!(n, Notification::KvDeleted { .. })
+        matches!(
+            n,
+            Notification::KvChanged {
+                change: Change::Deleted { .. },
+                ..
+            }
+        )
     })
     .await;
     assert_eq!(client.kv_snapshot(), json!({"mine": {"on": true}}));

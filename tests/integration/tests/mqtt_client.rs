@@ -6,6 +6,7 @@ use std::time::Duration;
 use mode_client::{
     Client, ClientError, DisconnectReason, FullQueuePolicy, Notification, Transport,
 };
+use mode_core::ddp::Change;
 use mode_core::proto::{BulkStatus, Command, Map, Qos, Value};
 use mode_integration::*;
 use mode_sim::cloud::{KvSource, SyncFaults};
@@ -104,29 +105,45 @@ async fn the_mirror_starts_from_the_reload_and_follows_sets_and_deletes_from_the
         .kv_set(D1, "xyz", json!("I have changed"), KvSource::Rest)
         .unwrap();
     let set = next(&mut notifications, |n| {
-        matches!(n, Notification::KvSet { .. })
+        matches!(
+            n,
+            Notification::KvChanged {
+                change: Change::Set { .. },
+                ..
+            }
+        )
     })
     .await;
     assert_eq!(
         set,
-        Notification::KvSet {
+        Notification::KvChanged {
             rev,
-            key: "xyz".into(),
-            value: json!("I have changed"),
-            previous: Some(json!("hello world")),
+            change: Change::Set {
+                key: "xyz".into(),
+                value: json!("I have changed"),
+                previous: Some(json!("hello world")),
+            },
         }
     );
     let rev = cloud.kv_delete(D1, "foo", KvSource::Rest).unwrap();
     let deleted = next(&mut notifications, |n| {
-        matches!(n, Notification::KvDeleted { .. })
+        matches!(
+            n,
+            Notification::KvChanged {
+                change: Change::Deleted { .. },
+                ..
+            }
+        )
     })
     .await;
     assert_eq!(
         deleted,
-        Notification::KvDeleted {
+        Notification::KvChanged {
             rev,
-            key: "foo".into(),
-            previous: json!(22399),
+            change: Change::Deleted {
+                key: "foo".into(),
+                previous: json!(22399),
+            },
         }
     );
     assert_eq!(client.kv_get("foo"), None);
@@ -199,10 +216,11 @@ async fn kv_writes_from_the_device_come_back_with_their_rev() {
     let sim = demo().await;
     let (client, mut notifications) = connected(&sim, D1).await;
     client.kv_set("colour", json!("red")).await.unwrap();
-    let Notification::KvSet {
-        rev, key, value, ..
+    let Notification::KvChanged {
+        rev,
+        change: Change::Set { key, value, .. },
     } = next(&mut notifications, |n| {
-        matches!(n, Notification::KvSet { .. })
+        matches!(n, Notification::KvChanged { .. })
     })
     .await
     else {
@@ -218,10 +236,17 @@ async fn kv_writes_from_the_device_come_back_with_their_rev() {
     );
 
     client.kv_delete("colour").await.unwrap();
-    let Notification::KvDeleted {
-        rev: deleted_at, ..
+    let Notification::KvChanged {
+        rev: deleted_at,
+        change: Change::Deleted { .. },
     } = next(&mut notifications, |n| {
-        matches!(n, Notification::KvDeleted { .. })
+        matches!(
+            n,
+            Notification::KvChanged {
+                change: Change::Deleted { .. },
+                ..
+            }
+        )
     })
     .await
     else {
@@ -775,7 +800,13 @@ async fn mqtt_over_websocket_carries_events_commands_and_sync() {
     .await;
     client.kv_set("via", json!("ws")).await.unwrap();
     next(&mut notifications, |n| {
-        matches!(n, Notification::KvSet { .. })
+        matches!(
+            n,
+            Notification::KvChanged {
+                change: Change::Set { .. },
+                ..
+            }
+        )
     })
     .await;
     assert_eq!(client.kv_get("via"), Some(json!("ws")));

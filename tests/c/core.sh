@@ -1,47 +1,31 @@
 #!/usr/bin/env bash
 # libmode_core, the engine's C library on its own: checks the committed include/mode_core.h is
-# what cbindgen generates, compiles tests/c/test_engine.c (-Wall -Wextra -Wpedantic -Werror,
-# linked against libmode_core only; the header also compiled as C++17) and runs it plainly,
-# under AddressSanitizer + UBSan, and under valgrind (zero errors, zero leaks). Then builds the
-# shipped library (profile dist), prints its stripped size and checks with nm that no symbol of
-# tokio, rustls, rumqttc or hyper is in it.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-target=${CARGO_TARGET_DIR:-$root/target}
-out=$target/c-tests
-mkdir -p "$out"
-fail() { echo "tests/c/core: FAIL: $*" >&2; exit 1; }
+# what cbindgen generates, compiles the engine's tests (tests/c/test_engine.c with
+# test_engine_outbox.c, test_engine_inputs.c and their simulated broker engine_sim.c;
+# -Wall -Wextra -Wpedantic -Werror, linked against libmode_core only; the header also compiled
+# as C++17) and runs them plainly, under AddressSanitizer + UBSan, and under valgrind (zero
+# errors, zero leaks; tests/c/lib.sh). Then builds the shipped library (profile dist), prints its
+# stripped size and checks with nm that no symbol of tokio, rustls, rumqttc or hyper is in it.
+. "$(dirname "$0")/lib.sh"
 
 echo "-- mode_core.h is up to date"
-fresh=$(mktemp)
-cbindgen --quiet --config mode-ffi-core/cbindgen.toml --crate mode-ffi-core --output "$fresh"
-diff -u include/mode_core.h "$fresh" || fail "include/mode_core.h is stale: run scripts/gen-header and commit it"
-rm -f "$fresh"
+header_is_fresh mode-ffi-core include/mode_core.h
 
 echo "-- building libmode_core"
 cargo build -q -p mode-core-lib
-lib=$target/debug
 
-warn=(-Wall -Wextra -Wpedantic -Werror -I include)
 echo "-- mode_core.h as C++17"
 printf '#include "mode_core.h"\n#include "mode_core.h"\nint main() { return mode_status_str(MODE_OK) == nullptr; }\n' |
   g++ -std=c++17 -x c++ "${warn[@]}" -o "$out/mode_core_cpp" - -L"$lib" -lmode_core -Wl,-rpath,"$lib"
 "$out/mode_core_cpp"
 
-gcc -std=c11 "${warn[@]}" -g -o "$out/test_engine" tests/c/test_engine.c -L"$lib" -lmode_core -Wl,-rpath,"$lib"
+engine_tests=(tests/c/test_engine.c tests/c/test_engine_outbox.c tests/c/test_engine_inputs.c tests/c/engine_sim.c
+  tests/c/check.c)
+run_three_ways test_engine mode_core "${engine_tests[@]}"
 # Only libmode_core: no libmode in what the test needs.
 ldd "$out/test_engine" >"$out/test_engine.ldd"
 grep -q 'libmode_core\.so' "$out/test_engine.ldd" || fail "test_engine is not linked against libmode_core"
 if grep -q 'libmode\.so' "$out/test_engine.ldd"; then fail "test_engine pulled in libmode"; fi
-echo "-- test_engine (C11, libmode_core.so)"
-"$out/test_engine"
-gcc -std=c11 "${warn[@]}" -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
-  -o "$out/test_engine-asan" tests/c/test_engine.c "$lib/libmode_core.a" -lpthread -ldl -lm
-echo "-- test_engine (ASan+UBSan, libmode_core.a)"
-ASAN_OPTIONS=detect_leaks=1 "$out/test_engine-asan"
-echo "-- test_engine (valgrind)"
-valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect "$out/test_engine"
 
 echo "-- libmode_core as shipped (profile dist-core, no_std, panic = abort)"
 cargo build -q --profile dist-core -p mode-core-lib --no-default-features
@@ -56,8 +40,8 @@ echo "-- test_engine (C11, the shipped no_std libmode_core.so)"
 shipped=$out/shipped
 mkdir -p "$shipped"
 cp "$so" "$shipped/"
-gcc -std=c11 -Wall -Wextra -Wpedantic -Werror -I include -g -o "$out/test_engine-shipped" tests/c/test_engine.c \
-  -L"$shipped" -lmode_core -Wl,-rpath,"$shipped"
+gcc -std=c11 "${warn[@]}" -g -o "$out/test_engine-shipped" "${engine_tests[@]}" -L"$shipped" -lmode_core \
+  -Wl,-rpath,"$shipped"
 "$out/test_engine-shipped"
 # No runtime, TLS, MQTT client or HTTP stack: not one symbol of theirs, in either library.
 for file in "$so" "$target/dist-core/libmode_core.a" "$lib/libmode_core.so"; do

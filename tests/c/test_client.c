@@ -1,69 +1,19 @@
 /*
- * The managed client through the C API, against a mode-sim subprocess started by
- * tests/c/run.sh, which passes MODE_TEST_MQTT_PORT and MODE_TEST_CONSOLE (a FIFO on the
- * simulator's console: "command ID JSON", "kv ID KEY JSON", "drop ID") and MODE_TEST_HTTP_URL. Covers config
- * validation, every client call's success and error paths, callbacks that call back in (free
- * included), 8 threads sending at once, free while a callback runs, and the failure paths
- * (wrong port, wrong key) for the leak checkers.
+ * The managed client connected, through the C API, against a mode-sim subprocess started by
+ * tests/c/run.sh (tests/c/sim.h reads its address and types on its console: "command ID JSON",
+ * "kv ID KEY JSON", "drop ID"). Covers every client call's success and error paths on a live
+ * connection, callbacks that call back in (free included), 8 threads sending at once, free while
+ * a callback runs, the delivery callback's one report per message, and the failure paths (wrong
+ * port, wrong key) for the leak checkers. The config and the calls refused without a connection
+ * are tests/c/test_client_config.c.
  */
-#include "mode.h"
-#include "mode.h"
+#include "check.h"
+#include "sim.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-static atomic_int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            atomic_fetch_add(&passed, 1);                                           \
-        } else {                                                                    \
-            atomic_fetch_add(&failed, 1);                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_STATUS(expr, want) CHECK((expr) == (want))
-
-static const uint64_t DEVICE = 1001;
-static const char *KEY = "v1.demo-device-1001";
-static int mqtt_port;
-static const char *http_url;
-static FILE *console;
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls `cond` every 10 ms for up to 10 s. */
-#define WAIT_FOR(cond)                                          \
-    do {                                                        \
-        for (int waited_ = 0; !(cond) && waited_ < 1000; waited_++) sleep_ms(10); \
-    } while (0)
-
-static void say(const char *line) {
-    fprintf(console, "%s\n", line);
-    fflush(console);
-}
-
-static mode_config_t *sim_config(uint64_t device, const char *key, int port) {
-    mode_config_t *config = NULL;
-    CHECK_STATUS(mode_config_new(device, key, &config), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_host(config, "127.0.0.1"), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_port(config, port), MODE_OK);
-    CHECK_STATUS(mode_config_set_plain_tcp(config), MODE_OK);
-    CHECK_STATUS(mode_config_set_keepalive_ms(config, 5000), MODE_OK);
-    CHECK_STATUS(mode_config_set_backoff_ms(config, 50, 200), MODE_OK);
-    CHECK_STATUS(mode_config_set_api_url(config, http_url), MODE_OK);
-    return config;
-}
 
 /* ---- what the callbacks saw ---------------------------------------------------------------- */
 
@@ -256,128 +206,6 @@ static mode_client_t *start_client_reporting(state_t *s, mode_config_t *config, 
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
-
-static void test_config_validates_what_it_is_given(void) {
-    mode_config_t *c = NULL;
-    CHECK_STATUS(mode_config_new(DEVICE, NULL, &c), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_new(DEVICE, KEY, NULL), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_new(DEVICE, KEY, &c), MODE_OK);
-    CHECK_STATUS(mode_config_set_transport(c, 7), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_transport(c, -1), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_transport(c, MODE_TRANSPORT_MQTT), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_port(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_mqtt_port(c, 70000), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_keepalive_ms(c, 10), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_queue_size(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_full_queue_policy(c, 9), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_full_queue_policy(c, MODE_QUEUE_DROP_OLDEST), MODE_OK);
-    CHECK_STATUS(mode_config_set_max_message_size(c, 1), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_backoff_ms(c, 100, 10), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_connect_timeout_ms(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_connect_timeout_ms(c, 2000), MODE_OK);
-    CHECK_STATUS(mode_config_set_request_timeout_ms(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_request_timeout_ms(c, 2000), MODE_OK);
-    CHECK_STATUS(mode_config_set_max_inflight(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_max_inflight(c, 65536), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_config_set_max_inflight(c, 10), MODE_OK);
-    CHECK_STATUS(mode_config_set_max_inflight(NULL, 10), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_set_mqtt_host(c, NULL), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_set_mqtt_host(c, "\xff"), MODE_ERR_INVALID_UTF8);
-    CHECK_STATUS(mode_config_set_transport(NULL, 0), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_validate(c), MODE_OK);
-    mode_config_free(c);
-    mode_config_free(NULL);
-    CHECK_STATUS(mode_client_new(NULL, NULL), MODE_ERR_NULL);
-}
-
-static const char *last_error(void) {
-    static _Thread_local char buf[512];
-    size_t len = 0;
-    if (mode_last_error(buf, sizeof buf, &len) != MODE_OK) return "(mode_last_error failed)";
-    return buf;
-}
-
-static void test_a_config_that_cannot_work_is_not_consumed_and_says_why(void) {
-    mode_config_t *c = NULL;
-    CHECK_STATUS(mode_config_new(DEVICE, "", &c), MODE_OK);
-    mode_client_t *client = NULL;
-    CHECK_STATUS(mode_client_new(c, &client), MODE_ERR_CONFIG);
-    CHECK(client == NULL);
-    CHECK(strstr(last_error(), "API key is empty") != NULL);
-    /* Still the caller's: fix it and try again, or free it (valgrind checks both). */
-    CHECK_STATUS(mode_config_set_mqtt_port(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(last_error(), "port 0") != NULL);
-    CHECK_STATUS(mode_config_validate(c), MODE_ERR_CONFIG);
-    mode_config_free(c);
-    c = sim_config(DEVICE, KEY, mqtt_port);
-    CHECK_STATUS(mode_client_new(c, NULL), MODE_ERR_NULL); /* not consumed either */
-    mode_config_free(c);
-}
-
-/* The durable outbox's settings are checked like the others; this libmode is built without the
- * durable-outbox feature (it would break the size budget), so a client asking for one is refused
- * with the feature named, and the config stays the caller's. */
-static void test_the_outbox_settings_are_checked_and_refused_without_the_feature(void) {
-    mode_config_t *c = sim_config(DEVICE, KEY, mqtt_port);
-    CHECK_STATUS(mode_config_set_outbox_dir(NULL, "/tmp/x"), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_set_outbox_dir(c, NULL), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_set_outbox_dir(c, "\xff"), MODE_ERR_INVALID_UTF8);
-    CHECK_STATUS(mode_config_set_outbox_max_bytes(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(last_error(), "at least 1") != NULL);
-    CHECK_STATUS(mode_config_set_outbox_max_bytes(NULL, 10), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_set_outbox_max_bytes(c, 1 << 20), MODE_OK);
-    CHECK_STATUS(mode_config_set_outbox_sync(NULL, true, 0), MODE_ERR_NULL);
-    CHECK_STATUS(mode_config_set_outbox_sync(c, false, 5), MODE_OK);
-    CHECK_STATUS(mode_config_set_outbox_dir(c, "/tmp/libmode-test-outbox"), MODE_OK);
-    mode_client_t *client = NULL;
-    CHECK_STATUS(mode_client_new(c, &client), MODE_ERR_CONFIG);
-    CHECK(client == NULL);
-    CHECK(strstr(last_error(), "durable-outbox") != NULL);
-    mode_config_free(c);
-}
-
-static void *fail_on_another_thread(void *arg) {
-    (void)arg;
-    mode_config_t *c = NULL;
-    mode_config_new(DEVICE, KEY, &c);
-    mode_config_set_transport(c, 42);
-    mode_config_free(c);
-    return strstr(last_error(), "transport 42") != NULL ? (void *)1 : NULL;
-}
-
-static void test_the_last_error_is_per_thread(void) {
-    mode_config_t *c = NULL;
-    CHECK_STATUS(mode_config_new(DEVICE, KEY, &c), MODE_OK);
-    CHECK_STATUS(mode_config_set_queue_size(c, 0), MODE_ERR_INVALID_ARGUMENT);
-    pthread_t other;
-    void *seen = NULL;
-    pthread_create(&other, NULL, fail_on_another_thread, NULL);
-    pthread_join(other, &seen);
-    CHECK(seen == (void *)1);
-    CHECK(strstr(last_error(), "queue size") != NULL); /* this thread's, untouched */
-    mode_config_free(c);
-}
-
-static void test_calls_before_start_and_on_null_are_statuses(void) {
-    mode_client_t *client = NULL;
-    CHECK_STATUS(mode_client_new(sim_config(DEVICE, KEY, mqtt_port), &client), MODE_OK);
-    uint64_t id = 77;
-    CHECK_STATUS(mode_client_send_event(client, "t", NULL, MODE_QOS_AT_MOST_ONCE, &id), MODE_ERR_INVALID_STATE);
-    CHECK(id == 77); /* out-pointers are written on success only */
-    CHECK(strstr(last_error(), "mode_client_start") != NULL);
-    char buf[256];
-    size_t len = 0;
-    CHECK_STATUS(mode_client_set_log_level(client, 0), MODE_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(mode_client_set_log_level(client, MODE_LOG_DEBUG), MODE_OK);
-    CHECK_STATUS(mode_client_send_event(NULL, "t", NULL, 0, NULL), MODE_ERR_NULL);
-    CHECK_STATUS(mode_client_kv_get(NULL, "k", buf, sizeof buf, &len), MODE_ERR_NULL);
-    CHECK_STATUS(mode_client_stop(NULL, 0), MODE_ERR_NULL);
-    CHECK_STATUS(mode_client_stats(client, NULL), MODE_ERR_NULL);
-    CHECK(!mode_client_is_connected(client));
-    CHECK(!mode_client_is_connected(NULL));
-    mode_client_free(client); /* never started: no thread, nothing to join */
-    mode_client_free(NULL);
-}
 
 static void test_a_device_sends_receives_and_mirrors(void) {
     state_t s;
@@ -638,24 +466,7 @@ static void test_messages_dropped_or_given_up_are_reported_with_their_reason(voi
 }
 
 int main(void) {
-    const char *port = getenv("MODE_TEST_MQTT_PORT");
-    const char *console_path = getenv("MODE_TEST_CONSOLE");
-    http_url = getenv("MODE_TEST_HTTP_URL");
-    if (!port || !console_path || !http_url) {
-        fprintf(stderr, "run through tests/c/run.sh (needs MODE_TEST_MQTT_PORT, MODE_TEST_HTTP_URL, MODE_TEST_CONSOLE)\n");
-        return 2;
-    }
-    mqtt_port = atoi(port);
-    console = fopen(console_path, "w");
-    if (!console) {
-        perror("console");
-        return 2;
-    }
-    test_config_validates_what_it_is_given();
-    test_a_config_that_cannot_work_is_not_consumed_and_says_why();
-    test_the_outbox_settings_are_checked_and_refused_without_the_feature();
-    test_the_last_error_is_per_thread();
-    test_calls_before_start_and_on_null_are_statuses();
+    sim_open();
     test_a_device_sends_receives_and_mirrors();
     test_eight_threads_send_at_once_and_nothing_is_lost();
     test_a_callback_may_free_its_own_client();
@@ -663,7 +474,6 @@ int main(void) {
     test_failures_to_connect_are_reported_and_leak_nothing();
     test_every_message_is_reported_once_by_its_id_across_a_reconnect();
     test_messages_dropped_or_given_up_are_reported_with_their_reason();
-    fclose(console);
-    printf("%d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
-    return atomic_load(&failed) == 0 ? 0 : 1;
+    sim_close();
+    return checks_done("test_client");
 }

@@ -8,6 +8,8 @@
 #include "mode.h"
 #include "mode.h" /* twice on purpose: the include guards must hold */
 
+#include "check.h"
+
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,27 +17,6 @@
 
 /* X(NAME) for every value of mode_status_t, generated from mode_core.h by tests/c/run.sh. */
 #include "header_statuses.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            passed++;                                                               \
-        } else {                                                                    \
-            failed++;                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_STATUS(expr, want) CHECK((expr) == (want))
-
-static const char *last_error(void) {
-    static char buf[512];
-    size_t len = 0;
-    if (mode_last_error(buf, sizeof buf, &len) != MODE_OK) return "(mode_last_error failed)";
-    return buf;
-}
 
 static void test_status_and_version(void) {
     CHECK(strcmp(mode_version(), MODE_VERSION) == 0);
@@ -116,6 +97,5 @@ int main(void) {
     test_status_and_version();
     test_the_last_error_says_why_and_survives_reading_it();
     test_libmode_exports_the_engine();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return checks_done("test_core");
 }

@@ -6,46 +6,15 @@
  * device delaying no other device's connection; the free order rules; a client freeing itself
  * from its callback while the others run; misuse as statuses.
  */
-#include "mode.h"
+#include "check.h"
+#include "sim.h"
 
 #include <dirent.h>
-#include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static atomic_int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            atomic_fetch_add(&passed, 1);                                           \
-        } else {                                                                    \
-            atomic_fetch_add(&failed, 1);                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_STATUS(expr, want) CHECK((expr) == (want))
 
 enum { DEVICES = 100, FIRST = 100000, EVENTS = 20 };
-
-static int mqtt_port;
-static const char *http_url;
-static FILE *console;
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls `cond` every 10 ms for up to 20 s. */
-#define WAIT_FOR(cond)                                                            \
-    do {                                                                          \
-        for (int waited_ = 0; !(cond) && waited_ < 2000; waited_++) sleep_ms(10); \
-    } while (0)
 
 static int threads_of_this_process(void) {
     DIR *dir = opendir("/proc/self/task");
@@ -108,24 +77,17 @@ static void on_delivery(void *ud, uint64_t message_id, mode_status_t status) {
 }
 
 static void send_command(uint64_t id) {
-    fprintf(console, "command %llu {\"action\":\"whoami\",\"parameters\":{\"for\":%llu}}\n",
-            (unsigned long long)id, (unsigned long long)id);
-    fflush(console);
+    say("command %llu {\"action\":\"whoami\",\"parameters\":{\"for\":%llu}}", (unsigned long long)id,
+        (unsigned long long)id);
 }
 
 static mode_client_t *start_device(mode_runtime_t *runtime, device_t *d, uint64_t id, int keepalive_ms) {
     char key[64];
-    mode_config_t *config = NULL;
     memset(d, 0, sizeof *d);
     d->id = id;
     snprintf(key, sizeof key, "v1.fleet-device-%llu", (unsigned long long)id);
-    CHECK_STATUS(mode_config_new(id, key, &config), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_host(config, "127.0.0.1"), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_port(config, mqtt_port), MODE_OK);
-    CHECK_STATUS(mode_config_set_plain_tcp(config), MODE_OK);
+    mode_config_t *config = sim_config(id, key, mqtt_port);
     CHECK_STATUS(mode_config_set_keepalive_ms(config, keepalive_ms), MODE_OK);
-    CHECK_STATUS(mode_config_set_backoff_ms(config, 50, 200), MODE_OK);
-    CHECK_STATUS(mode_config_set_api_url(config, http_url), MODE_OK);
     CHECK_STATUS(mode_client_new_in(runtime, config, &d->client), MODE_OK);
     CHECK_STATUS(mode_client_set_connection_cb(d->client, on_connection, d, NULL), MODE_OK);
     CHECK_STATUS(mode_client_set_command_cb(d->client, on_command, d, NULL), MODE_OK);
@@ -243,23 +205,11 @@ static void test_a_slow_callback_delays_no_other_devices_connection(void) {
 }
 
 int main(void) {
-    const char *port = getenv("MODE_TEST_MQTT_PORT");
-    const char *console_path = getenv("MODE_TEST_CONSOLE");
-    http_url = getenv("MODE_TEST_HTTP_URL");
-    if (!port || !console_path || !http_url) {
-        fprintf(stderr, "run through tests/c/run.sh (needs MODE_TEST_MQTT_PORT, MODE_TEST_HTTP_URL, MODE_TEST_CONSOLE)\n");
-        return 2;
-    }
-    mqtt_port = atoi(port);
-    console = fopen(console_path, "w");
-    if (!console) {
-        perror("console");
-        return 2;
-    }
+    sim_open();
+    wait_limit_ms = 20000; /* a hundred devices take their time under valgrind */
     test_misuse_is_a_status_and_changes_nothing();
     test_a_hundred_devices_share_two_threads_and_get_only_their_own();
     test_a_slow_callback_delays_no_other_devices_connection();
-    fclose(console);
-    printf("%d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
-    return atomic_load(&failed) == 0 ? 0 : 1;
+    sim_close();
+    return checks_done("test_runtime");
 }

@@ -8,49 +8,20 @@
  * the connection callback's reason and in mode_last_error; and a malformed message from the
  * cloud (raw bytes sent by the admin API) reaching the log callback while the link stays up.
  */
-#define _POSIX_C_SOURCE 200809L /* nanosleep, sockets */
-#include "mode.h"
+#define _POSIX_C_SOURCE 200809L /* sockets */
+#include "check.h"
+#include "sim.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-static atomic_int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            atomic_fetch_add(&passed, 1);                                           \
-        } else {                                                                    \
-            atomic_fetch_add(&failed, 1);                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_STATUS(expr, want) CHECK((expr) == (want))
-
-static const uint64_t DEVICE = 1001;
-static const char *KEY = "v1.demo-device-1001";
-static int mqtt_port, tls_port, https_port, http_port;
-static const char *http_url, *certs, *admin_key;
-static FILE *console;
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls `cond` every 10 ms for up to 10 s. */
-#define WAIT_FOR(cond)                                                            \
-    do {                                                                          \
-        for (int waited_ = 0; !(cond) && waited_ < 1000; waited_++) sleep_ms(10); \
-    } while (0)
+static int tls_port, https_port, http_port;
+static const char *certs, *admin_key;
 
 static const char *cert_path(const char *name) {
     static _Thread_local char paths[4][512];
@@ -58,13 +29,6 @@ static const char *cert_path(const char *name) {
     char *path = paths[next++ % 4];
     snprintf(path, sizeof paths[0], "%s/%s", certs, name);
     return path;
-}
-
-static const char *last_error(void) {
-    static _Thread_local char buf[1024];
-    size_t len = 0;
-    if (mode_last_error(buf, sizeof buf, &len) != MODE_OK) return "(mode_last_error failed)";
-    return buf;
 }
 
 /* ---- what the callbacks saw ---------------------------------------------------------------- */
@@ -181,17 +145,24 @@ static int admin_publish(const char *channel, const char *body) {
 
 /* ---- tests --------------------------------------------------------------------------------- */
 
-static void test_mutual_tls_on_mqtt_and_rest_over_https(void) {
-    seen_t s;
-    mode_client_t *client = start(&s, tls_config(MODE_TRANSPORT_MQTT, "localhost", "client"));
-    WAIT_FOR(atomic_load(&s.connected));
-    CHECK(atomic_load(&s.connected));
-    if (atomic_load(&s.disconnects)) fprintf(stderr, "mutual TLS on MQTT: %s\n", s.reason);
-    CHECK_STATUS(mode_client_send_event(client, "mtls-mqtt", "{}", MODE_QOS_AT_LEAST_ONCE, NULL), MODE_OK);
+/* Starts a client of `config` that must connect, and sends one QoS 1 event (named `event`)
+ * that must be acknowledged. */
+static mode_client_t *start_and_deliver_one(seen_t *s, mode_config_t *config, const char *event) {
+    mode_client_t *client = start(s, config);
+    WAIT_FOR(atomic_load(&s->connected));
+    CHECK(atomic_load(&s->connected));
+    if (atomic_load(&s->disconnects)) fprintf(stderr, "%s: %s\n", event, s->reason);
+    CHECK_STATUS(mode_client_send_event(client, event, "{}", MODE_QOS_AT_LEAST_ONCE, NULL), MODE_OK);
     mode_stats_t stats;
     memset(&stats, 0, sizeof stats);
     WAIT_FOR(mode_client_stats(client, &stats) == MODE_OK && stats.messages_acked >= 1);
     CHECK(stats.messages_acked == 1);
+    return client;
+}
+
+static void test_mutual_tls_on_mqtt_and_rest_over_https(void) {
+    seen_t s;
+    mode_client_t *client = start_and_deliver_one(&s, tls_config(MODE_TRANSPORT_MQTT, "localhost", "client"), "mtls-mqtt");
     char info[512];
     size_t len = 0;
     CHECK_STATUS(mode_client_device_info(client, 5000, info, sizeof info, &len), MODE_OK);
@@ -201,18 +172,9 @@ static void test_mutual_tls_on_mqtt_and_rest_over_https(void) {
 }
 
 static void test_mutual_tls_on_the_http_transport_over_https_and_wss(void) {
-    seen_t s;
-    mode_client_t *client = start(&s, tls_config(MODE_TRANSPORT_HTTP, "localhost", "client"));
-    WAIT_FOR(atomic_load(&s.connected)); /* the wss:// WebSockets are up */
-    CHECK(atomic_load(&s.connected));
-    if (atomic_load(&s.disconnects)) fprintf(stderr, "mutual TLS over HTTPS: %s\n", s.reason);
-    CHECK_STATUS(mode_client_send_event(client, "mtls-https", "{}", MODE_QOS_AT_LEAST_ONCE, NULL), MODE_OK);
-    mode_stats_t stats;
-    memset(&stats, 0, sizeof stats);
-    WAIT_FOR(mode_client_stats(client, &stats) == MODE_OK && stats.messages_acked >= 1);
-    CHECK(stats.messages_acked == 1);
-    fprintf(console, "command 1001 {\"action\":\"over-wss\",\"parameters\":{}}\n");
-    fflush(console);
+    seen_t s; /* connected: the wss:// WebSockets are up */
+    mode_client_t *client = start_and_deliver_one(&s, tls_config(MODE_TRANSPORT_HTTP, "localhost", "client"), "mtls-https");
+    say("command 1001 {\"action\":\"over-wss\",\"parameters\":{}}");
     WAIT_FOR(atomic_load(&s.commands) == 1);
     CHECK(atomic_load(&s.commands) == 1);
     CHECK_STATUS(mode_client_stop(client, 5000), MODE_OK);
@@ -258,13 +220,8 @@ static void test_a_wrong_host_name_is_named_on_mqtt_and_https(void) {
 /* Raw bytes on the device's command and kv channels reach the log callback as a warning with
  * the topic; the connection stays, and a command sent after them arrives. */
 static void check_malformed_messages_are_logged(int transport) {
-    mode_config_t *config = NULL;
-    CHECK_STATUS(mode_config_new(DEVICE, KEY, &config), MODE_OK);
+    mode_config_t *config = sim_config(DEVICE, KEY, mqtt_port);
     CHECK_STATUS(mode_config_set_transport(config, transport), MODE_OK);
-    CHECK_STATUS(mode_config_set_plain_tcp(config), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_host(config, "127.0.0.1"), MODE_OK);
-    CHECK_STATUS(mode_config_set_mqtt_port(config, mqtt_port), MODE_OK);
-    CHECK_STATUS(mode_config_set_api_url(config, http_url), MODE_OK);
     seen_t s;
     mode_client_t *client = start(&s, config);
     WAIT_FOR(atomic_load(&s.connected));
@@ -278,8 +235,7 @@ static void check_malformed_messages_are_logged(int transport) {
     const char *kv = strstr(s.malformed_log, "kv;");
     CHECK(command != NULL && kv != NULL && command < kv);
     if (!command || !kv) fprintf(stderr, "malformed-message log lines: %s\n", s.malformed_log);
-    fprintf(console, "command 1001 {\"action\":\"after\",\"parameters\":{}}\n");
-    fflush(console);
+    say("command 1001 {\"action\":\"after\",\"parameters\":{}}");
     WAIT_FOR(atomic_load(&s.commands) == 1);
     CHECK(atomic_load(&s.commands) == 1);
     CHECK(atomic_load(&s.disconnects) == 0);
@@ -293,32 +249,24 @@ static void test_a_malformed_message_from_the_cloud_reaches_the_log_callback(voi
 }
 
 int main(void) {
-    const char *port = getenv("MODE_TEST_MQTT_PORT"), *tls = getenv("MODE_TEST_TLS_PORT");
-    const char *https = getenv("MODE_TEST_HTTPS_PORT"), *console_path = getenv("MODE_TEST_CONSOLE");
-    http_url = getenv("MODE_TEST_HTTP_URL");
+    sim_open();
+    const char *tls = getenv("MODE_TEST_TLS_PORT"), *https = getenv("MODE_TEST_HTTPS_PORT");
     certs = getenv("MODE_TEST_CERTS");
     admin_key = getenv("MODE_TEST_ADMIN_KEY");
-    if (!port || !tls || !*tls || !https || !*https || !console_path || !http_url || !certs || !admin_key) {
+    if (!tls || !*tls || !https || !*https || !certs || !admin_key) {
         fprintf(stderr, "run through tests/c/run.sh (needs a mode-sim with TLS, client CA and admin API)\n");
         return 2;
     }
-    mqtt_port = atoi(port);
     tls_port = atoi(tls);
     https_port = atoi(https);
     const char *colon = strrchr(http_url, ':');
     http_port = colon ? atoi(colon + 1) : 0;
-    console = fopen(console_path, "w");
-    if (!console) {
-        perror("console");
-        return 2;
-    }
     test_mutual_tls_on_mqtt_and_rest_over_https();
     test_mutual_tls_on_the_http_transport_over_https_and_wss();
     test_a_missing_client_certificate_is_named_on_mqtt_and_https();
     test_a_client_certificate_from_another_ca_is_named();
     test_a_wrong_host_name_is_named_on_mqtt_and_https();
     test_a_malformed_message_from_the_cloud_reaches_the_log_callback();
-    fclose(console);
-    printf("%d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
-    return atomic_load(&failed) == 0 ? 0 : 1;
+    sim_close();
+    return checks_done("test_tls");
 }

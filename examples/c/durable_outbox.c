@@ -17,7 +17,10 @@
  * never reported accepted). Boot also compacts the file to the messages still open.
  * To port it to flash, replace journal_open / journal_append / journal_sync.
  *
- * Transport: libmosquitto in one thread, as own_loop.c (read that first).
+ * Transport: libmosquitto in one thread, as own_loop.c (read that first): the pieces of that loop
+ * (libmosquitto's callbacks feeding the engine, its transmits carried out, its events printed,
+ * the wait in mosquitto_loop) are in engine_mosquitto.h beside this file, shared with
+ * own_loop.c and own_mqtt.c. What this file adds is the journal and the group commit.
  *
  * Build:
  *   cc -std=c11 -o durable_outbox examples/c/durable_outbox.c $(pkg-config --cflags --libs mode-core libmosquitto)
@@ -28,22 +31,10 @@
  * test apart), four every 10 ms, and closes once every message, restored or new, is delivered.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep, fsync, ftruncate */
-#include <mode_core.h>
-#include <mosquitto.h>
+#include "engine_mosquitto.h"
 
 #include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void fatal(const char *what) {
     perror(what);
@@ -194,22 +185,10 @@ static int journal_open(const char *path, open_set_t *set, long *dropped_bytes) 
 
 /* ---- the device: the engine, its journal and libmosquitto ----------------------------------- */
 
-#define WINDOW 1024
 typedef struct {
-    int mid;
-    uint64_t id;
-} sent_t;
-
-typedef struct {
-    struct mosquitto *mosq;
-    mode_engine_t *engine;
-    const char *host;
-    int port;
-    int up;
-    sent_t sent[WINDOW];
-    int journal;      /* the file's descriptor */
-    long open_count;  /* messages ADDED and not DONE */
-    long delivered, connects;
+    link_t link;     /* the engine and libmosquitto (engine_mosquitto.h); first: the callbacks' userdata */
+    int journal;     /* the file's descriptor */
+    long open_count; /* messages ADDED and not DONE */
 } device_t;
 
 /* Persists what the engine's outbox did since the last call; fsyncs once if anything was added.
@@ -217,7 +196,7 @@ typedef struct {
 static void persist(device_t *d) {
     mode_journal_t j;
     int added = 0;
-    while (mode_engine_poll_journal(d->engine, &j) == MODE_OK && j.kind != MODE_JOURNAL_NONE) {
+    while (mode_engine_poll_journal(d->link.engine, &j) == MODE_OK && j.kind != MODE_JOURNAL_NONE) {
         if (j.kind == MODE_JOURNAL_ADDED) {
             journal_append(d->journal, 'A', j.id, &j.publish);
             d->open_count++, added = 1;
@@ -229,118 +208,29 @@ static void persist(device_t *d) {
     if (added) journal_sync(d->journal);
 }
 
-static void disconnected(device_t *d, int reason, const char *why) {
-    mode_engine_disconnected(d->engine, reason, why, strlen(why), now_ms());
-}
-
-static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
-    device_t *d = (device_t *)userdata;
-    (void)mosq;
-    if (rc == 0) {
-        d->up = 1;
-        mode_engine_connected(d->engine, now_ms());
-    } else {
-        disconnected(d, rc == 4 || rc == 5 ? MODE_DISCONNECT_AUTH : MODE_DISCONNECT_NETWORK,
-                     mosquitto_connack_string(rc));
-    }
-}
-
-static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
-    device_t *d = (device_t *)userdata;
-    (void)mosq;
-    if (!d->up) return;
-    d->up = 0;
-    disconnected(d, MODE_DISCONNECT_NETWORK, rc == 0 ? "closed" : mosquitto_strerror(rc));
-}
-
-static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int count, const int *granted) {
-    device_t *d = (device_t *)userdata;
-    (void)mosq, (void)mid, (void)count, (void)granted;
-    mode_engine_subscribed(d->engine, now_ms());
-}
-
-static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
-    device_t *d = (device_t *)userdata;
-    (void)mosq;
-    sent_t *slot = &d->sent[mid % WINDOW];
-    if (slot->mid == mid && slot->id != 0) {
-        mode_engine_delivered(d->engine, slot->id, now_ms());
-        slot->id = 0;
-    }
-}
-
-static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *message) {
-    device_t *d = (device_t *)userdata;
-    (void)mosq;
-    mode_engine_handle_publish(d->engine, message->topic, strlen(message->topic), (const uint8_t *)message->payload,
-                               (size_t)message->payloadlen, now_ms());
-}
-
-static void transmit(device_t *d) {
-    mode_transmit_t t;
-    while (mode_engine_poll_transmit(d->engine, &t) == MODE_OK && t.kind != MODE_TRANSMIT_NONE) {
-        switch (t.kind) {
-        case MODE_TRANSMIT_CONNECT: {
-            int rc = d->connects++ == 0 ? mosquitto_connect(d->mosq, d->host, d->port, 30) : mosquitto_reconnect(d->mosq);
-            if (rc != MOSQ_ERR_SUCCESS) disconnected(d, MODE_DISCONNECT_NETWORK, mosquitto_strerror(rc));
-            break;
+/* The application: four numbered QoS 1 "tick" events every 10 ms, each reported accepted only
+ * once its ADDED record is on disk; then, once nothing is open in the journal, close. */
+static void ticks(device_t *d, ticks_t *app, long run, uint64_t now) {
+    if (!app->closing && app->queued < app->total && now >= app->next_tick) {
+        long accepted[4];
+        int n = 0;
+        for (; n < 4 && app->queued < app->total; n++) {
+            char data[48];
+            accepted[n] = run * 100000 + app->queued + 1;
+            snprintf(data, sizeof data, "{\"n\":%ld}", accepted[n]);
+            if (mode_engine_send_event(d->link.engine, "tick", data, strlen(data), MODE_QOS_AT_LEAST_ONCE, NULL) != MODE_OK)
+                break; /* queue full: try again on the next tick */
+            app->queued++;
         }
-        case MODE_TRANSMIT_SUBSCRIBE:
-        case MODE_TRANSMIT_UNSUBSCRIBE: {
-            char *topics[8];
-            int count = 0;
-            for (size_t i = 0; i < t.topics_len && count < 8; i++) topics[count++] = (char *)t.topics[i].text;
-            if (t.kind == MODE_TRANSMIT_SUBSCRIBE)
-                mosquitto_subscribe_multiple(d->mosq, NULL, count, topics, 0, 0, NULL);
-            else
-                mosquitto_unsubscribe_multiple(d->mosq, NULL, count, topics, NULL);
-            break;
-        }
-        case MODE_TRANSMIT_PUBLISH: {
-            int mid = 0;
-            if (mosquitto_publish(d->mosq, &mid, t.publish.topic, (int)t.publish.payload_len, t.publish.payload,
-                                  t.publish.qos, false) == MOSQ_ERR_SUCCESS)
-                d->sent[mid % WINDOW] = (sent_t){mid, t.publish.id};
-            break;
-        }
-        case MODE_TRANSMIT_DISCONNECT:
-            mosquitto_disconnect(d->mosq);
-            break;
-        case MODE_TRANSMIT_ABORT:
-            d->up = 0;
-            mosquitto_disconnect(d->mosq);
-            break;
-        default:
-            break;
-        }
+        persist(d); /* the ADDED records on disk (one fsync for the four) ... */
+        for (int i = 0; i < n; i++) printf("accepted %ld\n", accepted[i]); /* ... then accepted */
+        fflush(stdout);
+        app->next_tick = now + (uint64_t)app->every_ms;
     }
-}
-
-/* Reads the engine's events; returns 1 once closed. */
-static int events(device_t *d) {
-    mode_event_t e;
-    int closed = 0;
-    while (mode_engine_poll_event(d->engine, &e) == MODE_OK && e.kind != MODE_EVENT_NONE) {
-        if (e.kind == MODE_EVENT_CONNECTED) printf("connected\n");
-        if (e.kind == MODE_EVENT_DELIVERED) d->delivered++;
-        if (e.kind == MODE_EVENT_DROPPED) printf("dropped %llu: %s\n", (unsigned long long)e.id, e.text);
-        if (e.kind == MODE_EVENT_CLOSED) {
-            printf("closed, %llu unsent\n", (unsigned long long)e.unsent);
-            closed = 1;
-        }
+    if (!app->closing && app->queued == app->total && d->open_count == 0) {
+        app->closing = 1;
+        mode_engine_close(d->link.engine, now + 5000, now);
     }
-    fflush(stdout);
-    return closed;
-}
-
-static uint64_t seed(void) {
-    uint64_t s = 0;
-    FILE *f = fopen("/dev/urandom", "rb");
-    if (f) {
-        if (fread(&s, sizeof s, 1, f) != 1) s = 0;
-        fclose(f);
-    }
-    return s ^ now_ms();
 }
 
 int main(int argc, char **argv) {
@@ -349,27 +239,18 @@ int main(int argc, char **argv) {
         return 2;
     }
     static device_t d; /* static: zeroed, and big (the mid window) */
-    d.host = argv[1];
-    d.port = atoi(argv[2]);
-    long run = atol(argv[6]), total = atol(argv[7]);
-
-    mode_engine_config_t config;
-    mode_engine_config_init(strtoull(argv[3], NULL, 10), seed(), &config);
-    config.journal = true; /* report every outbox change through mode_engine_poll_journal */
-    config.watchdog_ms = 0;
-    config.backoff_unit_ms = 250;
-    config.backoff_cap_ms = 4000;
-    mode_status_t status = mode_engine_new(&config, now_ms(), &d.engine);
-    if (status != MODE_OK) {
-        fprintf(stderr, "mode_engine_new: %s\n", mode_status_str(status));
-        return 1;
-    }
+    link_t *l = &d.link;
+    link_args(l, argv);
+    long run = atol(argv[6]);
+    ticks_t app = {.total = atol(argv[7]), .next_tick = now_ms(), .every_ms = 10};
+    l->engine = demo_engine(argv[3], true); /* journal on: every outbox change reported */
+    if (!l->engine) return 1;
 
     /* Boot: what the last run accepted and did not finish goes back first, with its ids. */
     open_set_t open_set = {NULL, 0, 0};
     long dropped_bytes = 0;
     d.journal = journal_open(argv[5], &open_set, &dropped_bytes);
-    status = mode_engine_restore(d.engine, open_set.items, open_set.len);
+    mode_status_t status = mode_engine_restore(l->engine, open_set.items, open_set.len);
     if (status != MODE_OK) {
         fprintf(stderr, "mode_engine_restore: %s\n", mode_status_str(status));
         return 1;
@@ -381,64 +262,23 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     mosquitto_lib_init();
-    d.mosq = mosquitto_new(NULL, true, &d);
-    mosquitto_username_pw_set(d.mosq, argv[3], argv[4]);
-    mosquitto_connect_callback_set(d.mosq, on_connect);
-    mosquitto_disconnect_callback_set(d.mosq, on_disconnect);
-    mosquitto_subscribe_callback_set(d.mosq, on_subscribe);
-    mosquitto_publish_callback_set(d.mosq, on_publish);
-    mosquitto_message_callback_set(d.mosq, on_message);
-
-    long queued = 0;
-    uint64_t next_tick = now_ms();
-    int closing = 0;
+    l->mosq = link_mosquitto(l, l, one_thread_callbacks());
+    if (!l->mosq) return 1;
     for (;;) {
         uint64_t now = now_ms();
-        mode_engine_handle_timeout(d.engine, now);
-        if (!closing && queued < total && now >= next_tick) {
-            long accepted[4];
-            int n = 0;
-            for (; n < 4 && queued < total; n++) {
-                char data[48];
-                accepted[n] = run * 100000 + queued + 1;
-                snprintf(data, sizeof data, "{\"n\":%ld}", accepted[n]);
-                if (mode_engine_send_event(d.engine, "tick", data, strlen(data), MODE_QOS_AT_LEAST_ONCE, NULL) != MODE_OK)
-                    break; /* queue full: try again on the next tick */
-                queued++;
-            }
-            persist(&d); /* the ADDED records on disk (one fsync for the four) ... */
-            for (int i = 0; i < n; i++) printf("accepted %ld\n", accepted[i]); /* ... then accepted */
-            fflush(stdout);
-            next_tick = now + 10;
-        }
-        if (!closing && queued == total && d.open_count == 0) {
-            closing = 1;
-            mode_engine_close(d.engine, now + 5000, now);
-        }
-        transmit(&d);
+        mode_engine_handle_timeout(l->engine, now);
+        ticks(&d, &app, run, now);
+        one_thread_transmit(l);
         persist(&d);
-        if (events(&d)) break;
+        if (link_events(l)) break;
         persist(&d);
-
-        uint64_t wake = MODE_NO_TIMEOUT;
-        mode_engine_poll_timeout(d.engine, &wake);
-        if (!closing && queued < total && next_tick < wake) wake = next_tick;
-        now = now_ms();
-        int timeout = wake <= now ? 0 : wake - now > 1000 ? 1000 : (int)(wake - now);
-        int rc = mosquitto_loop(d.mosq, timeout, 1);
-        if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_REFUSED) {
-            struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
-        } else if (rc != MOSQ_ERR_SUCCESS && d.up) {
-            d.up = 0;
-            disconnected(&d, MODE_DISCONNECT_NETWORK, mosquitto_strerror(rc));
-        }
+        one_thread_wait(l, ticks_wake(l, &app));
         persist(&d);
     }
-    printf("sent %ld new events, %ld delivered, %ld open in the journal\n", queued, d.delivered, d.open_count);
+    printf("sent %ld new events, %ld delivered, %ld open in the journal\n", app.queued, l->delivered, d.open_count);
     close(d.journal);
-    mode_engine_free(d.engine);
-    mosquitto_destroy(d.mosq);
+    mode_engine_free(l->engine);
+    mosquitto_destroy(l->mosq);
     mosquitto_lib_cleanup();
     return d.open_count == 0 ? 0 : 1;
 }

@@ -21,14 +21,11 @@
 #include <time.h>
 
 #define PROGRAM "events_libmode"
+#define BENCH_EVENTS
 #include "measure.h"
 
 static atomic_bool connected;
-static atomic_ulong delivered, failed;
-static unsigned long expected;
-static struct timespec last_delivery; /* written by the dispatcher thread before the count */
-static sem_t all_delivered;          /* posted by the last delivery: the main thread sleeps once */
-
+static atomic_ulong failed;
 
 static void on_connection(void *userdata, bool up, const char *reason, size_t reason_len, int64_t retry_in_ms) {
     (void)userdata, (void)reason_len, (void)retry_in_ms;
@@ -39,32 +36,18 @@ static void on_connection(void *userdata, bool up, const char *reason, size_t re
 static void on_delivery(void *userdata, uint64_t message_id, mode_status_t status) {
     (void)userdata, (void)message_id;
     if (status != MODE_OK) atomic_fetch_add(&failed, 1);
-    clock_gettime(CLOCK_MONOTONIC, &last_delivery);
-    if (atomic_fetch_add(&delivered, 1) + 1 == expected) sem_post(&all_delivered);
-}
-
-static void check(const char *what, mode_status_t status) {
-    if (status == MODE_OK) return;
-    char why[512] = "";
-    mode_last_error(why, sizeof why, NULL);
-    fprintf(stderr, "events_libmode: %s: %s (%s)\n", what, mode_status_str(status), why);
-    exit(1);
+    count_ack();
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s HOST PORT DEVICE_ID API_KEY QOS COUNT\n", argv[0]);
-        return 2;
-    }
-    int qos = atoi(argv[5]);
-    unsigned long count = strtoul(argv[6], NULL, 10);
-    expected = count;
-    sem_init(&all_delivered, 0, 0);
+    struct events_args run = events_args(argc, argv, 0, "HOST PORT DEVICE_ID API_KEY QOS COUNT");
+    int qos = run.qos;
+    unsigned long count = run.count;
     mode_config_t *config = NULL;
-    check("config", mode_config_new(strtoull(argv[3], NULL, 10), argv[4], &config));
+    check("config", mode_config_new(strtoull(run.device, NULL, 10), run.key, &config));
     check("plain tcp", mode_config_set_plain_tcp(config));
-    check("host", mode_config_set_mqtt_host(config, argv[1]));
-    check("port", mode_config_set_mqtt_port(config, atoi(argv[2])));
+    check("host", mode_config_set_mqtt_host(config, run.host));
+    check("port", mode_config_set_mqtt_port(config, run.port));
     check("in-flight window", mode_config_set_max_inflight(config, 100)); /* libmode's default, set for the record */
     check("queue size", mode_config_set_queue_size(config, count + 1));  /* the sender never meets a full queue */
     mode_client_t *client = NULL;
@@ -91,11 +74,11 @@ int main(int argc, char **argv) {
     struct timespec limit;
     clock_gettime(CLOCK_REALTIME, &limit);
     limit.tv_sec += 60;
-    if (sem_timedwait(&all_delivered, &limit)) {
-        fprintf(stderr, "events_libmode: %lu of %lu delivered after 60 s\n", atomic_load(&delivered), count);
+    if (sem_timedwait(&all_acked, &limit)) {
+        fprintf(stderr, "events_libmode: %lu of %lu delivered after 60 s\n", atomic_load(&acked), count);
         return 1;
     }
-    double end = (double)last_delivery.tv_sec + (double)last_delivery.tv_nsec / 1e9;
+    double end = last_ack_s();
     mode_stats_t stats;
     check("stats", mode_client_stats(client, &stats));
     mode_client_stop(client, 5000);

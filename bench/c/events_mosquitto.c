@@ -22,15 +22,11 @@
 #include <time.h>
 
 #define PROGRAM "events_mosquitto"
+#define BENCH_EVENTS
 #include "measure.h"
 
 static atomic_bool subscribed;
-static atomic_ulong published;
-static unsigned long expected;
-static struct timespec last_publish;
-static sem_t all_published; /* posted by the last on_publish: the main thread sleeps once */
 static char topics[2][64];
-
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
     (void)userdata;
@@ -46,8 +42,7 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int co
 
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
     (void)mosq, (void)userdata, (void)mid;
-    clock_gettime(CLOCK_MONOTONIC, &last_publish);
-    if (atomic_fetch_add(&published, 1) + 1 == expected) sem_post(&all_published);
+    count_ack();
 }
 
 static void check(const char *what, int rc) {
@@ -57,30 +52,25 @@ static void check(const char *what, int rc) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7 && argc != 8) {
-        fprintf(stderr, "usage: %s HOST PORT DEVICE_ID API_KEY QOS COUNT [threaded|inline]\n", argv[0]);
-        return 2;
-    }
-    int qos = atoi(argv[5]);
-    unsigned long count = strtoul(argv[6], NULL, 10);
-    expected = count;
-    sem_init(&all_published, 0, 0);
+    struct events_args run = events_args(argc, argv, 1, "HOST PORT DEVICE_ID API_KEY QOS COUNT [threaded|inline]");
+    int qos = run.qos;
+    unsigned long count = run.count;
     int threaded = argc == 7 || strcmp(argv[7], "inline") != 0;
     char event_topic[64];
-    snprintf(event_topic, sizeof event_topic, "/devices/%s/event", argv[3]);
-    snprintf(topics[0], sizeof topics[0], "/devices/%s/command", argv[3]);
-    snprintf(topics[1], sizeof topics[1], "/devices/%s/kv", argv[3]);
+    snprintf(event_topic, sizeof event_topic, "/devices/%s/event", run.device);
+    snprintf(topics[0], sizeof topics[0], "/devices/%s/command", run.device);
+    snprintf(topics[1], sizeof topics[1], "/devices/%s/kv", run.device);
 
     mosquitto_lib_init();
     struct mosquitto *mosq = mosquitto_new(NULL, true, NULL);
     if (!mosq) { fprintf(stderr, "events_mosquitto: mosquitto_new failed\n"); return 1; }
     check("protocol", mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311));
-    check("login", mosquitto_username_pw_set(mosq, argv[3], argv[4])); /* user = device id, password = key */
+    check("login", mosquitto_username_pw_set(mosq, run.device, run.key)); /* user = device id, password = key */
     check("in-flight window", mosquitto_max_inflight_messages_set(mosq, 100)); /* as libmode's default */
     mosquitto_connect_callback_set(mosq, on_connect);
     mosquitto_subscribe_callback_set(mosq, on_subscribe);
     mosquitto_publish_callback_set(mosq, on_publish);
-    check("connect", mosquitto_connect(mosq, argv[1], atoi(argv[2]), 60));
+    check("connect", mosquitto_connect(mosq, run.host, run.port, 60));
     if (threaded) check("loop_start", mosquitto_loop_start(mosq));
     double deadline = now_s() + 10;
     while (!atomic_load(&subscribed)) {
@@ -106,15 +96,15 @@ int main(int argc, char **argv) {
     struct timespec limit;
     clock_gettime(CLOCK_REALTIME, &limit);
     limit.tv_sec += 60;
-    while (atomic_load(&published) < count) {
-        if (now_s() > sent + 60) { fprintf(stderr, "events_mosquitto: %lu of %lu published after 60 s\n", atomic_load(&published), count); return 1; }
+    while (atomic_load(&acked) < count) {
+        if (now_s() > sent + 60) { fprintf(stderr, "events_mosquitto: %lu of %lu published after 60 s\n", atomic_load(&acked), count); return 1; }
         if (threaded) {
-            if (sem_timedwait(&all_published, &limit) == 0) break;
+            if (sem_timedwait(&all_acked, &limit) == 0) break;
         } else {
             check("loop", mosquitto_loop(mosq, 10, 100));
         }
     }
-    double end = (double)last_publish.tv_sec + (double)last_publish.tv_nsec / 1e9;
+    double end = last_ack_s();
     mosquitto_disconnect(mosq);
     if (threaded) mosquitto_loop_stop(mosq, false);
     mosquitto_destroy(mosq);

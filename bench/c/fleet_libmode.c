@@ -47,7 +47,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,15 +105,6 @@ static double heap_bytes(void) {
 
 static double mmapped_bytes(void) {
     return (double)mallinfo2().hblkhd;
-}
-
-
-static void check(const char *what, mode_status_t status) {
-    if (status == MODE_OK) return;
-    char why[512] = "";
-    mode_last_error(why, sizeof why, NULL);
-    fprintf(stderr, "fleet_libmode: %s: %s (%s)\n", what, mode_status_str(status), why);
-    exit(1);
 }
 
 /* On the dispatcher thread, in order per device. */
@@ -191,19 +181,10 @@ int main(int argc, char **argv) {
     if (!window) window = ca ? 32 : 64; /* fleet_mosquitto's windows, for a like-for-like ramp */
     if (n < 1 || window < 1 || io_threads < 1) die("--devices/--window/--io-threads", "must be at least 1");
 
-    /* One socket per device: raise the soft fd limit to the hard one, as fleet_mosquitto does. */
-    struct rlimit lim;
-    getrlimit(RLIMIT_NOFILE, &lim);
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
-
-    /* Kept back from the clients, so that at the fd limit the measurement can still open files. */
-    int reserve[8];
-    for (int i = 0; i < 8; i++) reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-
-    struct device *devs = calloc((size_t)n, sizeof *devs);
-    if (!devs) die("calloc", strerror(errno));
-    LOAD_DEVICES(csv, devs, &n);
+    /* A socket per device, and 8 fds kept back for the measurement (measure.h). */
+    make_room_for_sockets();
+    struct device *devs;
+    NEW_DEVICES(csv, devs, &n);
     sem_init(&progress, 0, 0);
     mode_runtime_t *runtime = NULL;
     check("runtime", mode_runtime_new((size_t)io_threads, &runtime));
@@ -226,7 +207,7 @@ int main(int argc, char **argv) {
 
     /* Idle: let late packets (mode-sim's DDP reload on the kv subscription) arrive first. */
     sleep(1);
-    for (int i = 0; i < 8; i++) close(reserve[i]);
+    give_back_fds();
     malloc_trim(0);
     long rss1 = status_kib(0, "VmRSS"), broker1 = broker_pid ? status_kib(broker_pid, "VmRSS") : 0;
     double heap1 = heap_bytes(), mmapped1 = mmapped_bytes();

@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -171,19 +170,10 @@ int main(int argc, char **argv) {
     if (!window) window = ca ? 32 : 64;
     if (n < 1 || window < 1) die("--devices/--window", "must be at least 1");
 
-    /* N sockets and libmosquitto's socketpair per client: raise the soft fd limit to the hard one. */
-    struct rlimit lim;
-    getrlimit(RLIMIT_NOFILE, &lim);
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
-
-    /* Kept back from the clients, so that at the fd limit the measurement can still open files. */
-    int reserve[8];
-    for (int i = 0; i < 8; i++) reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-
-    struct device *devs = calloc((size_t)n, sizeof *devs);
-    if (!devs) die("calloc", strerror(errno));
-    LOAD_DEVICES(csv, devs, &n);
+    /* A socket per device, and 8 fds kept back for the measurement (measure.h). */
+    make_room_for_sockets();
+    struct device *devs;
+    NEW_DEVICES(csv, devs, &n);
     mosquitto_lib_init();
     SSL_CTX *ctx = NULL;
     if (ca && shared_ctx) {
@@ -240,7 +230,7 @@ int main(int argc, char **argv) {
 
     /* Idle: let late packets (mode-sim's DDP reload on the kv subscription) arrive first. */
     for (double t = now_s(); now_s() - t < 1;) poll_once(devs, n, 50);
-    for (int i = 0; i < 8; i++) close(reserve[i]);
+    give_back_fds();
     malloc_trim(0);
     long rss1 = status_kib(0, "VmRSS"), broker1 = broker_pid ? status_kib(broker_pid, "VmRSS") : 0;
     struct mallinfo2 heap1 = mallinfo2();

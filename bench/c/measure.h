@@ -1,18 +1,24 @@
 /*
  * What the C benchmarks measure the same way on both sides, libmode and libmosquitto, so a
  * difference in a table is the libraries' and never the harness's: the clock, the process's
- * counters in /proc, the fleet's devices from mode-sim's CSV, and how a run gives up.
- * Each program defines PROGRAM (its name, for messages) before including this.
+ * counters in /proc, the fleet's devices from mode-sim's CSV, room for a socket per device,
+ * the events programs' arguments and their count of acknowledged events, and how a run gives up
+ * (a libmode program: check, for every call's status).
+ * Each program defines PROGRAM (its name, for messages) before including this, and BENCH_FLEET
+ * or BENCH_EVENTS for the parts of its kind; a libmode program includes mode.h first.
  */
 #ifndef BENCH_MEASURE_H
 #define BENCH_MEASURE_H
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_s(void) {
     struct timespec t;
@@ -90,6 +96,83 @@ static struct credentials *load_credentials(const char *csv, int *n) {
     }
     return who;
 }
+
+/* devs: a new zeroed array of *n struct device (each with a `who` member), their logins
+ * loaded as LOAD_DEVICES says. */
+#define NEW_DEVICES(csv, devs, n)                                                         \
+    do {                                                                                  \
+        (devs) = calloc((size_t)*(n), sizeof *(devs));                                    \
+        if (!(devs)) die("calloc", strerror(errno));                                      \
+        LOAD_DEVICES(csv, devs, n);                                                       \
+    } while (0)
+
+/* One socket per device (libmosquitto adds a socketpair per client): the soft fd limit raised to
+ * the hard one, and 8 fds kept back from the clients so that at the limit the measurement can
+ * still open files (/proc); give_back_fds() hands them over before it does. */
+static int kept_fds[8];
+
+static void make_room_for_sockets(void) {
+    struct rlimit lim;
+    getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+    for (int i = 0; i < 8; i++) kept_fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void give_back_fds(void) {
+    for (int i = 0; i < 8; i++) close(kept_fds[i]);
+}
 #endif /* BENCH_FLEET */
+
+#ifdef BENCH_EVENTS
+#include <semaphore.h>
+#include <stdatomic.h>
+
+/* What both events programs count the same way: the events acknowledged (libmode's delivery
+ * callback, libmosquitto's on_publish: QoS 1 the PUBACK, QoS 0 the write), the time of the last
+ * one, and a semaphore posted at the COUNTth, so the main thread sleeps once. */
+static atomic_ulong acked;
+static unsigned long expected;
+static struct timespec last_ack; /* written before the count */
+static sem_t all_acked;
+
+/* One more event acknowledged (on the library's thread). */
+static void count_ack(void) {
+    clock_gettime(CLOCK_MONOTONIC, &last_ack);
+    if (atomic_fetch_add(&acked, 1) + 1 == expected) sem_post(&all_acked);
+}
+
+static double last_ack_s(void) { return (double)last_ack.tv_sec + (double)last_ack.tv_nsec / 1e9; }
+
+/* HOST PORT DEVICE_ID API_KEY QOS COUNT, and up to `extra` more arguments (`usage` names them
+ * all); exits 2 with the usage otherwise. Sets up the count of acknowledged events. */
+struct events_args {
+    const char *host, *device, *key;
+    int port, qos;
+    unsigned long count;
+};
+
+static struct events_args events_args(int argc, char **argv, int extra, const char *usage) {
+    if (argc < 7 || argc > 7 + extra) {
+        fprintf(stderr, "usage: %s %s\n", argv[0], usage);
+        exit(2);
+    }
+    struct events_args a = {argv[1], argv[3], argv[4], atoi(argv[2]), atoi(argv[5]), strtoul(argv[6], NULL, 10)};
+    expected = a.count;
+    sem_init(&all_acked, 0, 0);
+    return a;
+}
+#endif /* BENCH_EVENTS */
+
+#ifdef MODE_H /* a libmode program (mode.h included first) */
+/* Ends the run on an error, with its status and mode_last_error's text. */
+static void check(const char *what, mode_status_t status) {
+    if (status == MODE_OK) return;
+    char why[512] = "";
+    mode_last_error(why, sizeof why, NULL);
+    fprintf(stderr, PROGRAM ": %s: %s (%s)\n", what, mode_status_str(status), why);
+    exit(1);
+}
+#endif /* MODE_H */
 
 #endif /* BENCH_MEASURE_H */

@@ -160,24 +160,11 @@ static mode_client_t *new_device(const mode_runtime_t *runtime, struct device *d
 }
 
 int main(int argc, char **argv) {
-    const char *host = "127.0.0.1", *csv = NULL, *ca = NULL;
-    int port = 1883, broker_pid = 0, n = 1000, event_devices = 1000, events = 50, window = 0, io_threads = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) die(a, "needs a value (see the comment at the top of fleet_libmode.c)");
-        i++;
-        if (!strcmp(a, "--host")) host = v;
-        else if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--devices")) n = atoi(v);
-        else if (!strcmp(a, "--csv")) csv = v;
-        else if (!strcmp(a, "--ca")) ca = v;
-        else if (!strcmp(a, "--io-threads")) io_threads = atoi(v);
-        else if (!strcmp(a, "--event-devices")) event_devices = atoi(v);
-        else if (!strcmp(a, "--events")) events = atoi(v);
-        else if (!strcmp(a, "--window")) window = atoi(v);
-        else if (!strcmp(a, "--broker-pid")) broker_pid = atoi(v);
-        else die(a, "unknown option");
-    }
+    struct fleet_options o = {.extra = "--io-threads", .extra_value = 1};
+    parse_fleet_options(argc, argv, &o);
+    const char *host = o.host, *csv = o.csv, *ca = o.ca;
+    int port = o.port, broker_pid = o.broker_pid, n = o.devices, event_devices = o.event_devices, events = o.events;
+    int window = o.window, io_threads = o.extra_value;
     if (!window) window = ca ? 32 : 64; /* fleet_mosquitto's windows, for a like-for-like ramp */
     if (n < 1 || window < 1 || io_threads < 1) die("--devices/--window/--io-threads", "must be at least 1");
 

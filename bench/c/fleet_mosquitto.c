@@ -141,27 +141,13 @@ static void poll_once(struct device *devs, int n, int timeout_ms) {
     }
 }
 
-
 int main(int argc, char **argv) {
-    const char *host = "127.0.0.1", *csv = NULL, *ca = NULL;
-    int port = 1883, broker_pid = 0, n = 1000, fd_limit_at = 0, event_devices = 1000, events = 50, window = 0;
-    bool shared_ctx = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--shared-ctx")) { shared_ctx = true; continue; }
-        if (!v) die(a, "needs a value (see the comment at the top of fleet_mosquitto.c)");
-        i++;
-        if (!strcmp(a, "--host")) host = v;
-        else if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--devices")) n = atoi(v);
-        else if (!strcmp(a, "--csv")) csv = v;
-        else if (!strcmp(a, "--ca")) ca = v;
-        else if (!strcmp(a, "--event-devices")) event_devices = atoi(v);
-        else if (!strcmp(a, "--events")) events = atoi(v);
-        else if (!strcmp(a, "--window")) window = atoi(v);
-        else if (!strcmp(a, "--broker-pid")) broker_pid = atoi(v);
-        else die(a, "unknown option");
-    }
+    struct fleet_options o = {.flag = "--shared-ctx"};
+    parse_fleet_options(argc, argv, &o);
+    const char *host = o.host, *csv = o.csv, *ca = o.ca;
+    int port = o.port, broker_pid = o.broker_pid, n = o.devices, event_devices = o.event_devices, events = o.events;
+    int window = o.window, fd_limit_at = 0;
+    bool shared_ctx = o.flag_set;
     /* 64 handshakes at once for plain TCP: 256 sometimes overflowed the mosquitto broker's listen
      * backlog (100) and a dropped SYN waits a second for its retransmit (a 1,000-device ramp
      * took 1.16 s instead of 0.09 s). 32 for TLS, where more gains nothing (the handshakes are

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,39 @@ static int open_fds(void) {
     for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
     if (d) closedir(d);
     return n - 1; /* the directory's own fd */
+}
+
+/* The options both fleet programs take (their top comments say what each means), with their
+ * defaults; and one of the program's own: an option with a number (`extra`, e.g. "--io-threads",
+ * its default in extra_value) or a flag (`flag`, e.g. "--shared-ctx", then flag_set). */
+struct fleet_options {
+    const char *host, *csv, *ca;
+    int port, broker_pid, devices, event_devices, events, window;
+    const char *extra;
+    int extra_value;
+    const char *flag;
+    bool flag_set;
+};
+
+static void parse_fleet_options(int argc, char **argv, struct fleet_options *o) {
+    o->host = "127.0.0.1", o->port = 1883, o->devices = 1000, o->event_devices = 1000, o->events = 50;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (o->flag && !strcmp(a, o->flag)) { o->flag_set = true; continue; }
+        if (!v) die(a, "needs a value (see the comment at the top of " PROGRAM ".c)");
+        i++;
+        if (!strcmp(a, "--host")) o->host = v;
+        else if (!strcmp(a, "--port")) o->port = atoi(v);
+        else if (!strcmp(a, "--devices")) o->devices = atoi(v);
+        else if (!strcmp(a, "--csv")) o->csv = v;
+        else if (!strcmp(a, "--ca")) o->ca = v;
+        else if (!strcmp(a, "--event-devices")) o->event_devices = atoi(v);
+        else if (!strcmp(a, "--events")) o->events = atoi(v);
+        else if (!strcmp(a, "--window")) o->window = atoi(v);
+        else if (!strcmp(a, "--broker-pid")) o->broker_pid = atoi(v);
+        else if (o->extra && !strcmp(a, o->extra)) o->extra_value = atoi(v);
+        else die(a, "unknown option");
+    }
 }
 
 /* A fleet device's login. */

@@ -3,11 +3,7 @@
 # it with pkg-config (-Wall -Wextra -Wpedantic -Werror), and runs each against a mode-sim
 # subprocess: the app side sends a command and sets a key through the simulator's console, and
 # the example's output and the events the cloud received are checked.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-target=${CARGO_TARGET_DIR:-$root/target}
-fail() { echo "tests/c/examples: FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh" # root, target, fail
 
 prefix=$(mktemp -d)
 . tests/c/sim.sh

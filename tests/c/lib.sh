@@ -1,7 +1,7 @@
-# Sourced by tests/c/run.sh and tests/c/core.sh: what both do the same way. Sets root (and cd's
-# there), target (CARGO_TARGET_DIR or target/), lib (the debug libraries), out ($target/c-tests)
-# and warn (the compiler's warnings, all errors), and defines:
-#   fail MESSAGE                    prints "$name: FAIL: MESSAGE" and exits 1 (name: the script's)
+# Sourced by the C test scripts (run.sh, core.sh, examples.sh, own_stack.sh): what they do the
+# same way. Sets root (and cd's there), target (CARGO_TARGET_DIR or target/), lib (the debug
+# libraries), out ($target/c-tests) and warn (the compiler's warnings, all errors), and defines:
+#   fail MESSAGE                    prints "tests/c/SCRIPT: FAIL: MESSAGE" and exits 1
 #   header_is_fresh CRATE HEADER    fails unless cbindgen generates HEADER from CRATE as committed
 #   run_three_ways NAME LIB SRC...  compiles SRC... (C11) into $out/NAME against libLIB.so and runs
 #                                   it, then against libLIB.a under AddressSanitizer + UBSan, then
@@ -15,10 +15,10 @@ target=${CARGO_TARGET_DIR:-$root/target}
 lib=$target/debug
 out=$target/c-tests
 mkdir -p "$out"
-name=tests/c/$(basename "$0" .sh)
+test_script=tests/c/$(basename "$0" .sh)
 warn=(-Wall -Wextra -Wpedantic -Werror -I include -I tests/c -I "$out")
 
-fail() { echo "$name: FAIL: $*" >&2; exit 1; }
+fail() { echo "$test_script: FAIL: $*" >&2; exit 1; }
 
 header_is_fresh() {
   local fresh

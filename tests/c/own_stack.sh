@@ -13,11 +13,7 @@
 # only), restarted on the same journal each time, and once more to finish: every event it
 # reported accepted is in the cloud's event log (0 missing); duplicates are counted; a torn
 # record at the journal's end is dropped at boot.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-target=${CARGO_TARGET_DIR:-$root/target}
-fail() { echo "tests/c/own_stack: FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh" # root, target, fail
 events=${OWN_STACK_EVENTS:-400}
 restarts=5
 

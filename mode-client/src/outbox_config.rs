@@ -2,7 +2,7 @@
 //! apart from the connection settings they do not touch.
 //!
 //! What each [`SyncPolicy`] survives, exactly:
-//! - A message whose send returned `Ok` is in an fsynced redb commit, under either policy: it
+//! - A message whose send returned `Ok` is in an fsynced queue-file append, under either policy: it
 //!   survives the process being killed (`SIGKILL`, a panic, an OOM kill) and the power going
 //!   out (as far as the disk honours fsync), and is sent again at the next start.
 //! - A message whose send had not returned yet may or may not be there: its caller never heard
@@ -82,39 +82,32 @@ impl super::ClientConfig {
 }
 
 impl ClientConfigBuilder {
-    /// Keeps the outbox in this directory (created if missing), so accepted QoS 1 messages
-    /// survive the process dying or the power going out: each is in the store before its send
-    /// returns (a `try_` send then waits for the commit too), is removed once the cloud
-    /// confirmed it, and what remains is sent first at the next start, in order, with its
-    /// original message id. QoS 0 messages are never stored. Messages still queued when the
-    /// client closes (or is dropped) stay in the store for the next start.
-    ///
-    /// One client at a time: [`Client::connect`](crate::Client::connect) fails with
-    /// [`ConfigError::OutboxLocked`] while another process (or client) has it open. A store
-    /// found torn or damaged is read as far as it can be; what was lost is reported as a
-    /// [`Notification::Error`](crate::Notification::Error) whose topic starts with `outbox:`
-    /// and counted in [`Stats::outbox_unrecovered`](crate::Stats::outbox_unrecovered).
-    /// Needs mode-client's `durable-outbox` feature (off by default; on in the Python wheel
-    /// and the CLI); without it, `build` fails with [`ConfigError::OutboxUnavailable`].
-    pub fn outbox_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.outbox.dir = Some(dir.into());
-        self
-    }
-
-    /// The most the durable outbox holds, in bytes of stored messages (default 64 MiB). When
-    /// it holds that much, a send does what the [`FullQueuePolicy`](super::FullQueuePolicy)
-    /// says for a full queue: waits for room (`Block`), fails with `QueueFull` (`Error`), or
-    /// drops the oldest messages not yet on the network (`DropOldest`; with every stored
-    /// message on the network the new one is stored all the same).
-    pub fn outbox_max_bytes(mut self, bytes: usize) -> Self {
-        self.config.outbox.max_bytes = bytes;
-        self
-    }
-
-    /// When the durable outbox fsyncs (default: group commit, as soon as the previous commit
-    /// is done).
-    pub fn outbox_sync(mut self, policy: SyncPolicy) -> Self {
-        self.config.outbox.sync = policy;
-        self
+    setters! {
+        /// Keeps the outbox in this directory (created if missing), so accepted QoS 1 messages
+        /// survive the process dying or the power going out: each is in the store before its
+        /// send returns (a `try_` send then waits for the commit too), is removed once the
+        /// cloud confirmed it, and what remains is sent first at the next start, in order, with
+        /// its original message id. QoS 0 messages are never stored. Messages still queued when
+        /// the client closes (or is dropped) stay in the store for the next start.
+        ///
+        /// One client at a time: [`Client::connect`](crate::Client::connect) fails with
+        /// [`ConfigError::OutboxLocked`] while another process (or client) has it open. A store
+        /// found torn or damaged is read as far as it can be; what was lost is reported as a
+        /// [`Notification::Error`](crate::Notification::Error) whose topic starts with
+        /// `outbox:` and counted in
+        /// [`Stats::outbox_unrecovered`](crate::Stats::outbox_unrecovered).
+        /// Needs mode-client's `durable-outbox` feature (off by default; on in the Python wheel
+        /// and the CLI); without it, `build` fails with [`ConfigError::OutboxUnavailable`].
+        outbox_dir(dir: impl Into<PathBuf>) => outbox.dir = Some(dir.into());
+        /// The most the durable outbox holds, in bytes of stored messages (default 64 MiB).
+        /// When it holds that much, a send does what the
+        /// [`FullQueuePolicy`](super::FullQueuePolicy) says for a full queue: waits for room
+        /// (`Block`), fails with `QueueFull` (`Error`), or drops the oldest messages not yet on
+        /// the network (`DropOldest`; with every stored message on the network the new one is
+        /// stored all the same).
+        outbox_max_bytes(bytes: usize) => outbox.max_bytes = bytes;
+        /// When the durable outbox fsyncs (default: group commit, as soon as the previous
+        /// commit is done).
+        outbox_sync(policy: SyncPolicy) => outbox.sync = policy;
     }
 }

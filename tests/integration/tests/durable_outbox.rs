@@ -277,7 +277,7 @@ async fn a_torn_or_damaged_store_is_read_as_far_as_it_goes_and_the_loss_is_repor
     let mut random = seed;
     let pristine_dir = tempfile::tempdir().unwrap();
     queue_offline(pristine_dir.path(), 0..STORED).await;
-    let file = pristine_dir.path().join("outbox.redb");
+    let file = pristine_dir.path().join("outbox.queue");
     let pristine = std::fs::read(&file).unwrap();
     let sim = demo().await;
     let mut tally = BTreeMap::<&str, (u64, u64, u64)>::new();
@@ -296,7 +296,7 @@ async fn a_torn_or_damaged_store_is_read_as_far_as_it_goes_and_the_loss_is_repor
             }
             "bytes flipped"
         };
-        std::fs::write(dir.path().join("outbox.redb"), &bytes).unwrap();
+        std::fs::write(dir.path().join("outbox.queue"), &bytes).unwrap();
         let before = sim.cloud().event_count();
         let config = mode_integration::config(&sim, DEVICE)
             .outbox_dir(dir.path())

@@ -1,0 +1,263 @@
+//! The durable outbox's file: a queue-file FIFO (crash-safe appends and removals, each element
+//! checked by its CRC) of [`Record`] frames, in the order the engine accepted them, and the
+//! directory lock that keeps a second client out. Confirmations may come out of order (HTTP),
+//! so a finished message stays in the file, marked finished in memory, until every message
+//! before it is finished too; a crash in between sends it again (QoS 1 allows that).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use mode_core::engine::{MessageId, Publish};
+use queue_file::QueueFile;
+
+use super::frame::{Record, decode, encode, salvage};
+use crate::config::ConfigError;
+
+/// The files inside the outbox directory.
+pub(crate) const QUEUE_FILE: &str = "outbox.queue";
+const LOCK_FILE: &str = "outbox.lock";
+/// Where a file that could not be read whole is moved, once its intact messages were copied out.
+pub(crate) const DAMAGED_FILE: &str = "outbox.queue.damaged";
+
+/// What the store held at start.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Intact unfinished messages, in id order.
+    pub messages: Vec<Publish>,
+    /// The largest id ever stored.
+    pub last_id: MessageId,
+    /// Records found damaged and dropped.
+    pub damaged: u64,
+    /// The file could not be read whole: why (its intact frames were salvaged).
+    pub unreadable: Option<String>,
+}
+
+impl Recovered {
+    /// A sentence for the application when something was lost, else `None`.
+    pub(crate) fn report(&self, dir: &Path) -> Option<String> {
+        if self.damaged == 0 && self.unreadable.is_none() {
+            return None;
+        }
+        let mut text = format!(
+            "the durable outbox in {} was damaged: {} damaged message(s) could not be recovered and are gone; {} intact message(s) restored",
+            dir.display(),
+            self.damaged,
+            self.messages.len()
+        );
+        if let Some(why) = &self.unreadable {
+            text.push_str(&format!(
+                " (the store could not be read whole: {why}; its intact records were salvaged from its bytes, so messages already delivered may be sent again, and the damaged file was kept as {DAMAGED_FILE})"
+            ));
+        }
+        Some(text)
+    }
+}
+
+pub(crate) fn outbox_error(dir: &Path, detail: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Outbox {
+        dir: dir.display().to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Takes the directory's lock: one process (one client) per outbox directory. Taken before the
+/// file is touched, so a second client fails cleanly and never writes to it.
+pub(crate) fn lock(dir: &Path) -> Result<File, ConfigError> {
+    std::fs::create_dir_all(dir).map_err(|e| outbox_error(dir, e))?;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| outbox_error(dir, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ConfigError::OutboxLocked {
+            dir: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(outbox_error(dir, e)),
+    }
+}
+
+/// A panic inside queue-file (a damaged file it did not expect) as an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(format!("queue-file failed on the file: {what}"))
+    })
+}
+
+/// One change to write.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Put(Publish),
+    Delete(MessageId),
+}
+
+/// An open store. Lives on the writer thread (a `QueueFile` is not `Send`).
+pub(crate) struct Store {
+    queue: QueueFile,
+    /// The ids of the file's records, head first, and whether each is finished.
+    order: VecDeque<(MessageId, bool)>,
+    last_id: MessageId,
+    pub(crate) dir: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating it if needed) the store in `dir`, whose lock the caller holds, and
+    /// reads what it holds. A file that cannot be read whole is salvaged into a fresh one.
+    pub(crate) fn open(dir: &Path, lock: File) -> Result<(Store, Recovered), ConfigError> {
+        let path = dir.join(QUEUE_FILE);
+        let (queue, records, recovered) = match read(&path) {
+            Ok((queue, records, damaged)) => {
+                let recovered = recovered_from(&records, damaged, None);
+                (queue, records, recovered)
+            }
+            Err(why) => {
+                tracing::error!(path = %path.display(), error = %why, "the durable outbox cannot be read whole; salvaging its intact records");
+                let bytes = std::fs::read(&path).map_err(|e| outbox_error(dir, e))?;
+                let (found, last_id, damaged) = salvage(&bytes);
+                std::fs::rename(&path, dir.join(DAMAGED_FILE)).map_err(|e| outbox_error(dir, e))?;
+                let mut records: Vec<Record> = found.into_values().map(Record::Message).collect();
+                if last_id > 0 && records.last().is_none_or(|r| r.id() < last_id) {
+                    records.push(Record::LastId(last_id));
+                }
+                let queue = guarded(|| {
+                    let mut queue = QueueFile::open(&path).map_err(|e| e.to_string())?;
+                    queue
+                        .add_n(records.iter().map(encode))
+                        .map_err(|e| e.to_string())?;
+                    Ok(queue)
+                })
+                .map_err(|e| outbox_error(dir, e))?;
+                let recovered = recovered_from(&records, damaged, Some(why));
+                (queue, records, recovered)
+            }
+        };
+        let order = records
+            .iter()
+            .map(|record| (record.id(), matches!(record, Record::LastId(_))))
+            .collect();
+        let store = Store {
+            queue,
+            order,
+            last_id: recovered.last_id,
+            dir: dir.to_owned(),
+            _lock: lock,
+        };
+        Ok((store, recovered))
+    }
+
+    /// Writes `changes`: the new messages in one fsynced append, then the finished prefix of
+    /// the file removed in one fsynced header update. Returns when both are on disk.
+    pub(crate) fn write(&mut self, changes: Vec<Change>) -> Result<(), String> {
+        let mut added: Vec<Record> = Vec::new();
+        for change in changes {
+            match change {
+                Change::Put(message) => {
+                    self.last_id = self.last_id.max(message.id);
+                    added.push(Record::Message(message));
+                }
+                Change::Delete(id) => {
+                    // Confirmed before its append was written: it need not be written at all.
+                    if let Some(at) = added.iter().position(|r| r.id() == id) {
+                        added.remove(at);
+                    } else if let Some(entry) = self.order.iter_mut().find(|(i, _)| *i == id) {
+                        entry.1 = true;
+                    }
+                }
+            }
+        }
+        let finished = self.order.iter().take_while(|(_, done)| *done).count();
+        let remove = if added.is_empty() && finished == self.order.len() {
+            // Everything is finished. Ids continue after a restart: an emptied file keeps a
+            // marker of the last one (added before the rest goes, so no crash loses it).
+            if self.only_marker() || self.last_id == 0 {
+                0
+            } else {
+                added.push(Record::LastId(self.last_id));
+                finished
+            }
+        } else {
+            finished
+        };
+        guarded(|| {
+            if !added.is_empty() {
+                self.queue
+                    .add_n(added.iter().map(encode))
+                    .map_err(|e| e.to_string())?;
+            }
+            if remove > 0 {
+                self.queue.remove_n(remove).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        self.order.drain(..remove);
+        self.order.extend(
+            added
+                .iter()
+                .map(|record| (record.id(), matches!(record, Record::LastId(_)))),
+        );
+        Ok(())
+    }
+
+    /// True when the file holds nothing but one id marker (nothing to remove or add).
+    fn only_marker(&self) -> bool {
+        self.order.len() == 1 && self.order[0].0 == self.last_id && self.order[0].1
+    }
+}
+
+/// Opens the queue file at `path` and decodes every record; an error when queue-file cannot
+/// open it or an element cannot be read (its CRC is wrong, the file is cut short).
+fn read(path: &Path) -> Result<(QueueFile, Vec<Record>, u64), String> {
+    guarded(|| {
+        let queue = QueueFile::open(path).map_err(|e| e.to_string())?;
+        let mut records = Vec::with_capacity(queue.size());
+        let mut damaged = 0;
+        let mut read = 0;
+        for element in queue.iter() {
+            read += 1;
+            match decode(&element) {
+                Some((record, len)) if len == element.len() => records.push(record),
+                _ => damaged += 1,
+            }
+        }
+        if read != queue.size() {
+            return Err(format!(
+                "{} of its {} records could not be read",
+                queue.size() - read,
+                queue.size()
+            ));
+        }
+        if damaged > 0 {
+            // Intact to queue-file but not a frame of ours: not a file this client wrote.
+            return Err(format!("{damaged} record(s) are not outbox frames"));
+        }
+        Ok((queue, records, 0))
+    })
+}
+
+fn recovered_from(records: &[Record], damaged: u64, unreadable: Option<String>) -> Recovered {
+    let mut messages: Vec<Publish> = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Message(message) => Some(message.clone()),
+            Record::LastId(_) => None,
+        })
+        .collect();
+    messages.sort_by_key(|message| message.id);
+    Recovered {
+        last_id: records.iter().map(Record::id).max().unwrap_or(0),
+        messages,
+        damaged,
+        unreadable,
+    }
+}

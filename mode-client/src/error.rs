@@ -1,12 +1,76 @@
-//! What a call on the [`Client`](super::Client) can fail with. Misuse (an empty key, a message
-//! too large) and conditions (queue full, closed, the cloud said no) are separate variants.
+//! What can fail, and how failures are put in words: [`ConfigError`] (settings that cannot
+//! work), [`ClientError`] (what a call on the [`Client`](super::Client) can fail with; misuse and
+//! conditions such as queue full, closed or the cloud said no are separate variants), and the
+//! one description of an error chain and of a TLS failure that every transport reports with.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::config::ConfigError;
-use mode_core::proto::{DecodeError, EncodeError};
+use mode_core::engine::SendError;
+use mode_core::proto::{DecodeError, DeviceId, EncodeError};
+
+/// A configuration that cannot work; nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The API key is empty.
+    #[error("the API key is empty: pass the key the cloud issued to device {0}")]
+    EmptyApiKey(DeviceId),
+    /// The keepalive is below one second (MQTT counts it in whole seconds).
+    #[error("keepalive {0:?} is too short: use at least 1 s (MQTT counts keepalive in seconds)")]
+    KeepaliveTooShort(Duration),
+    /// A size limit is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// A URL does not parse or has the wrong scheme.
+    #[error("invalid URL {url:?}: {detail}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A REST request (device info, claim mode) was made, but only the server of a non-HTTP
+    /// transport was given ([`ClientConfigBuilder::server`](super::ClientConfigBuilder::server)), which says nothing of where the
+    /// REST API is.
+    #[error(
+        "no REST API URL: {server} is where the device connects, not the REST API; \
+         set api_url to the REST base URL (e.g. http://127.0.0.1:8080 for the simulator)"
+    )]
+    NoApiUrl {
+        /// Where the device connects, in words (e.g. `MQTT 127.0.0.1:1883`).
+        server: String,
+    },
+    /// Another process (or another client of this one) has the durable outbox directory open.
+    #[error(
+        "the outbox directory {dir} is in use by another client (its lock is held); one client per directory"
+    )]
+    OutboxLocked {
+        /// The directory.
+        dir: String,
+    },
+    /// The durable outbox directory cannot be used (or could not be written).
+    #[error("durable outbox in {dir}: {detail}")]
+    Outbox {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// `outbox_dir` was set, but this build has no durable outbox.
+    #[error("outbox_dir needs the durable-outbox feature of mode-client, which this build lacks")]
+    OutboxUnavailable,
+    /// A TLS file could not be read or holds nothing usable.
+    #[error("TLS setting {what} ({path}): {detail}")]
+    Tls {
+        /// Which setting.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,6 +139,17 @@ pub enum ClientError {
     NoRuntime,
 }
 
+impl From<SendError> for ClientError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::Closed => ClientError::Closed,
+            SendError::QueueFull { capacity } => ClientError::QueueFull { capacity },
+            SendError::TooLarge { size, max } => ClientError::MessageTooLarge { size, max },
+            SendError::Encode(err) => ClientError::Encode(err),
+        }
+    }
+}
+
 /// An error and its sources on one line, so "connection refused" is not hidden behind
 /// "error sending request". Public for the front ends that report errors of their own
 /// transports the same way (the CLI's app commands).
@@ -90,4 +165,92 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     text
+}
+
+/// The rustls error somewhere in `err`'s chain, if the failure was TLS's.
+pub(crate) fn find_rustls_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // io::Error hides its payload from `source()`; look inside.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = find_rustls_error(inner)
+        {
+            return Some(tls);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A TLS failure in words that say which side's certificate failed, why, and what to change.
+/// A refused client certificate reaches us as the server's alert (with TLS 1.3 often after our
+/// side of the handshake has finished), so alerts are named here too.
+pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
+    use rustls::AlertDescription as Alert;
+    use rustls::CertificateError;
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "the server's certificate for {host} is not signed by a trusted CA ({err}); add the CA with extra_ca_file"
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "the server's certificate is not valid for the host name {host} ({err}); connect with the name the certificate was issued for"
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => format!(
+            "the server's certificate for {host} has expired ({err}); the server must renew it"
+        ),
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => format!(
+            "the server {host} requires a client certificate and none was sent ({err}); set client_cert (certificate and key, PEM)"
+        ),
+        rustls::Error::AlertReceived(Alert::CertificateExpired) => format!(
+            "the server {host} refused our client certificate: it has expired ({err}); use a renewed certificate"
+        ),
+        rustls::Error::AlertReceived(Alert::UnknownCA) => format!(
+            "the server {host} refused our client certificate: it is not issued by a CA the server trusts ({err}); use a certificate from the server's client CA"
+        ),
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate | Alert::UnsupportedCertificate | Alert::CertificateRevoked,
+        ) => format!("the server {host} refused our client certificate ({err}); check client_cert"),
+        other => format!("{other} (server {host})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_certificate_failure_says_which_certificate_and_why() {
+        use rustls::AlertDescription as Alert;
+        let text = |err| describe_tls(&err, "localhost");
+        for (err, says) in [
+            (
+                rustls::Error::AlertReceived(Alert::CertificateRequired),
+                "requires a client certificate and none was sent",
+            ),
+            (
+                rustls::Error::AlertReceived(Alert::CertificateExpired),
+                "refused our client certificate: it has expired",
+            ),
+            (
+                rustls::Error::AlertReceived(Alert::UnknownCA),
+                "refused our client certificate: it is not issued by a CA the server trusts",
+            ),
+            (
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+                "the server's certificate for localhost has expired",
+            ),
+        ] {
+            assert!(text(err.clone()).contains(says), "{}", text(err));
+        }
+    }
 }

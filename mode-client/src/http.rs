@@ -20,11 +20,10 @@ use tracing::Instrument;
 
 use super::config::ClientConfig;
 use super::error::ClientError;
-use super::error::error_chain;
+use super::error::{describe_tls, error_chain, find_rustls_error};
 use super::notification::DisconnectReason;
 use super::rest::Rest;
 use super::tls;
-use super::tls::{describe_tls, find_rustls_error};
 use mode_core::proto::{DeviceId, KvUpdate, KvValue, Topic, TopicKind, rest as paths};
 
 /// What the link reports to the connection task.

@@ -27,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+mod bulk;
 mod clock;
 mod config;
 #[cfg(feature = "durable-outbox")]
@@ -38,6 +39,8 @@ mod error;
 mod http;
 mod mqtt;
 mod notification;
+mod provision;
+mod queue;
 mod rest;
 mod runtime;
 mod shared;
@@ -45,17 +48,13 @@ mod socket;
 mod task;
 mod tls;
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use mode_core::engine::{Engine, EngineConfig, SendError};
+use mode_core::engine::{Engine, EngineConfig};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 
+pub use bulk::PendingResponse;
 pub use config::{
     ApiKey, ClientConfig, ClientConfigBuilder, ConfigError, DEFAULT_API_URL, DEFAULT_MQTT_HOST,
     DEFAULT_OUTBOX_MAX_BYTES, DeliveryFn, DeliveryHook, FullQueuePolicy, SyncPolicy, TlsOptions,
@@ -65,13 +64,42 @@ pub use error::{ClientError, error_chain};
 pub use mode_core::ddp::Change;
 pub use mode_core::engine::{DisconnectReason, MessageId, Stats};
 pub use notification::{Notification, Notifications};
+pub use provision::{ProvisionedDevice, provision};
+pub use queue::Delivery;
 pub use runtime::Runtime;
 
 use self::clock::Clock;
-use self::durable::{Ticket, Tracker};
+use self::durable::Tracker;
+use self::queue::start_close;
 use self::rest::Rest;
-use self::shared::{Shared, State};
-use mode_core::proto::{BulkDataResponse, DeviceId, DeviceInfo, Qos, rest as paths};
+use self::shared::Shared;
+use mode_core::proto::{DeviceId, DeviceInfo, Qos, rest as paths};
+
+/// Each sending call in its two forms (see [`Client`]): `$name`, async, waits for queue room
+/// under the `Block` policy; `$try_name` never waits. Both first refuse, with `http_check`,
+/// what the HTTP transport has no REST form for (`Some(key)`: a kv key it must carry in a path;
+/// `None`: nothing), then queue the message with `$send`.
+macro_rules! sends {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident, $try_name:ident($($arg:ident: $ty:ty),*) $([http_check: $rest:expr])?
+            => $send:expr;
+    )*) => {$(
+        $(#[$doc])*
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<Delivery, ClientError> {
+            $(self.http_check($rest)?;)?
+            self.enqueue($send).await
+        }
+
+        #[doc = concat!(
+            "[`", stringify!($name), "`](Self::", stringify!($name), ") without waiting."
+        )]
+        pub fn $try_name(&self, $($arg: $ty),*) -> Result<Delivery, ClientError> {
+            $(self.http_check($rest)?;)?
+            self.try_enqueue($send)
+        }
+    )*};
+}
 
 /// A handle on one device's connection. Clones are cheap and share the connection; the
 /// connection task ends when the client is closed or every clone is dropped (dropping without
@@ -99,147 +127,6 @@ impl Drop for Inner {
         // Every handle is gone: nobody can wait for a flush, so close at once.
         start_close(&self.shared, Duration::ZERO);
     }
-}
-
-/// One sender waiting for queue room, counted while it lives.
-struct RoomWaiter<'a>(&'a Shared);
-
-impl<'a> RoomWaiter<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        shared
-            .room_waiters
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        RoomWaiter(shared)
-    }
-}
-
-impl Drop for RoomWaiter<'_> {
-    fn drop(&mut self) {
-        self.0
-            .room_waiters
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// The outcome of one sent message, for callers who want to know when the cloud has it.
-/// Dropping it is fine: the message is delivered all the same.
-#[derive(Debug)]
-pub struct Delivery {
-    id: MessageId,
-    rx: oneshot::Receiver<Result<(), ClientError>>,
-}
-
-impl Delivery {
-    /// The message's id, as the [`DeliveryHook`] will name it.
-    pub fn id(&self) -> MessageId {
-        self.id
-    }
-
-    /// Waits until the cloud acknowledged the message (QoS 1: PUBACK; QoS 0: written to the
-    /// network; HTTP: a 2xx answer), or it was dropped or given up at close. Awaiting the
-    /// `Delivery` itself does the same.
-    pub async fn wait(self) -> Result<(), ClientError> {
-        self.await
-    }
-}
-
-impl Future for Delivery {
-    type Output = Result<(), ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|outcome| outcome.unwrap_or(Err(ClientError::Closed)))
-    }
-}
-
-/// A bulk-data request on its way; its response is matched by `requestId`.
-#[derive(Debug)]
-pub struct PendingResponse {
-    request_id: String,
-    delivery: Delivery,
-    rx: oneshot::Receiver<BulkDataResponse>,
-    shared: Arc<Shared>,
-}
-
-impl PendingResponse {
-    /// The request id the response will carry.
-    pub fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    /// The id of the request's message, as the [`DeliveryHook`] will name it.
-    pub fn message_id(&self) -> MessageId {
-        self.delivery.id
-    }
-
-    /// Waits up to `timeout` for the response.
-    pub async fn response(self, timeout: Duration) -> Result<BulkDataResponse, ClientError> {
-        let PendingResponse {
-            request_id,
-            delivery,
-            rx,
-            shared,
-        } = self;
-        // A request that could not be delivered fails with that reason rather than a timeout.
-        let sent = async {
-            delivery.wait().await?;
-            std::future::pending::<Result<BulkDataResponse, ClientError>>().await
-        };
-        let answer = async { rx.await.map_err(|_| ClientError::Closed) };
-        let outcome = tokio::time::timeout(timeout, async {
-            tokio::select! {
-                result = sent => result,
-                response = answer => response,
-            }
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(_) => {
-                let mut state = shared.lock();
-                state.bulk.remove(&request_id);
-                state.engine.forget_bulk_request(&request_id);
-                Err(ClientError::Timeout(timeout))
-            }
-        }
-    }
-}
-
-impl From<SendError> for ClientError {
-    fn from(err: SendError) -> Self {
-        match err {
-            SendError::Closed => ClientError::Closed,
-            SendError::QueueFull { capacity } => ClientError::QueueFull { capacity },
-            SendError::TooLarge { size, max } => ClientError::MessageTooLarge { size, max },
-            SendError::Encode(err) => ClientError::Encode(err),
-        }
-    }
-}
-
-/// Starts closing the engine of `shared` by `now + timeout`; `None` when it is already closed.
-fn start_close(
-    shared: &Shared,
-    timeout: Duration,
-) -> Option<oneshot::Receiver<Result<(), ClientError>>> {
-    shared
-        .closed
-        .store(true, std::sync::atomic::Ordering::Release);
-    // Senders waiting for queue room give up now.
-    shared.room.notify_waiters();
-    let rx = {
-        let mut state = shared.lock();
-        if state.engine.is_closed() {
-            return None;
-        }
-        let (reply, rx) = oneshot::channel();
-        state.close_replies.push(reply);
-        let now = shared.clock.now();
-        state.engine.close(now + timeout, now);
-        rx
-    };
-    shared.wake.notify();
-    Some(rx)
 }
 
 /// The engine's settings for `config`.
@@ -369,182 +256,26 @@ impl Client {
     }
 
     // -----------------------------------------------------------------------------------------
-    // Queueing: one path for every outgoing message.
-    // -----------------------------------------------------------------------------------------
-
-    /// Refuses what the HTTP transport has no REST form for, before anything is queued.
-    fn http_check(&self, kv_key: Option<&str>) -> Result<(), ClientError> {
-        if self.inner.config.transport != Transport::Http {
-            return Ok(());
-        }
-        match kv_key {
-            Some(key) => paths::kv_key_path(self.device_id(), key)
-                .map(drop)
-                .map_err(ClientError::from),
-            None => Err(ClientError::Unsupported(http::NO_REST_FORM)),
-        }
-    }
-
-    /// Queues one message with `send` under the lock, with a sender for its outcome; with a
-    /// durable outbox, also the ticket its sender waits on before the send returns.
-    fn submit_locked(
-        &self,
-        state: &mut State,
-        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<(Delivery, Option<Ticket>), ClientError> {
-        if let Some(durable) = &state.durable {
-            durable.check()?;
-        }
-        let id = send(state)?;
-        let State {
-            engine, durable, ..
-        } = state;
-        let ticket = match durable {
-            Some(durable) => {
-                let ticket = durable.take_journal(engine, &HashSet::new());
-                durable.holds(id).then_some(ticket)
-            }
-            None => None,
-        };
-        let (tx, rx) = oneshot::channel();
-        state.deliveries.insert(id, tx);
-        Ok((Delivery { id, rx }, ticket))
-    }
-
-    /// False when the durable outbox holds its size bound and a send must wait or fail; under
-    /// `DropOldest` it makes room first (the oldest messages not on the network go).
-    fn store_room(&self, state: &mut State) -> bool {
-        let State {
-            engine, durable, ..
-        } = state;
-        let Some(durable) = durable else {
-            return true;
-        };
-        if !durable.is_full() {
-            return true;
-        }
-        if self.inner.config.full_queue == FullQueuePolicy::DropOldest {
-            while durable.is_full() && engine.drop_oldest().is_some() {
-                durable.take_journal(engine, &HashSet::new());
-            }
-            return true;
-        }
-        false
-    }
-
-    /// Queues without waiting for room.
-    fn try_submit(
-        &self,
-        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<(Delivery, Option<Ticket>), ClientError> {
-        let shared = &self.inner.shared;
-        if shared.is_closed() {
-            return Err(ClientError::Closed);
-        }
-        let submitted = {
-            let mut state = shared.lock();
-            if !self.store_room(&mut state) {
-                let capacity = state.durable.as_ref().map_or(0, Tracker::len);
-                return Err(ClientError::QueueFull { capacity });
-            }
-            self.submit_locked(&mut state, send)?
-        };
-        shared.wake.notify();
-        Ok(submitted)
-    }
-
-    /// Queues without waiting for room; with a durable outbox, blocks until the message is
-    /// written.
-    fn try_enqueue(
-        &self,
-        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<Delivery, ClientError> {
-        let (delivery, ticket) = self.try_submit(send)?;
-        if let Some(ticket) = ticket {
-            ticket.wait_blocking()?;
-        }
-        Ok(delivery)
-    }
-
-    /// Queues, waiting for room first when the policy is `Block`, then (with a durable outbox)
-    /// until the message is written.
-    async fn enqueue(
-        &self,
-        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<Delivery, ClientError> {
-        let (delivery, ticket) = if self.inner.config.full_queue == FullQueuePolicy::Block {
-            self.submit_when_room(send).await?
-        } else {
-            self.try_submit(send)?
-        };
-        if let Some(ticket) = ticket {
-            ticket.wait().await?;
-        }
-        Ok(delivery)
-    }
-
-    /// Queues once there is room (in the queue and in the durable outbox).
-    async fn submit_when_room(
-        &self,
-        send: impl FnOnce(&mut State) -> Result<MessageId, SendError>,
-    ) -> Result<(Delivery, Option<Ticket>), ClientError> {
-        let shared = &self.inner.shared;
-        let mut send = Some(send);
-        loop {
-            if shared.is_closed() {
-                return Err(ClientError::Closed);
-            }
-            {
-                let mut state = shared.lock();
-                let room = state.engine.room() > 0 && self.store_room(&mut state);
-                if room || state.engine.is_closing() {
-                    let send = send.take().expect("sent only once: this returns");
-                    let submitted = self.submit_locked(&mut state, send)?;
-                    drop(state);
-                    shared.wake.notify();
-                    return Ok(submitted);
-                }
-            }
-            // Full: wait for room. Counted as a waiter (the task wakes waiters only when there
-            // are some) and registered before looking again, so a release between the look and
-            // the wait is never missed.
-            let _waiting = RoomWaiter::new(shared);
-            let mut room = pin!(shared.room.notified());
-            room.as_mut().enable();
-            let full = {
-                let mut state = shared.lock();
-                let room = state.engine.room() > 0 && self.store_room(&mut state);
-                !room && !state.engine.is_closing()
-            };
-            if full && !shared.is_closed() {
-                room.await;
-            }
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
     // Events, kv writes, bulk data, data for routing
     // -----------------------------------------------------------------------------------------
 
-    /// Sends an event to the device's home (MQTT QoS 0 or 1). Waits only for queue room.
-    pub async fn send_event(
-        &self,
-        event_type: &str,
-        data: Map<String, Value>,
-        qos: Qos,
-    ) -> Result<Delivery, ClientError> {
-        self.enqueue(|state| state.engine.send_event(event_type, data, qos))
-            .await
-    }
-
-    /// [`send_event`](Self::send_event) without waiting.
-    pub fn try_send_event(
-        &self,
-        event_type: &str,
-        data: Map<String, Value>,
-        qos: Qos,
-    ) -> Result<Delivery, ClientError> {
-        self.try_enqueue(|state| state.engine.send_event(event_type, data, qos))
+    sends! {
+        /// Sends an event to the device's home (MQTT QoS 0 or 1). Waits only for queue room.
+        send_event, try_send_event(event_type: &str, data: Map<String, Value>, qos: Qos)
+            => |state| state.engine.send_event(event_type, data, qos);
+        /// Sets `key` to `value` in the device's cloud store (QoS 1). The mirror changes when
+        /// the cloud broadcasts the change with its rev ([`Notification::KvChanged`]).
+        kv_set, try_kv_set(key: &str, value: Value) [http_check: Some(key)]
+            => |state| state.engine.kv_set(key, value);
+        /// Deletes `key` from the device's cloud store (QoS 1).
+        kv_delete, try_kv_delete(key: &str) [http_check: Some(key)]
+            => |state| state.engine.kv_delete(key);
+        /// Sends raw bytes to the smart module of `label`.
+        send_bulk_data, try_send_bulk_data(label: &str, data: &[u8], qos: Qos) [http_check: None]
+            => |state| state.engine.send_bulk_data(label, data, qos);
+        /// Publishes data for routing on `/devices/{id}/data`.
+        send_data_for_routing, try_send_data_for_routing(data: &[u8], qos: Qos)
+            [http_check: None] => |state| state.engine.send_data(data, qos);
     }
 
     /// [`try_send_event`](Self::try_send_event) with the data as JSON text (one JSON object),
@@ -556,143 +287,6 @@ impl Client {
         qos: Qos,
     ) -> Result<Delivery, ClientError> {
         self.try_enqueue(|state| state.engine.send_event_json(event_type, data, qos))
-    }
-
-    /// Sets `key` to `value` in the device's cloud store (QoS 1). The mirror changes when the
-    /// cloud broadcasts the change with its rev ([`Notification::KvChanged`]).
-    pub async fn kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
-        self.http_check(Some(key))?;
-        self.enqueue(|state| state.engine.kv_set(key, value)).await
-    }
-
-    /// [`kv_set`](Self::kv_set) without waiting.
-    pub fn try_kv_set(&self, key: &str, value: Value) -> Result<Delivery, ClientError> {
-        self.http_check(Some(key))?;
-        self.try_enqueue(|state| state.engine.kv_set(key, value))
-    }
-
-    /// Deletes `key` from the device's cloud store (QoS 1).
-    pub async fn kv_delete(&self, key: &str) -> Result<Delivery, ClientError> {
-        self.http_check(Some(key))?;
-        self.enqueue(|state| state.engine.kv_delete(key)).await
-    }
-
-    /// [`kv_delete`](Self::kv_delete) without waiting.
-    pub fn try_kv_delete(&self, key: &str) -> Result<Delivery, ClientError> {
-        self.http_check(Some(key))?;
-        self.try_enqueue(|state| state.engine.kv_delete(key))
-    }
-
-    /// Sends raw bytes to the smart module of `label`.
-    pub async fn send_bulk_data(
-        &self,
-        label: &str,
-        data: &[u8],
-        qos: Qos,
-    ) -> Result<Delivery, ClientError> {
-        self.http_check(None)?;
-        self.enqueue(|state| state.engine.send_bulk_data(label, data, qos))
-            .await
-    }
-
-    /// [`send_bulk_data`](Self::send_bulk_data) without waiting.
-    pub fn try_send_bulk_data(
-        &self,
-        label: &str,
-        data: &[u8],
-        qos: Qos,
-    ) -> Result<Delivery, ClientError> {
-        self.http_check(None)?;
-        self.try_enqueue(|state| state.engine.send_bulk_data(label, data, qos))
-    }
-
-    /// Publishes data for routing on `/devices/{id}/data`.
-    pub async fn send_data_for_routing(
-        &self,
-        data: &[u8],
-        qos: Qos,
-    ) -> Result<Delivery, ClientError> {
-        self.http_check(None)?;
-        self.enqueue(|state| state.engine.send_data(data, qos))
-            .await
-    }
-
-    /// [`send_data_for_routing`](Self::send_data_for_routing) without waiting.
-    pub fn try_send_data_for_routing(
-        &self,
-        data: &[u8],
-        qos: Qos,
-    ) -> Result<Delivery, ClientError> {
-        self.http_check(None)?;
-        self.try_enqueue(|state| state.engine.send_data(data, qos))
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Bulk-data request / response
-    // -----------------------------------------------------------------------------------------
-
-    fn pending(
-        &self,
-        delivery: Delivery,
-        request_id: String,
-        rx: oneshot::Receiver<BulkDataResponse>,
-    ) -> PendingResponse {
-        PendingResponse {
-            request_id,
-            delivery,
-            rx,
-            shared: self.inner.shared.clone(),
-        }
-    }
-
-    /// Sends a bulk-data request to the module of `label` and waits up to `timeout` for the
-    /// response with the same `requestId` (subscribing to the label's responses first).
-    pub async fn bulk_request(
-        &self,
-        label: &str,
-        payload: Value,
-        timeout: Duration,
-    ) -> Result<BulkDataResponse, ClientError> {
-        self.http_check(None)?;
-        let mut waiter = None;
-        let delivery = self
-            .enqueue(|engine| self.bulk_with_waiter(engine, label, payload, &mut waiter))
-            .await?;
-        let (request_id, rx) = waiter.expect("a queued request has a waiter");
-        self.pending(delivery, request_id, rx)
-            .response(timeout)
-            .await
-    }
-
-    /// Sends a bulk-data request without waiting; await the response on the returned handle.
-    pub fn try_bulk_request(
-        &self,
-        label: &str,
-        payload: Value,
-    ) -> Result<PendingResponse, ClientError> {
-        self.http_check(None)?;
-        let mut waiter = None;
-        let delivery =
-            self.try_enqueue(|state| self.bulk_with_waiter(state, label, payload, &mut waiter))?;
-        let (request_id, rx) = waiter.expect("a queued request has a waiter");
-        Ok(self.pending(delivery, request_id, rx))
-    }
-
-    /// Queues the request and files its waiter. Runs under the state lock, so the waiter is
-    /// there before the connection task can see the response.
-    fn bulk_with_waiter(
-        &self,
-        state: &mut State,
-        label: &str,
-        payload: Value,
-        waiter: &mut Option<(String, oneshot::Receiver<BulkDataResponse>)>,
-    ) -> Result<MessageId, SendError> {
-        let now = self.inner.shared.clock.now();
-        let (id, request_id) = state.engine.bulk_request(label, payload, None, now)?;
-        let (tx, rx) = oneshot::channel();
-        state.bulk.insert(request_id.clone(), tx);
-        *waiter = Some((request_id, rx));
-        Ok(id)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -770,50 +364,4 @@ impl Client {
     pub fn try_close(&self, timeout: Duration) {
         let _ = start_close(&self.inner.shared, timeout);
     }
-}
-
-/// A device created by [`provision`]: its id and key, and what the cloud says of it.
-#[derive(Debug, Clone)]
-pub struct ProvisionedDevice {
-    /// The new device's id.
-    pub device_id: DeviceId,
-    /// Its API key (redacted in `Debug`).
-    pub api_key: ApiKey,
-    /// The device object the cloud returned.
-    pub info: DeviceInfo,
-}
-
-/// Provisions a new device with a project's provisioning `token` (`POST /devices`,
-/// `{"token": ...}`), before any client exists. `api_url` is the REST base URL (e.g.
-/// [`DEFAULT_API_URL`]); `tls` says whom to trust.
-pub async fn provision(
-    api_url: &str,
-    token: &str,
-    tls: &TlsOptions,
-) -> Result<ProvisionedDevice, ClientError> {
-    let tls_config = Arc::new(tls::client_config(tls)?);
-    let timeout = Duration::from_secs(30);
-    let rest = Rest::build(api_url, None, timeout, timeout, 1024 * 1024, &tls_config)?;
-    let mut body = Map::new();
-    body.insert("token".into(), token.into());
-    let body = serde_json::to_vec(&body).expect("a JSON object serializes");
-    let answer = rest
-        .send(::http::Method::POST, paths::PROVISION_PATH, Some(body))
-        .await?;
-    let info = DeviceInfo::decode(&answer)?;
-    let api_key = match info.raw.get("apiKey") {
-        Some(Value::String(key)) if !key.is_empty() => ApiKey::new(key.clone()),
-        _ => {
-            return Err(ClientError::Http(
-                "the provisioning answer holds no apiKey".to_owned(),
-            ));
-        }
-    };
-    let mut info = info;
-    info.raw.remove("apiKey");
-    Ok(ProvisionedDevice {
-        device_id: info.id,
-        api_key,
-        info,
-    })
 }

@@ -27,9 +27,8 @@ use rumqttc::mqttbytes::{self, Protocol, QoS};
 use tokio::time::Instant;
 
 use super::config::{ClientConfig, Transport};
-use super::error::error_chain;
+use super::error::{describe_tls, error_chain, find_rustls_error};
 use super::socket::Socket;
-use super::tls::{describe_tls, find_rustls_error};
 
 /// The read buffer's size while packets are small (acknowledgements, pings, commands); it grows
 /// for a larger packet, up to `max_message_size`, and goes back to this size after it.

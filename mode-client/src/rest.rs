@@ -16,9 +16,8 @@ use hyper_util::rt::TokioIo;
 
 use super::config::{ApiKey, ClientConfig, ConfigError};
 use super::error::ClientError;
-use super::error::error_chain;
+use super::error::{describe_tls, error_chain, find_rustls_error};
 use super::tls;
-use super::tls::{describe_tls, find_rustls_error};
 use mode_core::proto::{ErrorBody, rest};
 
 /// Requests to one REST host over HTTP/1.1, one connection kept open between them.

@@ -14,7 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::config::{ConfigError, TlsOptions};
+use super::config::TlsOptions;
+use super::error::ConfigError;
 
 fn tls_error(what: &'static str, path: &Path, detail: impl ToString) -> ConfigError {
     ConfigError::Tls {
@@ -147,6 +148,21 @@ pub(crate) async fn connect_to(
 #[derive(Debug)]
 struct AcceptAnyCert(Arc<CryptoProvider>);
 
+/// The `ServerCertVerifier` methods that check a handshake signature: each calls rustls's
+/// function of the same name with the provider's algorithms.
+macro_rules! verify_signatures {
+    ($($check:ident),*) => {$(
+        fn $check(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $check(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+    )*};
+}
+
 impl ServerCertVerifier for AcceptAnyCert {
     fn verify_server_cert(
         &self,
@@ -159,123 +175,10 @@ impl ServerCertVerifier for AcceptAnyCert {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
+    // rustls's own checks of the handshake signatures, with the provider's algorithms.
+    verify_signatures!(verify_tls12_signature, verify_tls13_signature);
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The rustls error somewhere in `err`'s chain, if the failure was TLS's.
-pub(crate) fn find_rustls_error<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        // io::Error hides its payload from `source()`; look inside.
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = find_rustls_error(inner)
-        {
-            return Some(tls);
-        }
-        current = e.source();
-    }
-    None
-}
-
-/// A TLS failure in words that say which side's certificate failed, why, and what to change.
-/// A refused client certificate reaches us as the server's alert (with TLS 1.3 often after our
-/// side of the handshake has finished), so alerts are named here too.
-pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
-    use rustls::AlertDescription as Alert;
-    use rustls::CertificateError;
-    match err {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
-            "the server's certificate for {host} is not signed by a trusted CA ({err}); add the CA with extra_ca_file"
-        ),
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => format!(
-            "the server's certificate is not valid for the host name {host} ({err}); connect with the name the certificate was issued for"
-        ),
-        rustls::Error::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        ) => format!(
-            "the server's certificate for {host} has expired ({err}); the server must renew it"
-        ),
-        rustls::Error::AlertReceived(Alert::CertificateRequired) => format!(
-            "the server {host} requires a client certificate and none was sent ({err}); set client_cert (certificate and key, PEM)"
-        ),
-        rustls::Error::AlertReceived(Alert::CertificateExpired) => format!(
-            "the server {host} refused our client certificate: it has expired ({err}); use a renewed certificate"
-        ),
-        rustls::Error::AlertReceived(Alert::UnknownCA) => format!(
-            "the server {host} refused our client certificate: it is not issued by a CA the server trusts ({err}); use a certificate from the server's client CA"
-        ),
-        rustls::Error::AlertReceived(
-            Alert::BadCertificate | Alert::UnsupportedCertificate | Alert::CertificateRevoked,
-        ) => format!("the server {host} refused our client certificate ({err}); check client_cert"),
-        other => format!("{other} (server {host})"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_certificate_failure_says_which_certificate_and_why() {
-        use rustls::AlertDescription as Alert;
-        let text = |err| describe_tls(&err, "localhost");
-        for (err, says) in [
-            (
-                rustls::Error::AlertReceived(Alert::CertificateRequired),
-                "requires a client certificate and none was sent",
-            ),
-            (
-                rustls::Error::AlertReceived(Alert::CertificateExpired),
-                "refused our client certificate: it has expired",
-            ),
-            (
-                rustls::Error::AlertReceived(Alert::UnknownCA),
-                "refused our client certificate: it is not issued by a CA the server trusts",
-            ),
-            (
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
-                "the server's certificate for localhost has expired",
-            ),
-        ] {
-            assert!(text(err.clone()).contains(says), "{}", text(err));
-        }
     }
 }

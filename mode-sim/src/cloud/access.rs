@@ -51,10 +51,7 @@ impl Cloud {
         api_key: &str,
     ) -> Result<(), CloudError> {
         let state = self.state();
-        let device = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device(device_id)?;
         if device.api_key == api_key {
             Ok(())
         } else {

@@ -3,7 +3,7 @@
 
 use mode_core::proto::{BulkDataRequest, BulkDataResponse, BulkStatus, DeviceId, Map, Value};
 
-use super::subscriptions::{Subscriber, Subscription, fan_out};
+use super::subscriptions::{Subscription, fan_out};
 use super::{BulkRecord, BulkRequestRecord, Cloud, CloudError, ConnectionGuard, ProjectId};
 use crate::config::BulkModuleKind;
 
@@ -23,14 +23,7 @@ impl Cloud {
         &self,
         conn: &ConnectionGuard,
     ) -> Result<Subscription<BulkResponse>, CloudError> {
-        let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&conn.device_id)
-            .ok_or(CloudError::UnknownDevice(conn.device_id))?;
-        let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
-        device.bulk_subs.push(sub);
-        Ok(subscription)
+        self.subscribe_device(conn, |device| &mut device.bulk_subs)
     }
 
     /// Records bulk data `data` sent by `device_id` on `label`.
@@ -66,11 +59,7 @@ impl Cloud {
         request: BulkDataRequest,
     ) -> Result<BulkDataResponse, CloudError> {
         let mut state = self.state();
-        let project = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?
-            .project_id;
+        let project = state.device(device_id)?.project_id;
         let (status, payload) = match state.bulk_modules.get(&(project, label.to_owned())) {
             None => (BulkStatus::InvalidBulkDataLabel, Value::Object(Map::new())),
             Some(m) if !m.available => (BulkStatus::ServiceUnavailable, Value::Object(Map::new())),

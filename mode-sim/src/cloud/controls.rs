@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use mode_core::proto::DeviceId;
 
-use super::subscriptions::{Subscriber, Subscription, fan_out};
-use super::{Cloud, CloudError, ConnectStats, ConnectionGuard, SyncFaults, lock};
+use super::subscriptions::{Subscription, fan_out};
+use super::{Cloud, CloudError, ConnEntry, ConnectStats, ConnectionGuard, SyncFaults, lock};
 
 /// A channel of the cloud to a device, for [`Cloud::publish_raw`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +37,7 @@ impl Cloud {
         payload: Bytes,
     ) -> Result<usize, CloudError> {
         let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device_mut(device_id)?;
         let sent = fan_out(
             &mut device.raw_subs,
             &RawPublish { channel, payload },
@@ -56,32 +53,14 @@ impl Cloud {
         &self,
         conn: &ConnectionGuard,
     ) -> Result<Subscription<RawPublish>, CloudError> {
-        let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&conn.device_id)
-            .ok_or(CloudError::UnknownDevice(conn.device_id))?;
-        let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
-        device.raw_subs.push(sub);
-        Ok(subscription)
+        self.subscribe_device(conn, |device| &mut device.raw_subs)
     }
 
     /// Drops every live connection of `device_id` (all transports). Returns how many.
     pub fn drop_connections(&self, device_id: DeviceId) -> usize {
-        let state = self.state();
-        let conns = state
-            .connections
-            .get(&device_id)
-            .map_or(&[][..], |c| &c[..]);
-        for c in conns {
-            c.cancel.cancel();
-        }
-        tracing::info!(
-            device_id,
-            count = conns.len(),
-            "test control: dropping connections"
-        );
-        conns.len()
+        let count = self.each_connection(device_id, |c| c.cancel.cancel());
+        tracing::info!(device_id, count, "test control: dropping connections");
+        count
     }
 
     /// Drops every live connection of every device.
@@ -108,20 +87,18 @@ impl Cloud {
     }
 
     fn set_paused(&self, device_id: DeviceId, paused: bool) -> usize {
-        let state = self.state();
-        let conns = state
-            .connections
-            .get(&device_id)
-            .map_or(&[][..], |c| &c[..]);
-        for c in conns {
+        let count = self.each_connection(device_id, |c| {
             c.pause.send_replace(paused);
-        }
-        tracing::info!(
-            device_id,
-            paused,
-            count = conns.len(),
-            "test control: pause"
-        );
+        });
+        tracing::info!(device_id, paused, count, "test control: pause");
+        count
+    }
+
+    /// Does `act` to every live connection of `device_id`; how many there were.
+    fn each_connection(&self, device_id: DeviceId, act: impl FnMut(&ConnEntry)) -> usize {
+        let state = self.state();
+        let conns = state.connections_of(device_id);
+        conns.iter().for_each(act);
         conns.len()
     }
 
@@ -132,10 +109,7 @@ impl Cloud {
         faults: SyncFaults,
     ) -> Result<(), CloudError> {
         let state = self.state();
-        let device = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device(device_id)?;
         *lock(&device.faults) = faults;
         Ok(())
     }
@@ -151,6 +125,6 @@ impl Cloud {
 
     /// Live connections of `device_id`.
     pub fn live_connections(&self, device_id: DeviceId) -> usize {
-        self.state().connections.get(&device_id).map_or(0, Vec::len)
+        self.state().connections_of(device_id).len()
     }
 }

@@ -14,10 +14,7 @@ impl Cloud {
     /// delivered nowhere).
     pub fn record_event(&self, device_id: DeviceId, event: Event) -> Result<HomeEvent, CloudError> {
         let mut state = self.state();
-        let device = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device(device_id)?;
         let (project_id, home_id) = (device.project_id, device.home_id);
         let home_event = HomeEvent {
             home_id: home_id.unwrap_or(0),

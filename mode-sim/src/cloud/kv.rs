@@ -59,10 +59,7 @@ impl Cloud {
     ) -> Result<(Reload, KvSubscription), CloudError> {
         let device_id = conn.device_id;
         let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device_mut(device_id)?;
         let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
         device.kv_subs.push(sub);
         let reload = device.reload();
@@ -73,10 +70,7 @@ impl Cloud {
     /// The whole store of `device_id` as a `reload` would carry it.
     pub fn kv_snapshot(&self, device_id: DeviceId) -> Result<Reload, CloudError> {
         let state = self.state();
-        let device = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device(device_id)?;
         Ok(device.reload())
     }
 
@@ -88,10 +82,7 @@ impl Cloud {
     /// One key of `device_id`'s store.
     pub fn kv_get(&self, device_id: DeviceId, key: &str) -> Result<KvItem, CloudError> {
         let state = self.state();
-        let device = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device(device_id)?;
         let (value, time) = device
             .store
             .get(key)
@@ -118,10 +109,7 @@ impl Cloud {
     ) -> Result<Rev, CloudError> {
         validate_kv_key(update.key())?;
         let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device_mut(device_id)?;
         let (sync, event) = match &update {
             KvUpdate::Set { key, value } => {
                 device.rev += 1;

@@ -123,6 +123,25 @@ struct State {
     event_seq: u64,
 }
 
+impl State {
+    /// Device `id`, or the error that names it unknown.
+    fn device(&self, id: DeviceId) -> Result<&Device, CloudError> {
+        self.devices.get(&id).ok_or(CloudError::UnknownDevice(id))
+    }
+
+    /// [`State::device`], to change.
+    fn device_mut(&mut self, id: DeviceId) -> Result<&mut Device, CloudError> {
+        self.devices
+            .get_mut(&id)
+            .ok_or(CloudError::UnknownDevice(id))
+    }
+
+    /// The live connections of device `id` (none when it has none or is unknown).
+    fn connections_of(&self, id: DeviceId) -> &[ConnEntry] {
+        self.connections.get(&id).map_or(&[], Vec::as_slice)
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
     changed: Notify,
@@ -293,10 +312,7 @@ impl Cloud {
     /// What `GET /devices/{id}` answers.
     pub fn device_info(&self, device_id: DeviceId) -> Result<DeviceInfo, CloudError> {
         let state = self.state();
-        let d = state
-            .devices
-            .get(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let d = state.device(device_id)?;
         Ok(DeviceInfo {
             id: device_id,
             project_id: Some(d.project_id),

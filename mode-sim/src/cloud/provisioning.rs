@@ -72,10 +72,7 @@ impl Cloud {
     /// Puts `device_id` in claim mode for [`CLAIM_DURATION`] (`POST /deviceRegistration`).
     pub fn register_claim(&self, device_id: DeviceId) -> Result<ClaimTicket, CloudError> {
         let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device_mut(device_id)?;
         let until = SystemTime::now() + CLAIM_DURATION;
         device.claimable_until = Some(until);
         Ok(ClaimTicket {
@@ -88,10 +85,7 @@ impl Cloud {
     /// a device not in claim mode stays so.
     pub fn end_claim(&self, device_id: DeviceId) -> Result<(), CloudError> {
         let mut state = self.state();
-        let device = state
-            .devices
-            .get_mut(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device_mut(device_id)?;
         device.claimable_until = None;
         Ok(())
     }
@@ -104,10 +98,7 @@ impl Cloud {
             .get(&home)
             .ok_or(CloudError::UnknownHome(home))?
             .project_id;
-        let device = state
-            .devices
-            .get_mut(&device_id)
-            .ok_or(CloudError::UnknownDevice(device_id))?;
+        let device = state.device_mut(device_id)?;
         let claimable = device
             .claimable_until
             .is_some_and(|t| t > SystemTime::now());

@@ -1,11 +1,14 @@
 //! Fan-out: bounded per-subscriber queues, so that no operation of the cloud ever waits on a
 //! slow subscriber; one that falls behind is cut off (and its connection cancelled) instead.
+//! And the one way a connection subscribes to a feed of its device.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::{Cloud, CloudError, ConnectionGuard, Device};
 
 /// A bounded stream of messages from the cloud to one subscriber. It ends (`recv` gives `None`)
 /// when the subscriber fell too far behind ([`Subscription::overflowed`] then says so), or when
@@ -80,4 +83,20 @@ pub(super) fn fan_out<T: Clone>(subs: &mut Vec<Subscriber<T>>, msg: &T, what: &s
         }
     });
     delivered
+}
+
+impl Cloud {
+    /// Subscribes connection `conn` to one feed of its device: `feed` picks the feed's
+    /// subscribers; the subscription ends with the connection.
+    pub(super) fn subscribe_device<T: Clone>(
+        &self,
+        conn: &ConnectionGuard,
+        feed: fn(&mut Device) -> &mut Vec<Subscriber<T>>,
+    ) -> Result<Subscription<T>, CloudError> {
+        let mut state = self.state();
+        let device = state.device_mut(conn.device_id)?;
+        let (sub, subscription) = Subscriber::new(self.inner.subscriber_queue, Some(conn.token()));
+        feed(device).push(sub);
+        Ok(subscription)
+    }
 }

@@ -1,15 +1,6 @@
-//! The simulator's MQTT 3.1.1 server with the MODE broker's semantics and restrictions, on
-//! rumqttc's packet codec. One connection handler serves TCP, TLS and WebSocket streams alike.
-//!
-//! Refusals (as MODE's broker): a protocol level other than 4 gets CONNACK 1 (unacceptable
-//! protocol version); `cleanSession = false` gets CONNACK 2 (identifier rejected: MQTT 3.1.1
-//! requires it for the empty client id MODE uses); a will gets CONNACK 5 (not authorized, as
-//! 3.1.1 has no better code); a wrong username or key gets CONNACK 4; the connection limit gets
-//! CONNACK 3. Each closes the connection. After CONNECT: a retained or QoS 2 publish, a publish
-//! to another device's or an unknown topic, a second CONNECT, and any packet a server never
-//! receives close the connection; subscriptions to topics that are not the device's own
-//! `command`, `kv` or `bulkData/{label}/response` get SUBACK 0x80; every other one is granted
-//! QoS 0.
+//! One connected device's MQTT session: the event loop over the client's packets, the cloud's
+//! feeds (commands, kv sync, bulk responses, raw test publishes) and the durable acks; what
+//! each packet from the client does; and which topics it may publish and subscribe to.
 
 use std::collections::VecDeque;
 use std::future::pending;
@@ -17,354 +8,28 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use mode_core::proto::{
-    BulkDataRequest, DeviceId, Event, KvUpdate, Reload, SyncMessage, Topic, TopicKind,
-    parse_device_id,
+    BulkDataRequest, Command, Event, KvUpdate, Reload, SyncMessage, Topic, TopicKind,
 };
-use rumqttc::mqttbytes::v4::{
-    Codec, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
-    UnsubAck,
-};
-use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::admission::Pending;
+use super::codec::{FrameError, Io, packet_name};
 use crate::cloud::{
     BulkResponse, Cloud, CloudError, ConnectionGuard, KvSource, KvSubscription, RawChannel,
-    RawPublish, Subscription, Transport,
+    RawPublish, Subscription,
 };
-use crate::net::Link;
 use crate::persist::{NotDurable, Ticket};
 use crate::untrusted::untrusted;
-use mode_core::proto::Command;
-
-/// How long a new connection may take to send its CONNECT.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest CONNECT accepted: a client id, a username and a key fit many times over. Until
-/// it authenticated, a connection holds no more than this (not `max_packet_size`).
-pub(crate) const CONNECT_MAX: usize = 64 * 1024;
-
-/// How long a closing connection may take to flush what is left (a client that stopped reading
-/// would otherwise hold the task forever).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The largest packet the server writes (MQTT's own limit); reloads of big stores may be large.
-const MAX_OUTGOING: usize = 256 * 1024 * 1024 - 1;
-
-/// Serves one MQTT connection until it closes, the client breaks a rule, the cloud drops it, or
-/// `stop` fires. `certified` is the device a verified client certificate names (TLS in
-/// client-certificate mode). Never panics on any input.
-pub(crate) async fn serve<S>(io: S, transport: Transport, certified: Option<DeviceId>, link: Link)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let Link {
-        peer,
-        cloud,
-        stop,
-        max_packet_size,
-        pending,
-    } = link;
-    let evicted = pending.eviction();
-    let mut framed = Framed::new(io, MqttCodec::new(max_packet_size, pending));
-    let span = tracing::info_span!("mqtt", %peer, %transport, device_id = tracing::field::Empty);
-    async move {
-        let handshake = handshake(&mut framed, transport, certified, &cloud, &stop);
-        let accepted = tokio::select! {
-            accepted = handshake => accepted,
-            _ = evicted.cancelled() => {
-                tracing::info!("closing before CONNECT: pushed out by newer connections holding unfinished CONNECTs (max_unauthenticated)");
-                return;
-            }
-        };
-        let Some((guard, keep_alive)) = accepted else {
-            return;
-        };
-        tracing::Span::current().record("device_id", guard.device_id());
-        let mut conn = Connection {
-            framed,
-            cloud,
-            guard,
-            keep_alive,
-            stop,
-            commands: None,
-            kv: None,
-            raw: None,
-            bulk: None,
-            bulk_labels: Vec::new(),
-            unacked: VecDeque::new(),
-            unflushed: false,
-        };
-        let reason = conn.run().await;
-        tracing::info!(%reason, "mqtt connection closed");
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.framed.close()).await;
-    }
-    .instrument(span)
-    .await
-}
-
-type Io<S> = Framed<S, MqttCodec>;
-
-/// rumqttc's codec, plus checks on the first packet: it must be a CONNECT (anything else
-/// closes at once instead of waiting for a body) of at most [`CONNECT_MAX`] bytes (the length
-/// is refused from the fixed header, before the body is buffered); and when rumqttc cannot
-/// parse a CONNECT because it is another protocol version (MQTT 5's properties, 3.1's name),
-/// the protocol level is peeked so the client still gets CONNACK 1.
-pub(crate) struct MqttCodec {
-    inner: Codec,
-    connected: bool,
-    /// The limit once connected.
-    max_packet_size: usize,
-    /// Until the CONNECT is read: this connection's place among the unauthenticated ones.
-    pending: Option<Pending>,
-}
-
-/// A framing failure.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FrameError {
-    /// rumqttc's codec refused the bytes.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    /// The first packet is not a CONNECT.
-    #[error("the first packet has type {0}, not CONNECT (1)")]
-    NotConnect(u8),
-    /// A CONNECT of a protocol level other than 4.
-    #[error("CONNECT with protocol level {0}, not 4 (MQTT 3.1.1)")]
-    Level(u8),
-}
-
-impl From<std::io::Error> for FrameError {
-    fn from(err: std::io::Error) -> Self {
-        FrameError::Codec(CodecError::Io(err))
-    }
-}
-
-impl MqttCodec {
-    fn new(max_packet_size: usize, pending: Pending) -> Self {
-        MqttCodec {
-            inner: Codec {
-                max_incoming_size: max_packet_size.min(CONNECT_MAX),
-                max_outgoing_size: MAX_OUTGOING,
-            },
-            connected: false,
-            max_packet_size,
-            pending: Some(pending),
-        }
-    }
-}
-
-/// The protocol level of a complete CONNECT frame: after the fixed header (type byte and 1-4
-/// bytes of remaining length) come the protocol name (u16 length + bytes) and the level byte.
-fn peek_connect_level(frame: &[u8]) -> Option<u8> {
-    let mut i = 1;
-    while *frame.get(i)? & 0x80 != 0 {
-        i += 1;
-    }
-    let name_at = i + 1;
-    let name_len = u16::from_be_bytes([*frame.get(name_at)?, *frame.get(name_at + 1)?]) as usize;
-    frame.get(name_at + 2 + name_len).copied()
-}
-
-impl tokio_util::codec::Decoder for MqttCodec {
-    type Item = Packet;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Packet>, FrameError> {
-        if self.connected {
-            return Ok(self.inner.decode(src)?);
-        }
-        match src.first() {
-            None => return Ok(None),
-            Some(b) if b >> 4 != 1 => return Err(FrameError::NotConnect(b >> 4)),
-            Some(_) => {}
-        }
-        let snapshot = src.clone();
-        match self.inner.decode(src) {
-            Ok(Some(packet)) => {
-                self.connected = true;
-                self.inner.max_incoming_size = self.max_packet_size;
-                self.pending = None;
-                Ok(Some(packet))
-            }
-            Ok(None) => {
-                if let Some(pending) = &mut self.pending {
-                    pending.hold();
-                }
-                Ok(None)
-            }
-            Err(err) => match peek_connect_level(&snapshot) {
-                Some(level) if level != 4 => Err(FrameError::Level(level)),
-                _ => Err(err.into()),
-            },
-        }
-    }
-}
-
-impl tokio_util::codec::Encoder<Packet> for MqttCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, packet: Packet, dst: &mut bytes::BytesMut) -> Result<(), FrameError> {
-        Ok(self.inner.encode(packet, dst)?)
-    }
-}
-
-/// Reads the CONNECT and answers it. `Some` when the device is connected.
-async fn handshake<S>(
-    framed: &mut Io<S>,
-    transport: Transport,
-    certified: Option<DeviceId>,
-    cloud: &Cloud,
-    stop: &CancellationToken,
-) -> Option<(ConnectionGuard, Option<Duration>)>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let first = tokio::select! {
-        first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next()) => first,
-        _ = stop.cancelled() => return None,
-    };
-    let connect = match first {
-        Err(_) => {
-            tracing::info!("no CONNECT within {CONNECT_TIMEOUT:?}; closing");
-            return None;
-        }
-        Ok(None) => return None,
-        Ok(Some(Ok(Packet::Connect(connect)))) => connect,
-        Ok(Some(Err(
-            FrameError::Level(level) | FrameError::Codec(CodecError::InvalidProtocolLevel(level)),
-        ))) => {
-            tracing::info!(
-                level,
-                "refusing CONNECT: only MQTT 3.1.1 (level 4) is supported"
-            );
-            refuse(framed, ConnectReturnCode::RefusedProtocolVersion).await;
-            return None;
-        }
-        Ok(Some(Err(FrameError::Codec(CodecError::InvalidProtocol)))) => {
-            tracing::info!("refusing CONNECT: protocol name is not MQTT");
-            refuse(framed, ConnectReturnCode::RefusedProtocolVersion).await;
-            return None;
-        }
-        Ok(Some(Err(err))) => {
-            tracing::info!(err = %untrusted(&err), "malformed first packet; closing");
-            return None;
-        }
-        Ok(Some(Ok(other))) => {
-            tracing::info!(packet = ?packet_name(&other), "first packet is not CONNECT; closing");
-            return None;
-        }
-    };
-    let device_id = connect
-        .login
-        .as_ref()
-        .and_then(|l| parse_device_id(&l.username));
-    let refusal = if connect.protocol != Protocol::V4 {
-        Some((
-            ConnectReturnCode::RefusedProtocolVersion,
-            "only MQTT 3.1.1 is supported",
-        ))
-    } else if !connect.clean_session {
-        Some((
-            ConnectReturnCode::BadClientId,
-            "persistent sessions are not supported (cleanSession must be true)",
-        ))
-    } else if connect.last_will.is_some() {
-        Some((
-            ConnectReturnCode::NotAuthorized,
-            "will messages are not supported",
-        ))
-    } else if device_id.is_none() {
-        Some((
-            ConnectReturnCode::BadUserNamePassword,
-            "username must be the device id in decimal",
-        ))
-    } else if certified.is_some_and(|c| Some(c) != device_id) {
-        Some((
-            ConnectReturnCode::NotAuthorized,
-            "the client certificate names another device than the username",
-        ))
-    } else {
-        None
-    };
-    if let Some((code, why)) = refusal {
-        tracing::info!(?device_id, code = ?code, "refusing CONNECT: {why}");
-        if let Some(id) = device_id {
-            cloud.count_refused_connect(id);
-        }
-        refuse(framed, code).await;
-        return None;
-    }
-    let (device_id, password) = match (device_id, connect.login) {
-        (Some(id), Some(login)) => (id, login.password),
-        _ => return None, // ruled out above
-    };
-    // With a client certificate for this device, an empty password is enough (ours).
-    let key = (certified != Some(device_id) || !password.is_empty()).then_some(&*password);
-    let guard = match cloud.connect_device_with(device_id, key, transport) {
-        Ok(guard) => guard,
-        Err(err) => {
-            let code = match err {
-                CloudError::TooManyConnections(_) => ConnectReturnCode::ServiceUnavailable,
-                _ => ConnectReturnCode::BadUserNamePassword,
-            };
-            refuse(framed, code).await;
-            return None;
-        }
-    };
-    let ack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-    if let Err(err) = tokio::time::timeout(CONNECT_TIMEOUT, framed.send(ack))
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
-    {
-        tracing::info!(device_id, %err, "could not send CONNACK");
-        return None;
-    }
-    // MQTT 3.1.1 §3.1.2.10: the server closes after one and a half keepalive periods of silence.
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    Some((guard, keep_alive))
-}
-
-async fn refuse<S>(framed: &mut Io<S>, code: ConnectReturnCode)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let ack = Packet::ConnAck(ConnAck::new(code, false));
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        framed.send(ack).await?;
-        framed.close().await
-    })
-    .await;
-}
-
-fn packet_name(p: &Packet) -> &'static str {
-    match p {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
-    }
-}
 
 /// Why a connection ended, for the log.
-type Reason = String;
+pub(super) type Reason = String;
 
-struct Connection<S> {
-    framed: Io<S>,
+/// A connected device's session.
+pub(super) struct Connection<S> {
+    pub(super) framed: Io<S>,
     cloud: Cloud,
     guard: ConnectionGuard,
     keep_alive: Option<Duration>,
@@ -430,11 +95,35 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    pub(super) fn new(
+        framed: Io<S>,
+        cloud: Cloud,
+        guard: ConnectionGuard,
+        keep_alive: Option<Duration>,
+        stop: CancellationToken,
+    ) -> Self {
+        Connection {
+            framed,
+            cloud,
+            guard,
+            keep_alive,
+            stop,
+            commands: None,
+            kv: None,
+            raw: None,
+            bulk: None,
+            bulk_labels: Vec::new(),
+            unacked: VecDeque::new(),
+            unflushed: false,
+        }
+    }
+
     fn device_id(&self) -> u64 {
         self.guard.device_id()
     }
 
-    async fn run(&mut self) -> Reason {
+    /// Serves the session until it ends; why it ended, for the log.
+    pub(super) async fn run(&mut self) -> Reason {
         let stop = self.stop.clone();
         let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
         loop {

@@ -705,19 +705,24 @@ typedef struct {
 } mode_journal_t;
 
 /**
- * The engine's counters.
+ * The engine's counters, every one a `u64`. "Messages" are every outgoing publish or REST
+ * write: events, kv writes, bulk data and requests, data for routing.
+ *
+ * The one definition of them: Rust reads them through `Stats` (`stats.messages_queued`), C
+ * as `mode_stats_t`, which is this struct (`#[repr(C)]`: its field order is part of the C ABI,
+ * so a new counter goes at the end), and a binding lists them by name with `named()`.
  */
 typedef struct {
   /**
-   * Messages accepted for sending.
+   * Messages accepted by a send call.
    */
   uint64_t messages_queued;
   /**
-   * Messages handed to the network (re-sends included).
+   * Messages handed to the network (a re-send after a reconnect counts again).
    */
   uint64_t messages_sent;
   /**
-   * Messages the cloud acknowledged (and QoS 0 messages once written).
+   * Messages the cloud acknowledged (PUBACK, HTTP 2xx), and QoS 0 messages once written.
    */
   uint64_t messages_acked;
   /**
@@ -729,15 +734,15 @@ typedef struct {
    */
   uint64_t pending;
   /**
-   * Connections made after the first.
+   * Successful connections after the first.
    */
   uint64_t reconnects;
   /**
-   * Connection attempts.
+   * Connection attempts, successful or not.
    */
   uint64_t connection_attempts;
   /**
-   * DDP sync messages applied.
+   * DDP sync messages applied to the mirror.
    */
   uint64_t kv_applied;
   /**
@@ -753,22 +758,23 @@ typedef struct {
    */
   uint64_t commands_received;
   /**
-   * Bytes received.
+   * Payload bytes received.
    */
   uint64_t bytes_in;
   /**
-   * Bytes sent.
+   * Payload bytes sent.
    */
   uint64_t bytes_out;
   /**
-   * Notifications dropped because the application fell behind (0 here: the engine keeps
-   * every event until polled; the managed client fills it in).
+   * Notifications dropped because the application did not keep up. Always 0 from the
+   * engine, which keeps every event until polled; a driver with a bounded channel (the
+   * managed client, libmode's `mode_client_t`) fills it in.
    */
   uint64_t notifications_dropped;
   /**
    * Messages a durable outbox held that could not be read back at start (a torn or damaged
-   * store). 0 here: a firmware keeping its own journal counts its own (see
-   * examples/c/durable_outbox.c); libmode's durable outbox fills it in.
+   * store). Always 0 from the engine; a driver with a durable outbox fills it in (a firmware
+   * keeping its own journal counts its own, see examples/c/durable_outbox.c).
    */
   uint64_t outbox_unrecovered;
 } mode_stats_t;
@@ -1065,7 +1071,8 @@ mode_status_t mode_engine_forget_bulk_request(mode_engine_t *engine, const char 
 mode_status_t mode_engine_close(mode_engine_t *engine, uint64_t deadline_ms, uint64_t now_ms);
 
 /**
- * Writes the engine's counters into `*out`.
+ * Writes the engine's counters into `*out` (mode_stats_t is mode-core's `Counters`, one list
+ * of fields for Rust, C and Python).
  *
  * # Safety
  * `engine` NULL or live; `out` NULL or writable.

@@ -233,3 +233,23 @@ pub unsafe fn write_out<T>(out: *mut T, value: T) {
         *out = value;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_never_holds_an_interior_nul() {
+        // mode_last_error hands the text out NUL-terminated: a NUL inside would cut it short.
+        // The text is read out and checked outside the reader: read_last_error catches a panic
+        // in it (MODE_ERR_PANIC), so an assert in there could never fail the test.
+        fail(ModeStatus::ModeErrDecode, "a\0b");
+        let mut seen = Vec::new();
+        let status = read_last_error(|text| {
+            seen = text.to_vec();
+            Ok(())
+        });
+        assert_eq!(status, ModeStatus::ModeOk);
+        assert_eq!(seen, "a\u{FFFD}b".as_bytes());
+    }
+}

@@ -6,6 +6,11 @@
 //! the in-flight window, re-sending after a reconnect, resubscribing and expecting a fresh
 //! reload, the reconnect backoff, the half-open watchdog, bulk-request deadlines, and close.
 //!
+//! Here: the engine's state, creating and restoring it, what it reports (`stats`, `mirror`, ...)
+//! and its outputs (`poll_*`); what the transport and the clock tell it
+//! (inputs.rs), what the application asks of it (sends.rs), its types (types.rs), counters
+//! (stats.rs) and outbox (outbox.rs).
+//!
 //! ```
 //! use mode_core::engine::{Engine, EngineConfig, Event, Transmit};
 //! use mode_core::proto::{Map, Qos};
@@ -27,7 +32,10 @@
 //! # Ok::<(), mode_core::engine::SendError>(())
 //! ```
 
+mod inputs;
 mod outbox;
+mod sends;
+mod stats;
 mod types;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -35,9 +43,10 @@ use core::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use stats::{COUNTERS, Counters, Stats};
 pub use types::{
     ConfigProblem, DisconnectReason, DropReason, EngineConfig, Event, FullQueuePolicy, MessageId,
-    OutboxChange, Publish, SendError, Stats, Transmit,
+    OutboxChange, Publish, SendError, Transmit,
 };
 
 use self::outbox::Outbox;
@@ -346,410 +355,13 @@ impl Engine {
     }
 
     // -----------------------------------------------------------------------------------------
-    // Inputs from the transport
-    // -----------------------------------------------------------------------------------------
-
-    /// Notes an error the transport saw that ended nothing (e.g. a refused subscription), so
-    /// [`Stats::last_error`] shows it.
-    pub fn record_error(&mut self, error: String) {
-        self.stats.last_error = Some(error);
-    }
-
-    /// The transport is up (MQTT: CONNACK accepted). The engine asks to subscribe and starts
-    /// sending; it expects a fresh reload.
-    pub fn connected(&mut self, now: Instant) {
-        if self.link != Link::Connecting {
-            return;
-        }
-        self.last_activity = now;
-        // Before any sync message can arrive: the reload that follows the subscription is the
-        // new truth even if the cloud's revisions went backwards.
-        self.session.on_subscribed();
-        let topics = self.session.subscriptions();
-        self.transmits
-            .push_back(Transmit::Subscribe(topics.clone()));
-        self.link = Link::Up {
-            announced: false,
-            subscribed: topics,
-            disconnect_sent: false,
-        };
-        self.backoff.on_connected(now);
-        self.maybe_leave(now);
-    }
-
-    /// The subscriptions were acknowledged (MQTT: SUBACK; HTTP: the channels are open). The
-    /// first one on a connection announces [`Event::Connected`].
-    pub fn subscribed(&mut self, now: Instant) {
-        self.last_activity = now;
-        if let Link::Up { announced, .. } = &mut self.link
-            && !*announced
-        {
-            *announced = true;
-            if self.ever_connected {
-                self.stats.reconnects += 1;
-            }
-            self.ever_connected = true;
-            self.events.push_back(Event::Connected);
-        }
-    }
-
-    /// Something arrived from the cloud (any packet, a ping response included): the connection
-    /// is alive.
-    pub fn handle_activity(&mut self, now: Instant) {
-        self.last_activity = self.last_activity.max(now);
-    }
-
-    /// The transport ended, or an attempt failed. Unconfirmed messages go back to the front of
-    /// the queue; the next attempt is scheduled by the backoff, jittered from the caller's seed.
-    /// Ignored when no transport was up or being set up.
-    pub fn disconnected(&mut self, reason: DisconnectReason, now: Instant) {
-        let was_disconnecting = match &self.link {
-            Link::Up {
-                disconnect_sent, ..
-            } => *disconnect_sent,
-            Link::Connecting => false,
-            Link::Down { .. } | Link::Closed => return,
-        };
-        self.link = Link::Down { retry_at: now };
-        self.outbox.requeue();
-        if self.closing.is_some() && (was_disconnecting || self.outbox.is_empty()) {
-            self.finish_close();
-            return;
-        }
-        let failure = match reason {
-            DisconnectReason::AuthFailed(_) => Failure::Auth,
-            _ => Failure::Connection,
-        };
-        let random = self.random.next_unit();
-        // Whole milliseconds, as the caller's clock counts: the wait reported is the wait kept.
-        let wait =
-            Duration::from_millis(millis_ceil(self.backoff.on_failure(failure, now, random)));
-        self.link = Link::Down {
-            retry_at: now + wait,
-        };
-        self.stats.last_error = Some(reason.to_string());
-        self.events.push_back(Event::Disconnected {
-            reason,
-            retry_in: Some(wait),
-        });
-    }
-
-    /// A publish from the cloud (MQTT), or a message on one of the HTTP transport's WebSockets
-    /// in its MQTT form.
-    pub fn handle_publish(&mut self, topic: &str, payload: &[u8], now: Instant) {
-        self.handle_activity(now);
-        self.stats.bytes_in += payload.len() as u64;
-        match self.session.handle(topic, payload) {
-            Incoming::Command(command) => {
-                self.stats.commands_received += 1;
-                self.events.push_back(Event::Command(command));
-            }
-            Incoming::Kv(Applied::Changed {
-                rev,
-                reload,
-                changes,
-            }) => {
-                self.stats.kv_applied += 1;
-                self.events.push_back(Event::Kv {
-                    rev,
-                    reload,
-                    changes,
-                });
-            }
-            Incoming::Kv(Applied::Ignored { .. }) => self.stats.kv_stale += 1,
-            Incoming::BulkResponse { label, response } => {
-                let request = self.bulk_waits.remove(&response.request_id).is_some();
-                self.events.push_back(Event::BulkResponse {
-                    label,
-                    response,
-                    request,
-                });
-            }
-            Incoming::Unrelated { .. } => {}
-            Incoming::Invalid { topic, error } => {
-                if matches!(
-                    Topic::parse(&topic),
-                    Ok(Topic {
-                        kind: TopicKind::Kv,
-                        ..
-                    })
-                ) {
-                    self.stats.kv_invalid += 1;
-                }
-                self.stats.last_error = Some(format!("{topic}: {error}"));
-                self.events.push_back(Event::Error { topic, error });
-            }
-        }
-    }
-
-    /// The cloud confirmed message `id` (QoS 1: PUBACK; QoS 0: written; REST: 2xx). A report for
-    /// a message not in the network (already finished, or handed on a connection since lost) is
-    /// ignored.
-    pub fn delivered(&mut self, id: MessageId, now: Instant) {
-        let Some(message) = self.outbox.finish(id) else {
-            return;
-        };
-        self.stats.messages_acked += 1;
-        self.stats.pending -= 1;
-        self.journal_done(message.id);
-        self.events.push_back(Event::Delivered(id));
-        self.maybe_leave(now);
-    }
-
-    /// The cloud refused message `id` itself (e.g. REST 4xx for an invalid key): retrying cannot
-    /// help, so it is dropped and the rest go on.
-    pub fn failed(&mut self, id: MessageId, why: &str, now: Instant) {
-        let Some(message) = self.outbox.finish(id) else {
-            return;
-        };
-        self.stats.last_error = Some(format!("{}: {why}", message.topic));
-        self.stats.pending -= 1;
-        self.dropped(message, DropReason::Refused(why.to_owned()));
-        self.maybe_leave(now);
-    }
-
-    /// Time passed: starts a due reconnect attempt, drops a connection the watchdog gave up on,
-    /// times out bulk requests and ends a close at its deadline.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(closing) = self.closing
-            && now >= closing.deadline
-        {
-            if let Link::Up { .. } | Link::Connecting = self.link {
-                self.transmits.push_back(Transmit::Abort);
-            }
-            self.finish_close();
-            return;
-        }
-        let expired: Vec<String> = self
-            .bulk_waits
-            .iter()
-            .filter(|(_, deadline)| deadline.is_some_and(|at| now >= at))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for request_id in expired {
-            self.bulk_waits.remove(&request_id);
-            self.events.push_back(Event::BulkTimeout { request_id });
-        }
-        match &self.link {
-            // Closing with messages left keeps trying until the deadline.
-            Link::Down { retry_at } if now >= *retry_at => {
-                self.start_attempt();
-            }
-            Link::Up { .. } => {
-                if let Some(watchdog) = self.config.watchdog
-                    && now >= self.last_activity + watchdog
-                {
-                    self.transmits.push_back(Transmit::Abort);
-                    self.disconnected(DisconnectReason::KeepaliveTimeout(watchdog), now);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Intents of the application
-    // -----------------------------------------------------------------------------------------
-
-    /// Queues an event for the device's home.
-    pub fn send_event(
-        &mut self,
-        event_type: &str,
-        data: Map<String, Value>,
-        qos: Qos,
-    ) -> Result<MessageId, SendError> {
-        let out = self
-            .session
-            .event(&EventMessage::new(event_type, data), qos)?;
-        self.accept(out)
-    }
-
-    /// [`send_event`](Self::send_event) with the data as JSON text (one JSON object), copied as
-    /// it is: a C or Python caller's text is never parsed into a map only to be written again.
-    pub fn send_event_json(
-        &mut self,
-        event_type: &str,
-        data: &str,
-        qos: Qos,
-    ) -> Result<MessageId, SendError> {
-        let out = self.session.event_json(event_type, data, qos)?;
-        self.accept(out)
-    }
-
-    /// Queues a write of `key` = `value` to the device's cloud store (QoS 1). The mirror changes
-    /// when the cloud broadcasts the change with its rev.
-    pub fn kv_set(&mut self, key: &str, value: Value) -> Result<MessageId, SendError> {
-        let out = self.session.kv_set(key, value)?;
-        self.accept(out)
-    }
-
-    /// Queues a delete of `key` from the device's cloud store (QoS 1).
-    pub fn kv_delete(&mut self, key: &str) -> Result<MessageId, SendError> {
-        let out = self.session.kv_delete(key)?;
-        self.accept(out)
-    }
-
-    /// Queues raw bytes for the smart module of `label`.
-    pub fn send_bulk_data(
-        &mut self,
-        label: &str,
-        data: &[u8],
-        qos: Qos,
-    ) -> Result<MessageId, SendError> {
-        let out = self.session.bulk_data(label, data, qos)?;
-        self.accept(out)
-    }
-
-    /// Queues data for routing (`/devices/{id}/data`).
-    pub fn send_data(&mut self, data: &[u8], qos: Qos) -> Result<MessageId, SendError> {
-        let out = self.session.data(data, qos);
-        self.accept(out)
-    }
-
-    /// Queues a bulk-data request (QoS 1) to the module of `label`, subscribing to the label's
-    /// responses first. Its response arrives as [`Event::BulkResponse`] with `request: true`;
-    /// with a `timeout`, [`Event::BulkTimeout`] comes instead if none arrived by `now + timeout`.
-    /// Returns the message id and the request id.
-    pub fn bulk_request(
-        &mut self,
-        label: &str,
-        payload: Value,
-        timeout: Option<Duration>,
-        now: Instant,
-    ) -> Result<(MessageId, String), SendError> {
-        self.check_open()?;
-        // Everything that can refuse the request is checked before anything changes (the
-        // request counter, the watched labels): the label, the payload, the size and the
-        // queue's room.
-        let request_id = self.session.next_request_id();
-        let out =
-            self.session
-                .encode_bulk_request(label, payload, Qos::AtLeastOnce, &request_id)?;
-        self.check_fits(&out)?;
-        if self.outbox.len() >= self.config.queue_size
-            && self.config.full_queue != FullQueuePolicy::DropOldest
-        {
-            return Err(SendError::QueueFull {
-                capacity: self.config.queue_size,
-            });
-        }
-        let response_topic = self.session.watch_bulk_responses(label)?;
-        self.session.take_request_id();
-        if let Link::Up { subscribed, .. } = &mut self.link
-            && !subscribed.contains(&response_topic)
-        {
-            // Ahead of the request itself, so the response cannot come before the subscription.
-            subscribed.push(response_topic.clone());
-            self.transmits
-                .push_back(Transmit::Subscribe(vec![response_topic]));
-        }
-        let id = self.accept(out)?;
-        self.bulk_waits
-            .insert(request_id.clone(), timeout.map(|timeout| now + timeout));
-        Ok((id, request_id))
-    }
-
-    /// Stops waiting for the response of `request_id` (the caller gave up); a late response then
-    /// arrives with `request: false`.
-    pub fn forget_bulk_request(&mut self, request_id: &str) {
-        self.bulk_waits.remove(request_id);
-    }
-
-    /// Starts closing: no new message is accepted; queued ones are delivered until `deadline`,
-    /// then the engine unsubscribes and asks for DISCONNECT. [`Event::Closed`] ends it, by the
-    /// deadline at the latest.
-    pub fn close(&mut self, deadline: Instant, now: Instant) {
-        if self.link == Link::Closed {
-            return;
-        }
-        let closing = self.closing.get_or_insert(Closing { deadline });
-        closing.deadline = closing.deadline.min(deadline);
-        match self.link {
-            Link::Down { .. } | Link::Connecting if self.outbox.is_empty() => {
-                if self.link == Link::Connecting {
-                    self.transmits.push_back(Transmit::Abort);
-                }
-                self.finish_close();
-            }
-            _ => {
-                self.maybe_leave(now);
-                if now >= deadline {
-                    self.handle_timeout(now);
-                }
-            }
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Internals
+    // Internals that inputs (inputs.rs) and intents (sends.rs) share
     // -----------------------------------------------------------------------------------------
 
     fn start_attempt(&mut self) {
         self.stats.connection_attempts += 1;
         self.link = Link::Connecting;
         self.transmits.push_back(Transmit::Connect);
-    }
-
-    fn check_open(&self) -> Result<(), SendError> {
-        if self.is_closing() {
-            return Err(SendError::Closed);
-        }
-        Ok(())
-    }
-
-    fn check_fits(&self, out: &Outgoing) -> Result<(), SendError> {
-        let size = publish_packet_size(out);
-        let max = self.config.max_message_size;
-        if size > max {
-            return Err(SendError::TooLarge { size, max });
-        }
-        Ok(())
-    }
-
-    /// One path for every outgoing message: checks, the full-queue policy, an id.
-    fn accept(&mut self, out: Outgoing) -> Result<MessageId, SendError> {
-        self.check_open()?;
-        self.check_fits(&out)?;
-        let full = self.outbox.len() >= self.config.queue_size;
-        if full && self.config.full_queue != FullQueuePolicy::DropOldest {
-            return Err(SendError::QueueFull {
-                capacity: self.config.queue_size,
-            });
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let publish = Publish {
-            id,
-            topic: out.topic,
-            payload: out.payload,
-            qos: out.qos,
-        };
-        self.stats.messages_queued += 1;
-        if full {
-            // DropOldest: the oldest message not yet on the wire gives its place; if every one
-            // is on the wire, the new one is the one dropped.
-            match self.outbox.drop_oldest() {
-                Some(oldest) => {
-                    self.stats.pending -= 1;
-                    self.dropped(oldest, DropReason::QueueFull);
-                }
-                None => {
-                    self.stats.messages_dropped += 1;
-                    self.events.push_back(Event::Dropped {
-                        id,
-                        topic: publish.topic,
-                        reason: DropReason::QueueFull,
-                    });
-                    return Ok(id);
-                }
-            }
-        }
-        self.stats.pending += 1;
-        if self.config.journal {
-            self.journal.push_back(OutboxChange::Added(publish.clone()));
-        }
-        self.outbox.push(publish);
-        Ok(id)
     }
 
     /// `message` will never be delivered; it no longer counts as pending.
@@ -816,19 +428,4 @@ impl Engine {
         });
         self.events.push_back(Event::Closed { unsent: count });
     }
-}
-
-/// The size of the MQTT PUBLISH packet that carries `out`: fixed header, remaining length,
-/// topic, packet id (QoS 1) and payload. Checked before queueing so an oversized message fails
-/// its caller instead of breaking the connection later.
-fn publish_packet_size(out: &Outgoing) -> usize {
-    let remaining =
-        2 + out.topic.len() + if out.qos == Qos::AtLeastOnce { 2 } else { 0 } + out.payload.len();
-    let length_bytes = match remaining {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    };
-    1 + length_bytes + remaining
 }

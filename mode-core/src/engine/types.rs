@@ -1,6 +1,6 @@
 //! What goes into and comes out of the [`Engine`](super::Engine): its settings, the reasons a
 //! connection ends, what a send can be refused for, the transport work it asks for
-//! ([`Transmit`]), what it tells the application ([`Event`]), and its counters ([`Stats`]).
+//! ([`Transmit`]), and what it tells the application ([`Event`]).
 
 use core::fmt;
 use core::time::Duration;
@@ -306,46 +306,6 @@ pub enum Event {
         /// Messages dropped because close reached its deadline.
         unsent: usize,
     },
-}
-
-/// The engine's counters. "Messages" are every outgoing publish or REST write: events, kv
-/// writes, bulk data and requests, data for routing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Messages accepted by a send call.
-    pub messages_queued: u64,
-    /// Messages handed to the network (a re-send after a reconnect counts again).
-    pub messages_sent: u64,
-    /// Messages the cloud acknowledged (PUBACK, HTTP 2xx), and QoS 0 messages once written.
-    pub messages_acked: u64,
-    /// Messages dropped by the full-queue policy, refused by the cloud or given up at close.
-    pub messages_dropped: u64,
-    /// Messages waiting now, queued or awaiting their acknowledgement.
-    pub pending: u64,
-    /// Successful connections after the first.
-    pub reconnects: u64,
-    /// Connection attempts, successful or not.
-    pub connection_attempts: u64,
-    /// DDP sync messages applied to the mirror.
-    pub kv_applied: u64,
-    /// DDP sync messages ignored as stale or duplicate.
-    pub kv_stale: u64,
-    /// DDP sync messages that could not be decoded.
-    pub kv_invalid: u64,
-    /// Commands received.
-    pub commands_received: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Payload bytes sent.
-    pub bytes_out: u64,
-    /// Notifications the driver dropped because the application did not keep up (the engine
-    /// never drops one; a driver with a bounded channel fills this in).
-    pub notifications_dropped: u64,
-    /// Messages a durable outbox held that could not be read back at start (a torn or damaged
-    /// store). The engine never sets it; a driver with a durable outbox fills it in.
-    pub outbox_unrecovered: u64,
-    /// The last error seen, as text.
-    pub last_error: Option<String>,
 }
 
 /// A change to the outbox, for a driver that persists it (see [`EngineConfig::journal`]).

@@ -10,8 +10,8 @@ use core::time::Duration;
 use mode_core::backoff::BackoffPolicy;
 use mode_core::ddp::Change;
 use mode_core::engine::{
-    DisconnectReason, DropReason, Engine, EngineConfig, Event, FullQueuePolicy, OutboxChange,
-    Publish, SendError, Stats, Transmit,
+    Counters, DisconnectReason, DropReason, Engine, EngineConfig, Event, FullQueuePolicy,
+    OutboxChange, Publish, SendError, Transmit,
 };
 use mode_core::proto::{EncodeError, Map, Value};
 use mode_core::time::Instant;
@@ -427,68 +427,6 @@ pub struct ModeJournal {
     pub id: u64,
     /// ADDED: the message, ready to pass back to ::mode_engine_restore after a restart.
     pub publish: ModePublish,
-}
-
-/// The engine's counters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ModeStats {
-    /// Messages accepted for sending.
-    pub messages_queued: u64,
-    /// Messages handed to the network (re-sends included).
-    pub messages_sent: u64,
-    /// Messages the cloud acknowledged (and QoS 0 messages once written).
-    pub messages_acked: u64,
-    /// Messages dropped by the full-queue policy, refused by the cloud or given up at close.
-    pub messages_dropped: u64,
-    /// Messages waiting now, queued or awaiting their acknowledgement.
-    pub pending: u64,
-    /// Connections made after the first.
-    pub reconnects: u64,
-    /// Connection attempts.
-    pub connection_attempts: u64,
-    /// DDP sync messages applied.
-    pub kv_applied: u64,
-    /// DDP sync messages ignored as stale or duplicate.
-    pub kv_stale: u64,
-    /// DDP sync messages that could not be decoded.
-    pub kv_invalid: u64,
-    /// Commands received.
-    pub commands_received: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Notifications dropped because the application fell behind (0 here: the engine keeps
-    /// every event until polled; the managed client fills it in).
-    pub notifications_dropped: u64,
-    /// Messages a durable outbox held that could not be read back at start (a torn or damaged
-    /// store). 0 here: a firmware keeping its own journal counts its own (see
-    /// examples/c/durable_outbox.c); libmode's durable outbox fills it in.
-    pub outbox_unrecovered: u64,
-}
-
-impl ModeStats {
-    /// The C form of the engine's counters.
-    pub fn of(stats: &Stats) -> ModeStats {
-        ModeStats {
-            messages_queued: stats.messages_queued,
-            messages_sent: stats.messages_sent,
-            messages_acked: stats.messages_acked,
-            messages_dropped: stats.messages_dropped,
-            pending: stats.pending,
-            reconnects: stats.reconnects,
-            connection_attempts: stats.connection_attempts,
-            kv_applied: stats.kv_applied,
-            kv_stale: stats.kv_stale,
-            kv_invalid: stats.kv_invalid,
-            commands_received: stats.commands_received,
-            bytes_in: stats.bytes_in,
-            bytes_out: stats.bytes_out,
-            notifications_dropped: stats.notifications_dropped,
-            outbox_unrecovered: stats.outbox_unrecovered,
-        }
-    }
 }
 
 mod inputs;

@@ -2,21 +2,22 @@
 
 use super::*;
 
-/// Writes the engine's counters into `*out`.
+/// Writes the engine's counters into `*out` (mode_stats_t is mode-core's `Counters`, one list
+/// of fields for Rust, C and Python).
 ///
 /// # Safety
 /// `engine` NULL or live; `out` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_engine_stats(
     engine: *const ModeEngine,
-    out: *mut ModeStats,
+    out: *mut Counters,
 ) -> ModeStatus {
     ffi_guard!({
         let engine = unsafe { borrow(engine) }?;
         if out.is_null() {
             return Err(ModeStatus::ModeErrNull);
         }
-        unsafe { write_out(out, ModeStats::of(engine.engine.stats())) };
+        unsafe { write_out(out, engine.engine.stats().counters) };
         Ok(())
     })
 }

@@ -7,6 +7,7 @@
 
 mod callbacks;
 mod sends;
+mod status;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use mode_client::{
     Client, ClientConfigBuilder, ClientError, DeliveryHook, Notification, Notifications,
 };
-use mode_core::proto::{BulkDataResponse, EncodeError};
+use mode_core::proto::BulkDataResponse;
 use tokio::sync::{Notify, mpsc};
 
 pub use callbacks::{
@@ -32,6 +33,7 @@ use crate::log::{LogLine, LogState, ModeLogLevel};
 use crate::runtime::{Feed, ModeRuntime, Shared, Work};
 use crate::util::{borrow, fail, write_out};
 use callbacks::{CallbackRefs, Callbacks};
+use status::status_of;
 
 /// A connected device. Every function taking a `const mode_client_t *` may be called from any
 /// thread at any time, callbacks included.
@@ -143,27 +145,6 @@ enum FeedState {
     },
     /// The last callback ran.
     Drained,
-}
-
-/// The status a client error maps to; its text goes to the thread's last error.
-fn status_of(err: &ClientError) -> ModeStatus {
-    match err {
-        ClientError::Config(_) => ModeStatus::ModeErrConfig,
-        ClientError::Encode(EncodeError::EventData(_)) => ModeStatus::ModeErrInvalidJson,
-        ClientError::Encode(_) => ModeStatus::ModeErrInvalidArgument,
-        ClientError::MessageTooLarge { .. } => ModeStatus::ModeErrTooLarge,
-        ClientError::QueueFull { .. } | ClientError::Dropped => ModeStatus::ModeErrQueueFull,
-        ClientError::Closed => ModeStatus::ModeErrClosed,
-        ClientError::CloseIncomplete { .. } | ClientError::Timeout(_) => ModeStatus::ModeErrTimeout,
-        ClientError::Rest {
-            status: 401 | 403, ..
-        } => ModeStatus::ModeErrAuth,
-        ClientError::Rest { .. } => ModeStatus::ModeErrRest,
-        ClientError::Http(_) => ModeStatus::ModeErrConnection,
-        ClientError::Decode(_) => ModeStatus::ModeErrDecode,
-        ClientError::Unsupported(_) => ModeStatus::ModeErrUnsupported,
-        ClientError::NoRuntime => ModeStatus::ModeErrPanic,
-    }
 }
 
 /// The client behind a C pointer.
@@ -533,109 +514,4 @@ pub unsafe extern "C" fn mode_client_free(client: *mut ModeClient) {
         finish(&inner);
         Ok(())
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    /// One error of every kind with the status it must map to. The match fails to compile when
-    /// `ClientError` gains a kind, so the mapping is checked for all of them, not a sample.
-    fn one_of_each_kind() -> Vec<(ClientError, ModeStatus)> {
-        use mode_core::proto::{DecodeError, DecodeFault, MessageKind};
-        let rest = |status| ClientError::Rest {
-            status,
-            reason: None,
-            data: Value::Null,
-        };
-        let all = vec![
-            (
-                ClientError::Config(mode_client::ConfigError::EmptyApiKey(1)),
-                ModeStatus::ModeErrConfig,
-            ),
-            (
-                ClientError::Encode(EncodeError::EmptyKey),
-                ModeStatus::ModeErrInvalidArgument,
-            ),
-            (
-                ClientError::Encode(EncodeError::EventData("not an object".into())),
-                ModeStatus::ModeErrInvalidJson,
-            ),
-            (
-                ClientError::MessageTooLarge { size: 2, max: 1 },
-                ModeStatus::ModeErrTooLarge,
-            ),
-            (
-                ClientError::QueueFull { capacity: 1 },
-                ModeStatus::ModeErrQueueFull,
-            ),
-            (ClientError::Dropped, ModeStatus::ModeErrQueueFull),
-            (ClientError::Closed, ModeStatus::ModeErrClosed),
-            (
-                ClientError::CloseIncomplete { unsent: 1 },
-                ModeStatus::ModeErrTimeout,
-            ),
-            (
-                ClientError::Timeout(Duration::ZERO),
-                ModeStatus::ModeErrTimeout,
-            ),
-            (rest(401), ModeStatus::ModeErrAuth),
-            (rest(403), ModeStatus::ModeErrAuth),
-            (rest(404), ModeStatus::ModeErrRest),
-            (
-                ClientError::Http("refused".into()),
-                ModeStatus::ModeErrConnection,
-            ),
-            (
-                ClientError::Decode(DecodeError {
-                    kind: MessageKind::Event,
-                    fault: DecodeFault::Truncated,
-                    path: String::new(),
-                    detail: "cut".into(),
-                    line_column: None,
-                }),
-                ModeStatus::ModeErrDecode,
-            ),
-            (
-                ClientError::Unsupported("bulk data over HTTP"),
-                ModeStatus::ModeErrUnsupported,
-            ),
-            (ClientError::NoRuntime, ModeStatus::ModeErrPanic),
-        ];
-        for (err, _) in &all {
-            match err {
-                ClientError::Config(_)
-                | ClientError::Encode(_)
-                | ClientError::MessageTooLarge { .. }
-                | ClientError::QueueFull { .. }
-                | ClientError::Dropped
-                | ClientError::Closed
-                | ClientError::CloseIncomplete { .. }
-                | ClientError::Timeout(_)
-                | ClientError::Rest { .. }
-                | ClientError::Http(_)
-                | ClientError::Decode(_)
-                | ClientError::Unsupported(_)
-                | ClientError::NoRuntime => {}
-            }
-        }
-        all
-    }
-
-    #[test]
-    fn every_kind_of_client_error_maps_to_its_documented_status() {
-        for (err, status) in one_of_each_kind() {
-            assert_eq!(status_of(&err), status, "{err}");
-        }
-    }
-
-    #[test]
-    fn the_last_error_never_holds_an_interior_nul() {
-        fail(ModeStatus::ModeErrDecode, "a\0b");
-        crate::util::read_last_error(|text| {
-            assert!(!text.contains(&0), "{text:?}");
-            Ok(())
-        });
-    }
 }

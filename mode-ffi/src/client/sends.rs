@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use mode_client::{Client, ClientError};
-use mode_ffi_core::engine::ModeStats;
+use mode_core::engine::Counters;
 use serde_json::{Map, Value};
 
 use super::{Extra, ModeClient, inner};
@@ -263,14 +263,14 @@ pub unsafe extern "C" fn mode_client_device_info(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_client_stats(
     client: *const ModeClient,
-    out: *mut ModeStats,
+    out: *mut Counters,
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
         if out.is_null() {
             return Err(ModeStatus::ModeErrNull);
         }
-        let stats = ModeStats::of(&inner.client()?.stats());
+        let stats = inner.client()?.stats().counters;
         unsafe { write_out(out, stats) };
         Ok(())
     })

@@ -583,15 +583,16 @@ mode_status_t mode_config_validate(mode_config_t *config);
  * accepted QoS 1 messages survive the process dying or the power going out: a QoS 1 send
  * returns MODE_OK only once its message is written and fsynced (so with a durable outbox a
  * send does wait, for one commit, never for room), the message is removed when the cloud
- * confirmed it, and at the next ::mode_client_new on the same directory whatever is left is
- * sent first, in order, with its original message id. Messages still queued at stop or free
- * stay on disk for the next start. One client per directory: a second one (in this process
- * or another) fails with MODE_ERR_CONFIG, "in use by another client". A damaged store is read
- * as far as it goes; what was lost is logged (warn) and counted. See
- * ::mode_config_set_outbox_sync for what survives what. Needs a libmode built with
- * mode-client's `durable-outbox` feature (`cargo build --profile dist -p mode-ffi --features
- * mode-client/durable-outbox`; not in scripts/install-c's build, whose size budget it would
- * break); without it ::mode_client_new fails with MODE_ERR_CONFIG, naming the feature.
+ * confirmed it, and at the next ::mode_client_start on the same directory whatever is left is
+ * sent first, in order, with its original message id; new ids continue after the last one.
+ * Messages still queued at stop or free stay on disk for the next start. One client per
+ * directory: ::mode_client_start of a second one (in this process or another) fails with
+ * MODE_ERR_CONFIG, "in use by another client". A damaged store is read as far as it goes;
+ * what was lost is logged (warn) and counted (`outbox_unrecovered` in ::mode_stats_t). See
+ * ::mode_config_set_outbox_sync for what survives what. The store is a queue-file FIFO,
+ * `outbox.queue` in `path`. (A libmode built without mode-client's `durable-outbox` feature,
+ * which scripts/install-c's build has, fails at ::mode_client_new with MODE_ERR_CONFIG, naming
+ * the feature.)
  *
  * # Safety
  * `config` from ::mode_config_new; `path` NUL-terminated.

@@ -1,16 +1,19 @@
 /*
- * The managed client's config and its refusals through the C API, none of which needs a
- * connection (tests/c/run.sh runs it beside the mode-sim it starts, whose address the configs
- * carry): every setting checked as it is set, a config that cannot work refused at
- * mode_client_new and left to the caller, the durable outbox's settings without the feature,
+ * The managed client's config and its refusals through the C API (tests/c/run.sh runs it beside
+ * the mode-sim it starts, whose address the configs carry): every setting checked as it is set,
+ * a config that cannot work refused at mode_client_new and left to the caller, the durable
+ * outbox's settings and the outbox across two clients (the one test here that connects),
  * the last error per thread, and calls before start or on NULL answered with a status.
  * The client connected is tests/c/test_client.c.
  */
+#define _DEFAULT_SOURCE /* mkdtemp */
 #include "check.h"
 #include "sim.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- every number setting: its setter, a value, the status it must give -------------------- */
 
@@ -100,11 +103,14 @@ static void test_a_config_that_cannot_work_is_not_consumed_and_says_why(void) {
     mode_config_free(c);
 }
 
-/* The durable outbox's settings are checked like the others; this libmode is built without the
- * durable-outbox feature (it would break the size budget), so a client asking for one is refused
- * with the feature named, and the config stays the caller's. */
-static void test_the_outbox_settings_are_checked_and_refused_without_the_feature(void) {
-    mode_config_t *c = sim_config(DEVICE, KEY, mqtt_port);
+/* The durable outbox's settings are checked like the others, and the outbox works from C: QoS 1
+ * events a client accepted while the cloud was unreachable survive mode_client_free and are
+ * delivered by the next client on the same directory, with ids that continue; a second client on
+ * a directory in use is refused with the lock named, and its config stays the caller's. */
+static void test_the_durable_outbox_keeps_what_an_offline_client_accepted(void) {
+    char dir[] = "/tmp/libmode-test-outbox-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    mode_config_t *c = sim_config(DEVICE, KEY, 1); /* nothing listens on port 1: offline */
     CHECK_STATUS(mode_config_set_outbox_dir(NULL, "/tmp/x"), MODE_ERR_NULL);
     CHECK_STATUS(mode_config_set_outbox_dir(c, NULL), MODE_ERR_NULL);
     CHECK_STATUS(mode_config_set_outbox_dir(c, "\xff"), MODE_ERR_INVALID_UTF8);
@@ -114,12 +120,50 @@ static void test_the_outbox_settings_are_checked_and_refused_without_the_feature
     CHECK_STATUS(mode_config_set_outbox_max_bytes(c, 1 << 20), MODE_OK);
     CHECK_STATUS(mode_config_set_outbox_sync(NULL, true, 0), MODE_ERR_NULL);
     CHECK_STATUS(mode_config_set_outbox_sync(c, false, 5), MODE_OK);
-    CHECK_STATUS(mode_config_set_outbox_dir(c, "/tmp/libmode-test-outbox"), MODE_OK);
-    mode_client_t *client = NULL;
-    CHECK_STATUS(mode_client_new(c, &client), MODE_ERR_CONFIG);
-    CHECK(client == NULL);
-    CHECK(strstr(last_error(), "durable-outbox") != NULL);
-    mode_config_free(c);
+    CHECK_STATUS(mode_config_set_outbox_dir(c, dir), MODE_OK);
+    mode_client_t *offline = NULL;
+    CHECK_STATUS(mode_client_new(c, &offline), MODE_OK);
+    CHECK_STATUS(mode_client_start(offline), MODE_OK);
+    uint64_t id = 0;
+    for (int n = 0; n < 5; n++) {
+        char data[32];
+        snprintf(data, sizeof data, "{\"n\":%d}", n);
+        CHECK_STATUS(mode_client_send_event(offline, "stored", data, MODE_QOS_AT_LEAST_ONCE, &id), MODE_OK);
+    }
+    CHECK(id == 5);
+
+    /* The directory is opened (and locked) at start. */
+    mode_config_t *second = sim_config(DEVICE, KEY, mqtt_port);
+    CHECK_STATUS(mode_config_set_outbox_dir(second, dir), MODE_OK);
+    mode_client_t *refused = NULL;
+    CHECK_STATUS(mode_client_new(second, &refused), MODE_OK);
+    CHECK_STATUS(mode_client_start(refused), MODE_ERR_CONFIG);
+    CHECK(strstr(last_error(), "in use by another client") != NULL);
+    mode_client_free(refused);
+    mode_client_free(offline);
+
+    /* A client on the directory, now free: the five go out first. */
+    mode_config_t *third = sim_config(DEVICE, KEY, mqtt_port);
+    CHECK_STATUS(mode_config_set_outbox_dir(third, dir), MODE_OK);
+    mode_client_t *online = NULL;
+    CHECK_STATUS(mode_client_new(third, &online), MODE_OK);
+    CHECK_STATUS(mode_client_start(online), MODE_OK);
+    mode_stats_t stats;
+    memset(&stats, 0, sizeof stats);
+    WAIT_FOR(mode_client_stats(online, &stats) == MODE_OK && stats.messages_acked >= 5);
+    CHECK(stats.messages_acked == 5 && stats.outbox_unrecovered == 0);
+    CHECK_STATUS(mode_client_send_event(online, "after", "{}", MODE_QOS_AT_LEAST_ONCE, &id), MODE_OK);
+    CHECK(id == 6);
+    WAIT_FOR(mode_client_stats(online, &stats) == MODE_OK && stats.messages_acked >= 6);
+    CHECK(stats.messages_acked == 6 && stats.pending == 0);
+    mode_client_free(online);
+    char path[sizeof dir + 16];
+    const char *const files[] = {"outbox.queue", "outbox.lock"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        CHECK(unlink(path) == 0);
+    }
+    CHECK(rmdir(dir) == 0);
 }
 
 static void *fail_on_another_thread(void *arg) {
@@ -169,7 +213,7 @@ int main(void) {
     sim_open();
     test_config_validates_what_it_is_given();
     test_a_config_that_cannot_work_is_not_consumed_and_says_why();
-    test_the_outbox_settings_are_checked_and_refused_without_the_feature();
+    test_the_durable_outbox_keeps_what_an_offline_client_accepted();
     test_the_last_error_is_per_thread();
     test_calls_before_start_and_on_null_are_statuses();
     sim_close();

@@ -156,7 +156,7 @@ impl Engine {
     /// The seam of a durable outbox, as a firmware would use it with its flash: with
     /// [`EngineConfig::journal`], apply every [`poll_journal`](Self::poll_journal) change to the
     /// store (and sync it) before telling the application a send succeeded; at boot, hand what
-    /// the store holds to `restore`. (`mode-client`'s `outbox_dir` is this seam over redb.)
+    /// the store holds to `restore`. (`mode-client`'s `outbox_dir` is this seam over queue-file.)
     ///
     /// ```
     /// use std::collections::BTreeMap;

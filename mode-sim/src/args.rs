@@ -1,5 +1,6 @@
-//! The simulator's command-line flags as a clap struct, so the `mode-sim` binary and the `mode`
-//! command line's `mode sim` take the same flags and build the same configuration.
+//! What the `mode-sim` binary and the `mode` command line's `mode sim` share: the simulator's
+//! flags as a clap struct, so both take the same flags and build the same configuration, and
+//! the signal that tells either to shut down.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -116,4 +117,21 @@ impl SimArgs {
             .unwrap_or(config.max_connections.max(devices));
         Ok(config)
     }
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM: what ends a simulator run from a shell or
+/// stopped by a service manager.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -228,7 +228,7 @@ impl Sim {
                 stop.clone(),
             )));
         }
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, tasks });
+        *self.running() = Some(Running { stop, tasks });
     }
 
     /// The shared cloud: drive it (commands, kv), read what it received, use the test controls.
@@ -271,24 +271,29 @@ impl Sim {
         self.http_addr
     }
 
+    /// The listeners' tasks and their stop switch, while they run.
+    fn running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        // Every update is one assignment: a poisoned lock still holds consistent data.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the listeners and their connections to stop (without waiting for them) and hands
+    /// back their tasks; `None` when none run.
+    fn stop_running(&self) -> Option<Running> {
+        let running = self.running().take()?;
+        running.stop.cancel();
+        Some(running)
+    }
+
     /// True while the listeners run.
     pub fn is_listening(&self) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.running().is_some()
     }
 
     /// Stops every listener and closes every connection, like a cloud outage. The cloud's
     /// state (stores, records, counters) stays. Returns once the ports are free.
     pub async fn stop_listeners(&self) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(running) = running {
-            running.stop.cancel();
+        if let Some(running) = self.stop_running() {
             for task in running.tasks {
                 let _ = task.await;
             }
@@ -331,13 +336,6 @@ impl Drop for Sim {
     /// A dropped simulator stops its listeners and connections (without waiting for them):
     /// a test that ends without `shutdown` leaves nothing serving.
     fn drop(&mut self) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(running) = running {
-            running.stop.cancel();
-        }
+        self.stop_running();
     }
 }

@@ -47,28 +47,13 @@ async fn main() -> std::process::ExitCode {
     };
     print_banner(&sim);
     let console = tokio::spawn(console(sim.cloud().clone()));
-    wait_for_signal().await;
+    mode_sim::args::shutdown_signal().await;
     console.abort();
     eprintln!("mode-sim: shutting down");
     sim.shutdown().await;
     let _ = std::io::stdout().flush();
     // Not a return: the runtime would wait for the console's blocking read of stdin forever.
     std::process::exit(0)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The most devices the banner lists per project: a fleet of thousands (`--devices`) would

@@ -15,15 +15,8 @@ impl Cloud {
     pub fn record_event(&self, device_id: DeviceId, event: Event) -> Result<HomeEvent, CloudError> {
         let mut state = self.state();
         let device = state.device(device_id)?;
-        let (project_id, home_id) = (device.project_id, device.home_id);
-        let home_event = HomeEvent {
-            home_id: home_id.unwrap_or(0),
-            timestamp: rfc3339_nanos(SystemTime::now()),
-            event_type: event.event_type,
-            event_data: event.event_data,
-            origin_device_id: Some(device_id),
-        };
-        state.deliver_home_event(project_id, home_id, home_event.clone());
+        let home = (device.project_id, device.home_id);
+        let home_event = state.deliver_home_event(home, event, Some(device_id));
         drop(state);
         self.notify();
         Ok(home_event)
@@ -43,13 +36,22 @@ impl Cloud {
 }
 
 impl State {
-    /// Records `event` and sends it to the home's subscribers (when the device has a home).
+    /// Delivers `event` now to `home`, the project and home of the device it is about (home
+    /// id 0 when the device has none), from device `origin` (`None`: the cloud's own event):
+    /// records it, and sends it to the home's subscribers. Returns it as delivered.
     pub(super) fn deliver_home_event(
         &mut self,
-        project_id: ProjectId,
-        home_id: Option<HomeId>,
-        event: HomeEvent,
-    ) {
+        (project_id, home_id): (ProjectId, Option<HomeId>),
+        event: Event,
+        origin: Option<DeviceId>,
+    ) -> HomeEvent {
+        let event = HomeEvent {
+            home_id: home_id.unwrap_or(0),
+            timestamp: rfc3339_nanos(SystemTime::now()),
+            event_type: event.event_type,
+            event_data: event.event_data,
+            origin_device_id: origin,
+        };
         if let Some(home) = home_id.and_then(|id| self.homes.get_mut(&id)) {
             fan_out(&mut home.subs, &event, "home events");
         }
@@ -61,6 +63,10 @@ impl State {
             });
         }
         self.event_seq += 1;
-        self.records.events.push(EventRecord { project_id, event });
+        self.records.events.push(EventRecord {
+            project_id,
+            event: event.clone(),
+        });
+        event
     }
 }

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use mode_core::proto::{
-    DeviceId, Event, HomeEvent, KV_DELETED_EVENT, KV_SAVED_EVENT, KvItem, KvUpdate, Map, Reload,
-    Rev, SyncMessage, Value,
+    DeviceId, Event, KV_DELETED_EVENT, KV_SAVED_EVENT, KvItem, KvUpdate, Map, Reload, Rev,
+    SyncMessage, Value,
 };
 
 use super::subscriptions::{Subscriber, fan_out};
@@ -167,18 +167,11 @@ impl Cloud {
                 rev,
             }),
         };
-        let (project_id, home_id) = (device.project_id, device.home_id);
-        let home_event = HomeEvent {
-            home_id: home_id.unwrap_or(0),
-            timestamp: rfc3339_nanos(SystemTime::now()),
-            event_type: event.event_type,
-            event_data: event.event_data,
-            origin_device_id: None,
-        };
+        let home = (device.project_id, device.home_id);
         if let (Some(persist), Some(op)) = (&state.persist, persisted) {
             persist.send(op);
         }
-        state.deliver_home_event(project_id, home_id, home_event);
+        state.deliver_home_event(home, event, None);
         state.records.kv_ops.push(KvOpRecord {
             device_id,
             update,

@@ -41,7 +41,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use bytes::Bytes;
 use mode_core::proto::{DeviceId, Map, Value, parse_device_id};
 use serde::Deserialize;
@@ -49,16 +49,28 @@ use serde::Deserialize;
 use super::auth::ApiKey;
 use super::error::{ApiError, json_response, read_body};
 use super::{AppState, raw_segment};
-use crate::cloud::{KvSource, RawChannel, SyncFaults};
+use crate::cloud::{
+    BulkRequestRecord, Cloud, CommandRecord, EventRecord, KvOpRecord, KvSource, RawChannel,
+    SyncFaults,
+};
 use crate::untrusted::untrusted;
 
 /// The admin routes, behind the admin key check.
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/drop", post(drop_all))
-        .route("/admin/devices/{id}/drop", post(drop_device))
-        .route("/admin/devices/{id}/pause", post(pause))
-        .route("/admin/devices/{id}/resume", post(resume))
+        .route(
+            "/admin/devices/{id}/drop",
+            connection_control(Cloud::drop_connections, "dropped"),
+        )
+        .route(
+            "/admin/devices/{id}/pause",
+            connection_control(Cloud::pause_connections, "paused"),
+        )
+        .route(
+            "/admin/devices/{id}/resume",
+            connection_control(Cloud::resume_connections, "resumed"),
+        )
         .route("/admin/devices/{id}/publish/{channel}", post(publish_raw))
         .route(
             "/admin/devices/{id}/syncFaults",
@@ -70,11 +82,17 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             put(set_bulk_available),
         )
         .route("/admin/records", axum::routing::delete(clear_records))
-        .route("/admin/records/events", get(events))
+        .route("/admin/records/events", records(Cloud::events, event_json))
         .route("/admin/records/bulkData", get(bulk_data))
-        .route("/admin/records/kvOps", get(kv_ops))
-        .route("/admin/records/bulkRequests", get(bulk_requests))
-        .route("/admin/records/commands", get(commands))
+        .route("/admin/records/kvOps", records(Cloud::kv_ops, kv_op_json))
+        .route(
+            "/admin/records/bulkRequests",
+            records(Cloud::bulk_requests, bulk_request_json),
+        )
+        .route(
+            "/admin/records/commands",
+            records(Cloud::commands, command_json),
+        )
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -136,22 +154,16 @@ async fn drop_all(State(app): State<AppState>) -> Response {
     ok_json(object([("dropped", n.into())]))
 }
 
-async fn drop_device(State(app): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    let id = device(&app, &uri)?;
-    let n = app.cloud.drop_connections(id);
-    Ok(ok_json(object([("dropped", n.into())])))
-}
-
-async fn pause(State(app): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    let id = device(&app, &uri)?;
-    let n = app.cloud.pause_connections(id);
-    Ok(ok_json(object([("paused", n.into())])))
-}
-
-async fn resume(State(app): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    let id = device(&app, &uri)?;
-    let n = app.cloud.resume_connections(id);
-    Ok(ok_json(object([("resumed", n.into())])))
+/// `POST` of a test control on one device's live connections: `act` applies it and says to
+/// how many; the answer is `{what: n}`.
+fn connection_control(
+    act: fn(&Cloud, DeviceId) -> usize,
+    what: &'static str,
+) -> MethodRouter<AppState> {
+    post(move |State(app): State<AppState>, uri: Uri| async move {
+        let id = device(&app, &uri)?;
+        Ok::<_, ApiError>(ok_json(object([(what, act(&app.cloud, id).into())])))
+    })
 }
 
 async fn publish_raw(
@@ -275,14 +287,20 @@ async fn clear_records(State(app): State<AppState>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn events(State(app): State<AppState>) -> Response {
-    let records = app.cloud.events().into_iter().map(|r| {
-        object([
-            ("projectId", r.project_id.into()),
-            ("event", wire(r.event.encode())),
-        ])
-    });
-    ok_json(Value::Array(records.collect()))
+/// `GET` of one kind of record: `list` copies them out of the cloud, `json` writes one.
+fn records<T: 'static>(list: fn(&Cloud) -> Vec<T>, json: fn(T) -> Value) -> MethodRouter<AppState> {
+    get(move |State(app): State<AppState>| async move {
+        ok_json(Value::Array(
+            list(&app.cloud).into_iter().map(json).collect(),
+        ))
+    })
+}
+
+fn event_json(r: EventRecord) -> Value {
+    object([
+        ("projectId", r.project_id.into()),
+        ("event", wire(r.event.encode())),
+    ])
 }
 
 #[derive(Deserialize, Default)]
@@ -321,43 +339,34 @@ async fn bulk_data(State(app): State<AppState>, uri: Uri) -> Result<Response, Ap
     Ok(ok_json(Value::Array(records.collect())))
 }
 
-async fn kv_ops(State(app): State<AppState>) -> Response {
-    let records = app.cloud.kv_ops().into_iter().map(|r| {
-        let source = match r.source {
-            KvSource::Device => "device",
-            KvSource::Rest => "rest",
-        };
-        object([
-            ("deviceId", r.device_id.into()),
-            ("rev", r.rev.into()),
-            ("source", source.into()),
-            ("update", wire(r.update.encode())),
-        ])
-    });
-    ok_json(Value::Array(records.collect()))
+fn kv_op_json(r: KvOpRecord) -> Value {
+    let source = match r.source {
+        KvSource::Device => "device",
+        KvSource::Rest => "rest",
+    };
+    object([
+        ("deviceId", r.device_id.into()),
+        ("rev", r.rev.into()),
+        ("source", source.into()),
+        ("update", wire(r.update.encode())),
+    ])
 }
 
-async fn bulk_requests(State(app): State<AppState>) -> Response {
-    let records = app.cloud.bulk_requests().into_iter().map(|r| {
-        object([
-            ("deviceId", r.device_id.into()),
-            ("label", r.label.into()),
-            ("request", wire(r.request.encode())),
-            ("response", wire(r.response.encode())),
-        ])
-    });
-    ok_json(Value::Array(records.collect()))
+fn bulk_request_json(r: BulkRequestRecord) -> Value {
+    object([
+        ("deviceId", r.device_id.into()),
+        ("label", r.label.into()),
+        ("request", wire(r.request.encode())),
+        ("response", wire(r.response.encode())),
+    ])
 }
 
-async fn commands(State(app): State<AppState>) -> Response {
-    let records = app.cloud.commands().into_iter().map(|r| {
-        object([
-            ("deviceId", r.device_id.into()),
-            ("delivered", r.delivered.into()),
-            ("command", wire(r.command.encode())),
-        ])
-    });
-    ok_json(Value::Array(records.collect()))
+fn command_json(r: CommandRecord) -> Value {
+    object([
+        ("deviceId", r.device_id.into()),
+        ("delivered", r.delivered.into()),
+        ("command", wire(r.command.encode())),
+    ])
 }
 
 fn hex(data: &[u8]) -> String {

@@ -77,26 +77,32 @@ mod error;
 mod rest;
 mod ws;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use bytes::Bytes;
+use mode_core::proto::DeviceId;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::cloud::Cloud;
+use crate::cloud::{AppAccess, Cloud, HomeId};
 use crate::config::SimConfig;
 use crate::untrusted::untrusted;
-use error::ApiError;
+use auth::{ApiKey, Callers, authorize_device, authorize_home};
+use error::{ApiError, read_body};
 
 /// How long connections get to close after the listener stops, before they are left behind.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -159,6 +165,54 @@ pub(crate) struct AppState {
     /// Fires when the listener stops; open WebSockets close on it.
     pub(crate) stop: CancellationToken,
     pub(crate) sockets: Arc<Sockets>,
+}
+
+/// A request body as the handlers take it: read by axum within `DefaultBodyLimit`, or why not.
+pub(crate) type Body = Result<Bytes, BytesRejection>;
+
+/// One call of the API as a handler sees it: the server's state, the caller's key and the
+/// path, with the checks every endpoint makes of them.
+pub(crate) struct Call {
+    pub(crate) app: AppState,
+    pub(crate) key: ApiKey,
+    pub(crate) uri: Uri,
+}
+
+impl FromRequestParts<AppState> for Call {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Infallible> {
+        let Ok(key) = ApiKey::from_request_parts(parts, app).await;
+        Ok(Call {
+            app: app.clone(),
+            key,
+            uri: parts.uri.clone(),
+        })
+    }
+}
+
+impl Call {
+    /// Segment `index` of the path, as sent (see [`raw_segment`]).
+    pub(crate) fn segment(&self, index: usize) -> &str {
+        raw_segment(&self.uri, index)
+    }
+
+    /// The device of a `/devices/{id}/...` path, once the key may use this endpoint of it
+    /// (see [`authorize_device`]).
+    pub(crate) fn device(&self, callers: Callers) -> Result<DeviceId, ApiError> {
+        authorize_device(&self.app.cloud, &self.key, self.segment(1), callers).map(|(id, _)| id)
+    }
+
+    /// The home of a `/homes/{home}/...` path and the app's access, once the key is an app
+    /// key that sees it.
+    pub(crate) fn home(&self) -> Result<(HomeId, AppAccess), ApiError> {
+        authorize_home(&self.app.cloud, &self.key, self.segment(1))
+    }
+
+    /// The request body, or the error for one over the size limit or unreadable.
+    pub(crate) fn body(&self, body: Body) -> Result<Bytes, ApiError> {
+        read_body(body, self.app.options.max_body)
+    }
 }
 
 /// Counts the open WebSockets (they outlive their HTTP connection), so `serve` can wait for

@@ -1,24 +1,19 @@
 //! The plain REST endpoints: events, device info, commands, the kv API, provisioning, claim
 //! mode and `/auth`. Each checks the caller, decodes the body with mode-core, calls the cloud.
 
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use mode_core::proto::rest::decode_path_segment;
 use mode_core::proto::{
     Command, DeviceId, DeviceInfo, Event, KvValue, Map, Value, encode_kv_item, encode_kv_list,
 };
 use serde::Deserialize;
 
-use super::auth::{ApiKey, Callers, authorize_device, authorize_home};
-use super::error::{ApiError, json_response, read_body};
-use super::{AppState, raw_segment};
+use super::auth::Callers;
+use super::error::{ApiError, json_response};
+use super::{Body, Call};
 use crate::cloud::{KvSource, Principal, validate_kv_key};
 use crate::untrusted::untrusted;
-
-type Body = Result<Bytes, BytesRejection>;
 
 fn json_value(status: StatusCode, value: &Value) -> Response {
     // Serializing a `Value` into a Vec cannot fail.
@@ -26,7 +21,7 @@ fn json_value(status: StatusCode, value: &Value) -> Response {
 }
 
 /// `GET /auth`: who the key (or the client certificate) is.
-pub(crate) async fn whoami(State(app): State<AppState>, key: ApiKey) -> Response {
+pub(crate) async fn whoami(Call { app, key, .. }: Call) -> Response {
     let mut out = Map::new();
     let principal = key.principal(&app.cloud).ok();
     match principal {
@@ -51,25 +46,16 @@ pub(crate) async fn whoami(State(app): State<AppState>, key: ApiKey) -> Response
 }
 
 /// `GET /devices/{id}`.
-pub(crate) async fn device_info(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let (device_id, _) = authorize_device(&app.cloud, &key, raw_segment(&uri, 1), Callers::Both)?;
-    let info = app.cloud.device_info(device_id)?;
+pub(crate) async fn device_info(call: Call) -> Result<Response, ApiError> {
+    let device_id = call.device(Callers::Both)?;
+    let info = call.app.cloud.device_info(device_id)?;
     Ok(json_response(StatusCode::OK, info.encode()))
 }
 
 /// `PUT /devices/{id}/event`.
-pub(crate) async fn put_event(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let (device_id, _) = authorize_device(&app.cloud, &key, raw_segment(&uri, 1), Callers::Device)?;
-    let body = read_body(body, app.options.max_body)?;
+pub(crate) async fn put_event(call: Call, body: Body) -> Result<StatusCode, ApiError> {
+    let device_id = call.device(Callers::Device)?;
+    let body = call.body(body)?;
     let event = Event::decode(&body).map_err(|e| ApiError::bad_body(&e))?;
     if event.event_type.is_empty() {
         return Err(ApiError::new(
@@ -80,37 +66,32 @@ pub(crate) async fn put_event(
         .with("path", "eventType"));
     }
     tracing::debug!(device_id, event_type = %event.event_type, "event received over HTTP");
-    app.cloud.record_event(device_id, event)?;
-    app.cloud.ticket().wait().await?;
+    call.app.cloud.record_event(device_id, event)?;
+    call.app.cloud.ticket().wait().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /devices/{id}/command`.
-pub(crate) async fn put_command(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let (device_id, _) = authorize_device(&app.cloud, &key, raw_segment(&uri, 1), Callers::App)?;
-    let body = read_body(body, app.options.max_body)?;
+pub(crate) async fn put_command(call: Call, body: Body) -> Result<StatusCode, ApiError> {
+    let device_id = call.device(Callers::App)?;
+    let body = call.body(body)?;
     let command = Command::decode(&body).map_err(|e| ApiError::bad_body(&e))?;
-    let delivered = app.cloud.send_command(device_id, command)?;
+    let delivered = call.app.cloud.send_command(device_id, command)?;
     tracing::debug!(device_id, delivered, "command sent over HTTP");
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /devices/{id}/kv` without a WebSocket upgrade: the list form.
-pub(crate) fn kv_list(app: &AppState, key: &ApiKey, uri: &Uri) -> Result<Response, ApiError> {
-    let (device_id, _) = authorize_device(&app.cloud, key, raw_segment(uri, 1), Callers::Both)?;
-    let items = app.cloud.kv_list(device_id)?;
+pub(crate) fn kv_list(call: &Call) -> Result<Response, ApiError> {
+    let device_id = call.device(Callers::Both)?;
+    let items = call.app.cloud.kv_list(device_id)?;
     Ok(json_response(StatusCode::OK, encode_kv_list(&items)))
 }
 
 /// The device and the decoded, checked key of a `/devices/{id}/kv/{key}` request.
-fn kv_target(app: &AppState, key: &ApiKey, uri: &Uri) -> Result<(DeviceId, String), ApiError> {
-    let (device_id, _) = authorize_device(&app.cloud, key, raw_segment(uri, 1), Callers::Both)?;
-    let raw = raw_segment(uri, 3);
+fn kv_target(call: &Call) -> Result<(DeviceId, String), ApiError> {
+    let device_id = call.device(Callers::Both)?;
+    let raw = call.segment(3);
     let kv_key = decode_path_segment(raw).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -126,43 +107,30 @@ fn kv_target(app: &AppState, key: &ApiKey, uri: &Uri) -> Result<(DeviceId, Strin
 }
 
 /// `GET /devices/{id}/kv/{key}`.
-pub(crate) async fn kv_get(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
-    let item = app.cloud.kv_get(device_id, &kv_key)?;
+pub(crate) async fn kv_get(call: Call) -> Result<Response, ApiError> {
+    let (device_id, kv_key) = kv_target(&call)?;
+    let item = call.app.cloud.kv_get(device_id, &kv_key)?;
     Ok(json_response(StatusCode::OK, encode_kv_item(&item)))
 }
 
 /// `PUT /devices/{id}/kv/{key}`.
-pub(crate) async fn kv_put(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
-    let body = read_body(body, app.options.max_body)?;
+pub(crate) async fn kv_put(call: Call, body: Body) -> Result<StatusCode, ApiError> {
+    let (device_id, kv_key) = kv_target(&call)?;
+    let body = call.body(body)?;
     let KvValue { value } = KvValue::decode(&body).map_err(|e| ApiError::bad_body(&e))?;
-    let rev = app
-        .cloud
-        .kv_set(device_id, &kv_key, value, KvSource::Rest)?;
-    app.cloud.ticket().wait().await?;
+    let cloud = &call.app.cloud;
+    let rev = cloud.kv_set(device_id, &kv_key, value, KvSource::Rest)?;
+    cloud.ticket().wait().await?;
     tracing::debug!(device_id, key = %kv_key, rev, "kv set over HTTP");
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /devices/{id}/kv/{key}`.
-pub(crate) async fn kv_delete(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-) -> Result<StatusCode, ApiError> {
-    let (device_id, kv_key) = kv_target(&app, &key, &uri)?;
-    let rev = app.cloud.kv_delete(device_id, &kv_key, KvSource::Rest)?;
-    app.cloud.ticket().wait().await?;
+pub(crate) async fn kv_delete(call: Call) -> Result<StatusCode, ApiError> {
+    let (device_id, kv_key) = kv_target(&call)?;
+    let cloud = &call.app.cloud;
+    let rev = cloud.kv_delete(device_id, &kv_key, KvSource::Rest)?;
+    cloud.ticket().wait().await?;
     tracing::debug!(device_id, key = %kv_key, rev, "kv delete over HTTP");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,11 +142,8 @@ struct ProvisionBody {
 }
 
 /// `POST /devices` **(ours)**: `{"token": "..."}` gives a new device and its key.
-pub(crate) async fn provision(
-    State(app): State<AppState>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let body = read_body(body, app.options.max_body)?;
+pub(crate) async fn provision(call: Call, body: Body) -> Result<Response, ApiError> {
+    let (app, body) = (&call.app, call.body(body)?);
     let ProvisionBody { token } = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_json("provisioning body {\"token\": ...}", &e))?;
     let new = app.cloud.provision(&token)?;
@@ -238,12 +203,12 @@ fn parse_claim_request(headers: &HeaderMap, body: &[u8]) -> Result<ClaimRequest,
 /// `POST /deviceRegistration`: claim mode on (or off with `claimable` 0 / false), for the key's
 /// device.
 pub(crate) async fn register_claim(
-    State(app): State<AppState>,
-    key: ApiKey,
+    call: Call,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let device_id = match key.principal(&app.cloud)? {
+    let app = &call.app;
+    let device_id = match call.key.principal(&app.cloud)? {
         Principal::Device(id) => id,
         Principal::App(_) => {
             return Err(ApiError::forbidden(
@@ -251,7 +216,7 @@ pub(crate) async fn register_claim(
             ));
         }
     };
-    let body = read_body(body, app.options.max_body)?;
+    let body = call.body(body)?;
     let request = parse_claim_request(&headers, &body)?;
     if let Some(raw) = &request.device_id
         && raw.trim() != device_id.to_string()
@@ -294,14 +259,9 @@ struct ClaimBody {
 }
 
 /// `POST /homes/{home}/devices` **(ours)**: an app claims a device in claim mode into a home.
-pub(crate) async fn claim_device(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (home, access) = authorize_home(&app.cloud, &key, raw_segment(&uri, 1))?;
-    let body = read_body(body, app.options.max_body)?;
+pub(crate) async fn claim_device(call: Call, body: Body) -> Result<Response, ApiError> {
+    let (home, access) = call.home()?;
+    let (app, body) = (&call.app, call.body(body)?);
     let ClaimBody { device_id } = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_json("claim body {\"deviceId\": ...}", &e))?;
     let info: DeviceInfo = app.cloud.device_info(device_id)?;

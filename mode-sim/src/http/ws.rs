@@ -3,22 +3,23 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt, stream};
 use mode_core::proto::{Command, DeviceId, HomeEvent, SyncMessage, parse_device_id};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{ApiKey, Callers, authorize_device, authorize_home};
+use super::auth::Callers;
 use super::error::ApiError;
-use super::{AppState, SocketTicket, raw_segment, rest};
+use super::{AppState, Call, SocketTicket, rest};
 use crate::cloud::{
-    ConnectionGuard, KvSubscription, RawChannel, RawPublish, Subscription, Transport,
+    Cloud, CloudError, ConnectionGuard, KvSubscription, RawChannel, RawPublish, Subscription,
+    Transport,
 };
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
@@ -45,17 +46,11 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
 
 /// Checks a device WebSocket request and registers the connection with the cloud (which
 /// counts the attempt, accepted or refused, like an MQTT CONNECT).
-fn connect(
-    app: &AppState,
-    key: &ApiKey,
-    uri: &Uri,
-    upgrade: Upgrade,
-) -> Result<(WebSocketUpgrade, ConnectionGuard), ApiError> {
-    let raw_id = raw_segment(uri, 1);
+fn connect(call: &Call, upgrade: Upgrade) -> Result<(WebSocketUpgrade, ConnectionGuard), ApiError> {
+    let (app, raw_id) = (&call.app, call.segment(1));
     let upgrade = upgrade_or_refuse(upgrade, app.options.max_body)?;
-    let authorized = authorize_device(&app.cloud, key, raw_id, Callers::Device);
-    let device_id = match authorized {
-        Ok((id, _)) => id,
+    let device_id = match call.device(Callers::Device) {
+        Ok(id) => id,
         Err(err) => {
             if let Some(id) = parse_device_id(raw_id)
                 && app.cloud.device_info(id).is_ok()
@@ -65,71 +60,71 @@ fn connect(
             return Err(err);
         }
     };
-    let guard =
-        app.cloud
-            .connect_device_with(device_id, key.connection_key()?, Transport::WebSocket)?;
+    let key = call.key.connection_key()?;
+    let guard = app
+        .cloud
+        .connect_device_with(device_id, key, Transport::WebSocket)?;
     Ok((upgrade, guard))
 }
 
 /// `GET /devices/{id}/command` (WebSocket).
-pub(crate) async fn command_socket(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-    upgrade: Upgrade,
-) -> Result<Response, ApiError> {
-    let (upgrade, guard) = connect(&app, &key, &uri, upgrade)?;
-    // Subscribed before the 101 goes out: a command sent once the client sees it arrives.
-    let commands = app.cloud.subscribe_commands(&guard)?;
-    let raw = app.cloud.subscribe_raw(&guard)?;
-    Ok(spawn_socket(
-        &app,
-        upgrade,
-        Some(guard),
-        Feed::Commands(commands),
-        Some((RawChannel::Command, raw)),
-        None,
-    ))
+pub(crate) async fn command_socket(call: Call, upgrade: Upgrade) -> Result<Response, ApiError> {
+    device_socket(&call, upgrade, RawChannel::Command, |cloud, guard| {
+        Ok((Feed::Commands(cloud.subscribe_commands(guard)?), None))
+    })
 }
 
 /// `GET /devices/{id}/kv`: the sync WebSocket, or without an upgrade the list of keys.
 pub(crate) async fn kv_socket_or_list(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
+    call: Call,
     headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
     if !wants_websocket(&headers) {
-        return rest::kv_list(&app, &key, &uri);
+        return rest::kv_list(&call);
     }
-    let (upgrade, guard) = connect(&app, &key, &uri, upgrade)?;
-    let (reload, changes) = app.cloud.subscribe_kv(&guard)?;
-    let raw = app.cloud.subscribe_raw(&guard)?;
-    let first = SyncMessage::Reload(reload).encode();
+    device_socket(&call, upgrade, RawChannel::Kv, |cloud, guard| {
+        let (reload, changes) = cloud.subscribe_kv(guard)?;
+        Ok((
+            Feed::Kv(changes),
+            Some(SyncMessage::Reload(reload).encode()),
+        ))
+    })
+}
+
+/// A device's socket of `channel`: connects it, and subscribes it with `subscribe` (which
+/// gives the feed and the first message, if any) and to the raw publishes of the channel.
+fn device_socket(
+    call: &Call,
+    upgrade: Upgrade,
+    channel: RawChannel,
+    subscribe: impl FnOnce(&Cloud, &ConnectionGuard) -> Result<(Feed, Option<Vec<u8>>), CloudError>,
+) -> Result<Response, ApiError> {
+    let (upgrade, guard) = connect(call, upgrade)?;
+    let cloud = &call.app.cloud;
+    // Subscribed before the 101 goes out: a message sent once the client sees it arrives.
+    let (feed, first) = subscribe(cloud, &guard)?;
+    let raw = cloud.subscribe_raw(&guard)?;
+    let raw = Some((channel, raw));
     Ok(spawn_socket(
-        &app,
+        &call.app,
         upgrade,
         Some(guard),
-        Feed::Kv(changes),
-        Some((RawChannel::Kv, raw)),
-        Some(first),
+        feed,
+        raw,
+        first,
     ))
 }
 
 /// `GET /homes/{home}/events` (WebSocket) **(ours)**: an app's stream of a home's events.
-pub(crate) async fn home_events_socket(
-    State(app): State<AppState>,
-    key: ApiKey,
-    uri: Uri,
-    upgrade: Upgrade,
-) -> Result<Response, ApiError> {
-    let (home, _) = authorize_home(&app.cloud, &key, raw_segment(&uri, 1))?;
+pub(crate) async fn home_events_socket(call: Call, upgrade: Upgrade) -> Result<Response, ApiError> {
+    let (home, _) = call.home()?;
+    let app = &call.app;
     let upgrade = upgrade_or_refuse(upgrade, app.options.max_body)?;
     let events = app.cloud.subscribe_home(home)?;
     tracing::info!(home, "app subscribed to home events over WebSocket");
     Ok(spawn_socket(
-        &app,
+        app,
         upgrade,
         None,
         Feed::Home(events),
@@ -160,47 +155,41 @@ impl Feed {
     /// The raw publishes of `raw`'s channel (a test control) join the same channel from a task
     /// of their own.
     fn into_channel(
-        mut self,
+        self,
         raw: Option<(RawChannel, Subscription<RawPublish>)>,
     ) -> mpsc::Receiver<Vec<u8>> {
         let (tx, rx) = mpsc::channel(1);
-        if let Some((channel, mut raw)) = raw {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let next = tokio::select! {
-                        next = raw.recv() => next,
-                        _ = tx.closed() => return,
-                    };
-                    match next {
-                        Some(p) if p.channel == channel => {
-                            if tx.send(p.payload.to_vec()).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(_) => {}
-                        None => return,
-                    }
-                }
+        if let Some((channel, raw)) = raw {
+            let published =
+                stream::unfold(
+                    raw,
+                    |mut raw| async move { raw.recv().await.map(|p| (p, raw)) },
+                );
+            let ours = published.filter_map(move |p| {
+                std::future::ready((p.channel == channel).then(|| p.payload.to_vec()))
             });
+            tokio::spawn(forward(ours, tx.clone()));
         }
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    next = self.next() => next,
-                    _ = tx.closed() => return,
-                };
-                match next {
-                    Some(frame) => {
-                        if tx.send(frame).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-            }
+        let frames = stream::unfold(self, |mut feed| async move {
+            feed.next().await.map(|frame| (frame, feed))
         });
+        tokio::spawn(forward(frames, tx));
         rx
+    }
+}
+
+/// Sends each of `frames` into `tx` until the frames end or the receiver is gone.
+async fn forward(frames: impl Stream<Item = Vec<u8>>, tx: mpsc::Sender<Vec<u8>>) {
+    let mut frames = std::pin::pin!(frames);
+    loop {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            _ = tx.closed() => return,
+        };
+        let Some(frame) = next else { return };
+        if tx.send(frame).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -104,14 +104,7 @@ impl AppClient {
         if (200..300).contains(&status) {
             return Ok(bytes.to_vec());
         }
-        let (reason, data) = match ErrorBody::decode(&bytes) {
-            Ok(body) => (Some(body.reason), body.data),
-            Err(_) => (None, Value::Null),
-        };
-        Err(CliError::new(
-            rest_exit(status),
-            format!("{what}: {}", rest_refusal(status, reason.as_deref(), &data)),
-        ))
+        Err(refused(&what, status, &bytes))
     }
 
     /// `PUT /devices/{id}/command`.
@@ -171,7 +164,7 @@ impl AppClient {
             .map_err(|e| CliError::usage(format!("invalid WebSocket URL {url}: {e}")))?;
         request
             .headers_mut()
-            .insert(http_auth_name(), self.authorization_ws());
+            .insert(reqwest::header::AUTHORIZATION, self.authorization());
         let connector = self
             .ws_tls
             .clone()
@@ -180,29 +173,14 @@ impl AppClient {
             tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
                 .await
                 .map_err(|e| match e {
-                    tungstenite::Error::Http(response) => {
-                        let status = response.status().as_u16();
-                        let body = response.body().as_deref().unwrap_or_default();
-                        let (reason, data) = match ErrorBody::decode(body) {
-                            Ok(b) => (Some(b.reason), b.data),
-                            Err(_) => (None, Value::Null),
-                        };
-                        CliError::new(
-                            rest_exit(status),
-                            format!("{url}: {}", rest_refusal(status, reason.as_deref(), &data)),
-                        )
-                    }
+                    tungstenite::Error::Http(response) => refused(
+                        &url,
+                        response.status().as_u16(),
+                        response.body().as_deref().unwrap_or_default(),
+                    ),
                     other => CliError::new(Exit::Connection, format!("{url}: {other}")),
                 })?;
         Ok(HomeEvents { socket, url })
-    }
-
-    fn authorization_ws(&self) -> tungstenite::http::HeaderValue {
-        let mut value =
-            tungstenite::http::HeaderValue::from_str(&paths::authorization_value(&self.key))
-                .unwrap_or_else(|_| tungstenite::http::HeaderValue::from_static("ModeCloud -"));
-        value.set_sensitive(true);
-        value
     }
 }
 
@@ -234,12 +212,20 @@ fn ws_tls_config(path: &Path, pem: &[u8]) -> Result<rustls::ClientConfig, CliErr
         .with_no_client_auth())
 }
 
-fn http_auth_name() -> tungstenite::http::HeaderName {
-    tungstenite::http::header::AUTHORIZATION
-}
-
 fn key_path(device: DeviceId, key: &str) -> Result<String, CliError> {
     paths::kv_key_path(device, key).map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// The error of a non-2xx answer to `what`: its status and what its MODE error body says.
+fn refused(what: &str, status: u16, body: &[u8]) -> CliError {
+    let (reason, data) = match ErrorBody::decode(body) {
+        Ok(body) => (Some(body.reason), body.data),
+        Err(_) => (None, Value::Null),
+    };
+    CliError::new(
+        rest_exit(status),
+        format!("{what}: {}", rest_refusal(status, reason.as_deref(), &data)),
+    )
 }
 
 /// A connection or timeout failure of one request, with its cause chain on one line.

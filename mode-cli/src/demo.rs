@@ -15,8 +15,9 @@ use mode_sim::{Sim, SimConfig};
 use serde_json::json;
 
 use crate::app::AppClient;
-use crate::error::{CliError, Exit};
+use crate::error::CliError;
 use crate::output::{self, Paint, Style, describe, retry_text};
+use crate::wait;
 
 const DEVICE: u64 = 1001;
 
@@ -93,15 +94,7 @@ impl Device {
     ) -> Result<(), CliError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            let note = tokio::time::timeout_at(deadline, self.notes.recv())
-                .await
-                .map_err(|_| {
-                    CliError::new(
-                        Exit::Timeout,
-                        format!("timed out after {:?} waiting for {what}", self.wait),
-                    )
-                })?
-                .ok_or_else(|| CliError::other(format!("the client stopped before {what}")))?;
+            let note = wait::next_note(&mut self.notes, deadline, self.wait, what).await?;
             self.handle(&note)?;
             if done(&note) {
                 return Ok(());
@@ -111,14 +104,11 @@ impl Device {
 
     /// Waits for one message's acknowledgement, so the timeline shows each step done.
     async fn settle(&mut self, delivery: mode_client::Delivery) -> Result<(), CliError> {
-        tokio::time::timeout(self.wait, delivery)
-            .await
-            .map_err(|_| {
-                CliError::new(
-                    Exit::Timeout,
-                    format!("no acknowledgement within {:?}", self.wait),
-                )
-            })??;
+        let wait = self.wait;
+        wait::within(wait, delivery, || {
+            format!("no acknowledgement within {wait:?}")
+        })
+        .await??;
         Ok(())
     }
 

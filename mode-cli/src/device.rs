@@ -15,6 +15,7 @@ use crate::error::{CliError, Exit};
 use crate::json::{parse_json, parse_object};
 use crate::output::{self, Progress, describe, retry_text};
 use crate::settings::{self, Settings};
+use crate::wait;
 
 /// A connected device.
 pub struct Session {
@@ -79,13 +80,12 @@ impl Session {
 
     /// Waits for `delivery` (the cloud's acknowledgement) within the wait.
     async fn delivered(&self, delivery: mode_client::Delivery) -> Result<(), CliError> {
-        match tokio::time::timeout(self.wait, delivery).await {
-            Ok(result) => result.map_err(CliError::from),
-            Err(_) => Err(CliError::new(
-                Exit::Timeout,
-                format!("the cloud did not acknowledge within {:?}", self.wait),
-            )),
-        }
+        let wait = self.wait;
+        wait::within(wait, delivery, || {
+            format!("the cloud did not acknowledge within {wait:?}")
+        })
+        .await?
+        .map_err(CliError::from)
     }
 
     /// Closes, delivering what is queued.
@@ -97,15 +97,8 @@ impl Session {
     async fn echo_of(&mut self, key: &str, deleted: bool) -> Result<u64, CliError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            let note = tokio::time::timeout_at(deadline, self.notes.recv())
-                .await
-                .map_err(|_| {
-                    CliError::new(
-                        Exit::Timeout,
-                        format!("the cloud did not confirm the change of {key:?} in time"),
-                    )
-                })?
-                .ok_or_else(|| CliError::other("the client stopped"))?;
+            let what = format!("the cloud's confirmation of the change of {key:?}");
+            let note = wait::next_note(&mut self.notes, deadline, self.wait, &what).await?;
             match note {
                 Notification::KvChanged { rev, change }
                     if change.key() == key
@@ -526,7 +519,7 @@ pub async fn provision_device(
     let saved = match save_profile {
         Some(name) => Some(settings::save_profile(
             name,
-            settings::profile_entries(settings, device.device_id, device.api_key.expose()),
+            settings::profile_entries(settings, device.device_id, device.api_key.expose())?,
         )?),
         None => None,
     };

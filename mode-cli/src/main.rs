@@ -17,6 +17,7 @@ mod json;
 mod output;
 mod settings;
 mod sim;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

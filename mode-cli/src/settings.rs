@@ -10,13 +10,13 @@ use mode_client::{
     ClientConfig, ClientConfigBuilder, DEFAULT_API_URL, DEFAULT_MQTT_HOST, TlsOptions, Transport,
 };
 use mode_core::backoff::BackoffPolicy;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
 use crate::output;
 
 /// A transport on the command line or in a profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportArg {
     /// MQTT 3.1.1 over TCP (TLS unless --plain).
@@ -37,9 +37,11 @@ impl From<TransportArg> for Transport {
     }
 }
 
-/// Identity and endpoints, from flags or the environment.
-#[derive(Debug, Clone, Args)]
+/// Identity and endpoints: from flags or the environment, and (the same settings under the same
+/// names) one profile of the profile file.
+#[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
 #[command(next_help_heading = "Connection (flag, else environment, else profile)")]
+#[serde(deny_unknown_fields)]
 pub struct ConnArgs {
     /// Device id, in decimal.
     #[arg(long, global = true, env = "MODE_DEVICE_ID", value_name = "ID")]
@@ -87,6 +89,7 @@ pub struct ConnArgs {
         action = clap::ArgAction::SetTrue,
         value_parser = clap::builder::BoolishValueParser::new()
     )]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain: bool,
     /// Extra CA certificate to trust (PEM).
     #[arg(long, global = true, env = "MODE_CA_FILE", value_name = "PEM")]
@@ -116,43 +119,17 @@ pub struct ConnArgs {
     pub client_key: Option<PathBuf>,
     /// Profile of the profile file ($MODE_CONFIG or ~/.config/mode/config.toml) [default: default].
     #[arg(long, global = true, env = "MODE_PROFILE", value_name = "NAME")]
+    #[serde(skip)]
     pub profile: Option<String>,
-}
-
-/// One profile of the profile file: the same settings as the flags.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    device_id: Option<u64>,
-    api_key: Option<String>,
-    app_key: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    ws_url: Option<String>,
-    api_url: Option<String>,
-    transport: Option<TransportArg>,
-    plain: Option<bool>,
-    ca_file: Option<PathBuf>,
-    outbox_dir: Option<PathBuf>,
-    client_cert: Option<PathBuf>,
-    client_key: Option<PathBuf>,
 }
 
 /// The settings in force, every source merged.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    device_id: Option<u64>,
-    api_key: Option<String>,
-    app_key: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    ws_url: Option<String>,
-    api_url: Option<String>,
+    /// Each setting from its flag or environment variable, else from the profile.
+    given: ConnArgs,
     /// The transport.
     pub transport: TransportArg,
-    plain: bool,
-    ca_file: Option<PathBuf>,
-    outbox_dir: Option<PathBuf>,
     /// Client certificate and key (PEM), both or neither.
     client_cert: Option<(PathBuf, PathBuf)>,
     /// Where values missing from flags and environment may be added, for messages.
@@ -209,7 +186,7 @@ fn read_table(path: &Path) -> Result<toml::Table, CliError> {
 }
 
 /// The selected profile, or an empty one when there is no file and none was asked for.
-fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
+fn load_profile(name: Option<&str>) -> Result<(ConnArgs, String), CliError> {
     // A missing file is no profile (`mode provision --save-profile` creates it), unless one
     // was asked for by name.
     let Some(path) = profile_path() else {
@@ -217,7 +194,7 @@ fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
             Some(name) => Err(CliError::usage(format!(
                 "--profile {name}: no profile file (set MODE_CONFIG or HOME)"
             ))),
-            None => Ok((Profile::default(), "a profile".into())),
+            None => Ok((ConnArgs::default(), "a profile".into())),
         };
     };
     let shown = path.display().to_string();
@@ -227,7 +204,7 @@ fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
                 "--profile {name}: there is no profile file {shown}"
             )));
         }
-        return Ok((Profile::default(), format!("a profile in {shown}")));
+        return Ok((ConnArgs::default(), format!("a profile in {shown}")));
     }
     let table = read_table(&path)?;
     let wanted = name.unwrap_or("default");
@@ -239,7 +216,7 @@ fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
                 names.join(", ")
             )));
         }
-        return Ok((Profile::default(), format!("profile [default] in {shown}")));
+        return Ok((ConnArgs::default(), format!("profile [default] in {shown}")));
     };
     // Register keys before decoding so a decoding error cannot show one.
     for key in ["api_key", "app_key"] {
@@ -247,7 +224,7 @@ fn load_profile(name: Option<&str>) -> Result<(Profile, String), CliError> {
             output::register_secret(secret);
         }
     }
-    let profile = Profile::deserialize(value.clone())
+    let profile = ConnArgs::deserialize(value.clone())
         .map_err(|e| CliError::usage(format!("profile [{wanted}] in {shown}: {}", e.message())))?;
     Ok((profile, format!("profile [{wanted}] in {shown}")))
 }
@@ -272,7 +249,8 @@ impl Settings {
                 }
             },
         };
-        Ok(Settings {
+        let transport = args.transport.or(p.transport).unwrap_or(TransportArg::Mqtt);
+        let given = ConnArgs {
             device_id: args.device_id.or(p.device_id),
             api_key: args.api_key.clone().or(p.api_key),
             app_key: args.app_key.clone().or(p.app_key),
@@ -280,10 +258,17 @@ impl Settings {
             port: args.port.or(p.port),
             ws_url: args.ws_url.clone().or(p.ws_url),
             api_url: args.api_url.clone().or(p.api_url),
-            transport: args.transport.or(p.transport).unwrap_or(TransportArg::Mqtt),
-            plain: args.plain || p.plain.unwrap_or(false),
+            transport: Some(transport),
+            plain: args.plain || p.plain,
             ca_file: args.ca_file.clone().or(p.ca_file),
             outbox_dir: args.outbox_dir.clone().or(p.outbox_dir),
+            client_cert: client_cert.as_ref().map(|(cert, _)| cert.clone()),
+            client_key: client_cert.as_ref().map(|(_, key)| key.clone()),
+            profile: None,
+        };
+        Ok(Settings {
+            given,
+            transport,
             client_cert,
             hint,
             wait,
@@ -300,10 +285,11 @@ impl Settings {
 
     /// The device id and API key, or a usage error naming where to give them.
     pub fn device(&self) -> Result<(u64, &str), CliError> {
-        let id = self.device_id.ok_or_else(|| {
+        let id = self.given.device_id.ok_or_else(|| {
             self.missing("device id", "--device-id", "MODE_DEVICE_ID", "device_id")
         })?;
         let key = self
+            .given
             .api_key
             .as_deref()
             .filter(|k| !k.is_empty())
@@ -313,7 +299,8 @@ impl Settings {
 
     /// The app key, or a usage error naming where to give it.
     pub fn app_key(&self) -> Result<&str, CliError> {
-        self.app_key
+        self.given
+            .app_key
             .as_deref()
             .filter(|k| !k.is_empty())
             .ok_or_else(|| self.missing("app key", "--app-key", "MODE_APP_KEY", "app_key"))
@@ -322,21 +309,22 @@ impl Settings {
     /// The REST base URL of the app commands and provisioning: the one given, else the real
     /// cloud's.
     pub fn api_url(&self) -> String {
-        self.api_url
+        self.given
+            .api_url
             .clone()
             .unwrap_or_else(|| DEFAULT_API_URL.to_owned())
     }
 
     /// The extra CA file, if any.
     pub fn ca_file(&self) -> Option<&Path> {
-        self.ca_file.as_deref()
+        self.given.ca_file.as_deref()
     }
 
     /// TLS settings for mode-core.
     pub fn tls(&self) -> TlsOptions {
         TlsOptions {
-            enabled: !self.plain,
-            extra_ca_files: self.ca_file.iter().cloned().collect(),
+            enabled: !self.given.plain,
+            extra_ca_files: self.given.ca_file.iter().cloned().collect(),
             client_cert: self.client_cert.clone(),
             ..TlsOptions::default()
         }
@@ -355,7 +343,7 @@ impl Settings {
         CliError::usage(format!(
             "no REST API URL: `mode info` asks the REST API, and {} is the {} server only; \
              pass --api-url, set MODE_API_URL, or add api_url to {}",
-            self.host.as_deref().unwrap_or(DEFAULT_MQTT_HOST),
+            self.given.host.as_deref().unwrap_or(DEFAULT_MQTT_HOST),
             match self.transport {
                 TransportArg::Mqtt => "MQTT",
                 TransportArg::Ws => "MQTT over WebSocket",
@@ -386,18 +374,18 @@ impl Settings {
                 auth_failure_wait: self.backoff * 60,
                 ..BackoffPolicy::default()
             });
-        if let Some(dir) = &self.outbox_dir {
+        if let Some(dir) = &self.given.outbox_dir {
             builder = builder.outbox_dir(dir.clone());
         }
-        match (&self.host, self.port) {
+        match (&self.given.host, self.given.port) {
             (Some(host), port) => builder = builder.server(host.clone(), port),
             (None, Some(port)) => builder = builder.mqtt_port(port),
             (None, None) => {}
         }
-        if let Some(url) = &self.ws_url {
+        if let Some(url) = &self.given.ws_url {
             builder = builder.mqtt_ws_url(url.clone());
         }
-        if let Some(url) = &self.api_url {
+        if let Some(url) = &self.given.api_url {
             builder = builder.api_url(url.clone());
         }
         builder
@@ -433,38 +421,64 @@ pub fn save_profile(name: &str, entries: toml::Table) -> Result<PathBuf, CliErro
 }
 
 /// The settings of a fresh profile for a provisioned device: its identity plus the endpoints
-/// in force now.
-pub fn profile_entries(settings: &Settings, device_id: u64, api_key: &str) -> toml::Table {
-    let mut t = toml::Table::new();
-    t.insert("device_id".into(), toml::Value::Integer(device_id as i64));
-    t.insert("api_key".into(), api_key.into());
-    if let Some(host) = &settings.host {
-        t.insert("host".into(), host.clone().into());
-    }
-    if let Some(port) = settings.port {
-        t.insert("port".into(), toml::Value::Integer(port.into()));
-    }
-    if let Some(url) = &settings.ws_url {
-        t.insert("ws_url".into(), url.clone().into());
-    }
-    if let Some(url) = &settings.api_url {
-        t.insert("api_url".into(), url.clone().into());
-    }
-    if settings.plain {
-        t.insert("plain".into(), true.into());
-    }
-    let transport = match settings.transport {
-        TransportArg::Mqtt => "mqtt",
-        TransportArg::Ws => "ws",
-        TransportArg::Http => "http",
+/// in force now (not the app key, nor the outbox directory, which belongs to one device).
+/// Fails only for a path that is not UTF-8 (TOML holds text).
+pub fn profile_entries(
+    settings: &Settings,
+    device_id: u64,
+    api_key: &str,
+) -> Result<toml::Table, CliError> {
+    let entries = ConnArgs {
+        device_id: Some(device_id),
+        api_key: Some(api_key.to_owned()),
+        app_key: None,
+        outbox_dir: None,
+        ..settings.given.clone()
     };
-    t.insert("transport".into(), transport.into());
-    if let Some(ca) = &settings.ca_file {
-        t.insert("ca_file".into(), ca.display().to_string().into());
+    toml::Table::try_from(entries)
+        .map_err(|e| CliError::usage(format!("the profile cannot hold these settings: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_profile_holds_the_identity_and_endpoints_in_force_and_nothing_unset() {
+        let settings = Settings {
+            given: ConnArgs {
+                host: Some("127.0.0.1".into()),
+                port: Some(1883),
+                app_key: Some("app".into()),
+                outbox_dir: Some("/tmp/outbox".into()),
+                transport: Some(TransportArg::Ws),
+                plain: true,
+                client_cert: Some("c.pem".into()),
+                client_key: Some("k.pem".into()),
+                ..ConnArgs::default()
+            },
+            transport: TransportArg::Ws,
+            client_cert: Some(("c.pem".into(), "k.pem".into())),
+            hint: String::new(),
+            wait: Duration::from_secs(1),
+            backoff: Duration::from_secs(1),
+        };
+        let entries = profile_entries(&settings, 1001, "v1.key").unwrap();
+        let text = toml::to_string(&entries).unwrap();
+        assert_eq!(
+            text,
+            "api_key = \"v1.key\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"\n\
+             device_id = 1001\nhost = \"127.0.0.1\"\nplain = true\nport = 1883\n\
+             transport = \"ws\"\n"
+        );
+        let read_back = ConnArgs::deserialize(toml::Value::Table(entries)).unwrap();
+        assert_eq!(read_back.device_id, Some(1001));
+        assert!(read_back.plain);
+        let plain_off = Settings {
+            given: ConnArgs::default(),
+            ..settings
+        };
+        let entries = profile_entries(&plain_off, 7, "k").unwrap();
+        assert!(!entries.contains_key("plain"), "{entries:?}");
     }
-    if let Some((cert, key)) = &settings.client_cert {
-        t.insert("client_cert".into(), cert.display().to_string().into());
-        t.insert("client_key".into(), key.display().to_string().into());
-    }
-    t
 }

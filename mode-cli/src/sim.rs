@@ -17,7 +17,7 @@ pub async fn run(args: &SimArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::other(format!("cannot start the simulator: {e}")))?;
     banner(&sim);
-    wait_for_signal().await;
+    mode_sim::args::shutdown_signal().await;
     output::note("mode sim: shutting down");
     sim.shutdown().await;
     Ok(())
@@ -73,19 +73,4 @@ fn banner(sim: &Sim) {
         output::line("  mode event send temperature '{\"celsius\":21}'");
         output::line("  mode kv set color '\"red\"'");
     }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Admission, Pending};
 use crate::cloud::{Cloud, Transport};
 use crate::config::TlsConfig;
+use crate::mqtt::Link;
 use mode_core::proto::{DeviceId, parse_device_id};
 
 /// How long connections get to close after their listener stops, before they are aborted.
@@ -225,15 +226,6 @@ async fn serve_stream(
             }
         }
     }
-}
-
-/// What every MQTT connection is served with, whatever its transport.
-pub(crate) struct Link {
-    pub(crate) peer: SocketAddr,
-    pub(crate) cloud: Cloud,
-    pub(crate) stop: CancellationToken,
-    pub(crate) max_packet_size: usize,
-    pub(crate) pending: Pending,
 }
 
 /// The TLS handshake of a new connection, bounded by the CONNECT timeout; `None` (logged)

@@ -15,19 +15,22 @@ mod codec;
 mod connection;
 mod handshake;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::SinkExt;
 use mode_core::proto::DeviceId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::codec::MqttCodec;
 use self::connection::Connection;
 use self::handshake::handshake;
+use crate::admission::Pending;
+use crate::cloud::Cloud;
 use crate::cloud::Transport;
-use crate::net::Link;
 
 /// How long a new connection may take to send its CONNECT.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +38,15 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection may take to flush what is left (a client that stopped reading
 /// would otherwise hold the task forever).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every MQTT connection is served with, whatever its transport.
+pub(crate) struct Link {
+    pub(crate) peer: SocketAddr,
+    pub(crate) cloud: Cloud,
+    pub(crate) stop: CancellationToken,
+    pub(crate) max_packet_size: usize,
+    pub(crate) pending: Pending,
+}
 
 /// Serves one MQTT connection until it closes, the client breaks a rule, the cloud drops it, or
 /// `stop` fires. `certified` is the device a verified client certificate names (TLS in

@@ -168,13 +168,19 @@ mod tests {
         waits.iter().map(Duration::as_secs).collect()
     }
 
+    /// The first `count` waits of a fresh schedule after repeated `failure`s at one time
+    /// (nothing stable in between), with `random` as the jitter's draw.
+    fn waits(policy: BackoffPolicy, failure: Failure, count: usize, random: f64) -> Vec<Duration> {
+        let mut backoff = Backoff::new(policy);
+        let now = Instant::from_millis(0);
+        (0..count)
+            .map(|_| backoff.on_failure(failure, now, random))
+            .collect()
+    }
+
     #[test]
     fn connection_failures_wait_fibonacci_seconds_up_to_the_cap() {
-        let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::from_millis(0);
-        let waits: Vec<_> = (0..12)
-            .map(|_| backoff.on_failure(Failure::Connection, now, 0.5))
-            .collect();
+        let waits = waits(no_jitter(), Failure::Connection, 12, 0.5);
         assert_eq!(secs(&waits), [1, 2, 3, 5, 8, 13, 21, 34, 55, 60, 60, 60]);
     }
 
@@ -235,11 +241,7 @@ mod tests {
 
     #[test]
     fn authentication_failures_wait_longer_and_double_up_to_their_cap() {
-        let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::from_millis(0);
-        let waits: Vec<_> = (0..7)
-            .map(|_| backoff.on_failure(Failure::Auth, now, 0.0))
-            .collect();
+        let waits = waits(no_jitter(), Failure::Auth, 7, 0.0);
         assert_eq!(secs(&waits), [60, 120, 240, 480, 900, 900, 900]);
     }
 
@@ -276,14 +278,9 @@ mod tests {
             cap: Duration::from_millis(45),
             ..no_jitter()
         };
-        let mut backoff = Backoff::new(policy);
-        let now = Instant::from_millis(0);
-        let waits: Vec<_> = (0..5)
-            .map(|_| {
-                backoff
-                    .on_failure(Failure::Connection, now, 0.0)
-                    .as_millis()
-            })
+        let waits: Vec<_> = waits(policy, Failure::Connection, 5, 0.0)
+            .iter()
+            .map(Duration::as_millis)
             .collect();
         assert_eq!(waits, [10, 20, 30, 45, 45]);
     }

@@ -27,8 +27,6 @@ pub mod util;
 
 use core::ffi::{CStr, c_char, c_int};
 
-use crate::prelude::*;
-
 /// The outcome of every fallible libmode function. Values are explicit and never renumbered.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,16 +94,12 @@ impl ModeQos {
 
 /// A ::mode_qos_t value passed as an int, checked.
 pub fn qos_arg(qos: c_int) -> Result<mode_core::proto::Qos, ModeStatus> {
-    match qos {
-        0 => Ok(mode_core::proto::Qos::AtMostOnce),
-        1 => Ok(mode_core::proto::Qos::AtLeastOnce),
-        _ => Err(util::fail(
-            ModeStatus::ModeErrInvalidArgument,
-            format!(
-                "QoS {qos} is not a mode_qos_t: use MODE_QOS_AT_MOST_ONCE (0) or MODE_QOS_AT_LEAST_ONCE (1)"
-            ),
-        )),
-    }
+    use mode_core::proto::Qos;
+    let table = [
+        (0, "MODE_QOS_AT_MOST_ONCE", Qos::AtMostOnce),
+        (1, "MODE_QOS_AT_LEAST_ONCE", Qos::AtLeastOnce),
+    ];
+    util::enum_arg(qos, &table, "QoS", "mode_qos_t")
 }
 
 /// Runs an export's body, turning a panic into `MODE_ERR_PANIC` and `Err(status)` into

@@ -224,6 +224,84 @@ pub unsafe fn write_text(
     Ok(())
 }
 
+/// A required pointer argument: MODE_ERR_NULL when it is NULL.
+pub fn required<T>(ptr: *const T) -> Result<(), ModeStatus> {
+    if ptr.is_null() {
+        return Err(ModeStatus::ModeErrNull);
+    }
+    Ok(())
+}
+
+/// Writes what `value` gives through a required out-pointer. `out` is checked first
+/// (MODE_ERR_NULL, and `value` does not run: nothing happens), so `value` may consume
+/// something (an engine's next event) knowing it will be handed out.
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub unsafe fn write_required<T>(
+    out: *mut T,
+    value: impl FnOnce() -> Result<T, ModeStatus>,
+) -> Result<(), ModeStatus> {
+    required(out)?;
+    let value = value()?;
+    // `write`, not `*out = `: the caller's memory may be uninitialized (no old value to drop).
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Hands a new object to C through a required out-pointer, as ::mode_engine_new,
+/// ::mode_config_new, ... do: MODE_ERR_NULL when `out` is NULL (and `object` does not run).
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub unsafe fn write_new<T>(
+    out: *mut *mut T,
+    object: impl FnOnce() -> Result<T, ModeStatus>,
+) -> Result<(), ModeStatus> {
+    unsafe { write_required(out, || Ok(Box::into_raw(Box::new(object()?)))) }
+}
+
+/// Frees an object [`write_new`] handed out, guarded like every export; NULL is a no-op. The
+/// body of every `mode_*_free` of an object with nothing to finish first.
+///
+/// # Safety
+/// `object` is NULL or from [`write_new`] with this `T`, not freed yet.
+pub unsafe fn free_new<T>(object: *mut T) {
+    let _ = guard(|| {
+        if !object.is_null() {
+            drop(unsafe { Box::from_raw(object) });
+        }
+        Ok(())
+    });
+}
+
+/// A C enum passed as an `int`, checked: the value `table` gives for `value`, or
+/// MODE_ERR_INVALID_ARGUMENT saying what `what` (e.g. "QoS") accepts, as "`what` 7 is not a
+/// `c_type`: use NAME (0) or NAME (1)". `table` lists (number, C name, value).
+pub fn enum_arg<T: Copy>(
+    value: core::ffi::c_int,
+    table: &[(core::ffi::c_int, &str, T)],
+    what: &str,
+    c_type: &str,
+) -> Result<T, ModeStatus> {
+    if let Some((_, _, found)) = table.iter().find(|(number, _, _)| *number == value) {
+        return Ok(*found);
+    }
+    let mut accepted = String::new();
+    for (i, (number, name, _)) in table.iter().enumerate() {
+        let separator = match i {
+            0 => "",
+            _ if i + 1 == table.len() => " or ",
+            _ => ", ",
+        };
+        accepted.push_str(&format!("{separator}{name} ({number})"));
+    }
+    Err(fail(
+        ModeStatus::ModeErrInvalidArgument,
+        format!("{what} {value} is not a {c_type}: use {accepted}"),
+    ))
+}
+
 /// Writes `value` through `out` if it is not NULL.
 ///
 /// # Safety
@@ -237,6 +315,25 @@ pub unsafe fn write_out<T>(out: *mut T, value: T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_arg_takes_the_listed_numbers_and_names_them_all_otherwise() {
+        let table = [(0, "A", 'a'), (1, "B", 'b'), (5, "C", 'c')];
+        assert_eq!(enum_arg(5, &table, "letter", "letter_t"), Ok('c'));
+        assert_eq!(
+            enum_arg(2, &table, "letter", "letter_t"),
+            Err(ModeStatus::ModeErrInvalidArgument)
+        );
+        let mut text = Vec::new();
+        read_last_error(|last| {
+            text = last.to_vec();
+            Ok(())
+        });
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "letter 2 is not a letter_t: use A (0), B (1) or C (5)"
+        );
+    }
 
     #[test]
     fn the_last_error_never_holds_an_interior_nul() {

@@ -2,12 +2,13 @@
 //! ::mode_client_new. Every setter validates what it is given and says so by status.
 
 use std::ffi::{c_char, c_int};
+use std::fmt::Display;
 use std::time::Duration;
 
 use mode_client::{ClientConfig, ClientConfigBuilder, FullQueuePolicy, Transport};
 use mode_core::backoff::BackoffPolicy;
 
-use crate::util::{borrow_mut, fail, str_arg};
+use crate::util::{borrow_mut, enum_arg, fail, free_new, str_arg, write_new};
 use crate::{ModeStatus, ffi_guard};
 use mode_ffi_core::engine::full_queue_policy_arg;
 
@@ -58,6 +59,53 @@ unsafe fn set(
     })
 }
 
+/// Runs a setter whose value was checked first: an error (its reason already the last error)
+/// changes nothing and is the status, before the config itself is looked at.
+///
+/// # Safety
+/// As [`set`].
+unsafe fn set_checked<V>(
+    config: *mut ModeConfig,
+    value: Result<V, ModeStatus>,
+    step: impl FnOnce(ClientConfigBuilder, V) -> ClientConfigBuilder,
+) -> ModeStatus {
+    match value {
+        Ok(value) => unsafe { set(config, |b| step(b, value)) },
+        Err(status) => status,
+    }
+}
+
+/// A number that must be at least `min`, else MODE_ERR_INVALID_ARGUMENT: "`what` 5`unit` is
+/// too small: use at least 64`unit`".
+fn at_least<T: PartialOrd + Display>(
+    value: T,
+    min: T,
+    what: &str,
+    unit: &str,
+) -> Result<T, ModeStatus> {
+    if value < min {
+        return Err(fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!("{what} {value}{unit} is too small: use at least {min}{unit}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A number that must be 1 to 65535, else MODE_ERR_INVALID_ARGUMENT naming `what`.
+fn one_to_u16_max<T: Copy + Display>(value: T, what: &str) -> Result<u16, ModeStatus>
+where
+    u16: TryFrom<T>,
+{
+    match u16::try_from(value) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(fail(
+            ModeStatus::ModeErrInvalidArgument,
+            format!("{what} {value} is out of range: use 1 to 65535"),
+        )),
+    }
+}
+
 /// Runs a setter that takes a duration given in milliseconds, at least `min_ms`.
 ///
 /// # Safety
@@ -68,13 +116,12 @@ unsafe fn set_ms(
     min_ms: u32,
     step: impl FnOnce(ClientConfigBuilder, Duration) -> ClientConfigBuilder,
 ) -> ModeStatus {
-    if ms < min_ms {
-        return fail(
-            ModeStatus::ModeErrInvalidArgument,
-            format!("{ms} ms is too short: use at least {min_ms} ms"),
-        );
+    let ms = at_least(ms, min_ms, "a time of", " ms");
+    unsafe {
+        set_checked(config, ms, |b, ms| {
+            step(b, Duration::from_millis(ms.into()))
+        })
     }
-    unsafe { set(config, |b| step(b, Duration::from_millis(ms.into()))) }
 }
 
 /// Runs a setter that takes a string.
@@ -107,14 +154,16 @@ pub unsafe extern "C" fn mode_config_new(
 ) -> ModeStatus {
     ffi_guard!({
         let api_key = unsafe { str_arg(api_key) }?;
-        let out = unsafe { borrow_mut(out) }?;
         let builder =
             ClientConfig::builder(device_id, api_key).full_queue_policy(FullQueuePolicy::Error);
-        *out = Box::into_raw(Box::new(ModeConfig {
-            builder,
-            api_key: api_key.to_owned(),
-        }));
-        Ok(())
+        unsafe {
+            write_new(out, || {
+                Ok(ModeConfig {
+                    builder,
+                    api_key: api_key.to_owned(),
+                })
+            })
+        }
     })
 }
 
@@ -124,12 +173,7 @@ pub unsafe extern "C" fn mode_config_new(
 /// `config` NULL or from ::mode_config_new, not consumed or freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_config_free(config: *mut ModeConfig) {
-    let _ = ffi_guard!({
-        if !config.is_null() {
-            drop(unsafe { Box::from_raw(config) });
-        }
-        Ok(())
-    });
+    unsafe { free_new(config) }
 }
 
 /// Sets the transport: a ::mode_transport_t value (MODE_ERR_INVALID_ARGUMENT for others).
@@ -141,18 +185,13 @@ pub unsafe extern "C" fn mode_config_set_transport(
     config: *mut ModeConfig,
     transport: c_int,
 ) -> ModeStatus {
-    let transport = match transport {
-        0 => Transport::Mqtt,
-        1 => Transport::MqttWebSocket,
-        2 => Transport::Http,
-        _ => {
-            return fail(
-                ModeStatus::ModeErrInvalidArgument,
-                format!("transport {transport} is not a mode_transport_t"),
-            );
-        }
-    };
-    unsafe { set(config, |b| b.transport(transport)) }
+    let table = [
+        (0, "MODE_TRANSPORT_MQTT", Transport::Mqtt),
+        (1, "MODE_TRANSPORT_MQTT_WEBSOCKET", Transport::MqttWebSocket),
+        (2, "MODE_TRANSPORT_HTTP", Transport::Http),
+    ];
+    let transport = enum_arg(transport, &table, "transport", "mode_transport_t");
+    unsafe { set_checked(config, transport, ClientConfigBuilder::transport) }
 }
 
 /// Sets the MQTT broker's host name (copied).
@@ -176,13 +215,8 @@ pub unsafe extern "C" fn mode_config_set_mqtt_port(
     config: *mut ModeConfig,
     port: c_int,
 ) -> ModeStatus {
-    match u16::try_from(port) {
-        Ok(port) if port > 0 => unsafe { set(config, |b| b.mqtt_port(port)) },
-        _ => fail(
-            ModeStatus::ModeErrInvalidArgument,
-            format!("port {port} is out of range: use 1 to 65535"),
-        ),
-    }
+    let port = one_to_u16_max(port, "port");
+    unsafe { set_checked(config, port, ClientConfigBuilder::mqtt_port) }
 }
 
 /// Sets the URL of MQTT over WebSocket, e.g. "ws://127.0.0.1:8081/mqtt" (copied).
@@ -309,16 +343,8 @@ pub unsafe extern "C" fn mode_config_set_max_inflight(
     config: *mut ModeConfig,
     max_inflight: u32,
 ) -> ModeStatus {
-    let max_inflight = match u16::try_from(max_inflight) {
-        Ok(n) if n > 0 => n,
-        _ => {
-            return fail(
-                ModeStatus::ModeErrInvalidArgument,
-                format!("max_inflight {max_inflight} is out of range: use 1 to 65535"),
-            );
-        }
-    };
-    unsafe { set(config, |b| b.max_inflight(max_inflight)) }
+    let max_inflight = one_to_u16_max(max_inflight, "max_inflight");
+    unsafe { set_checked(config, max_inflight, ClientConfigBuilder::max_inflight) }
 }
 
 /// Sets how many messages may wait for delivery (at least 1).
@@ -330,13 +356,8 @@ pub unsafe extern "C" fn mode_config_set_queue_size(
     config: *mut ModeConfig,
     queue_size: usize,
 ) -> ModeStatus {
-    if queue_size == 0 {
-        return fail(
-            ModeStatus::ModeErrInvalidArgument,
-            "the queue size must be at least 1",
-        );
-    }
-    unsafe { set(config, |b| b.queue_size(queue_size)) }
+    let queue_size = at_least(queue_size, 1, "a queue size of", "");
+    unsafe { set_checked(config, queue_size, ClientConfigBuilder::queue_size) }
 }
 
 /// Sets the full-queue policy: a ::mode_full_queue_policy_t value (default MODE_QUEUE_ERROR;
@@ -349,10 +370,8 @@ pub unsafe extern "C" fn mode_config_set_full_queue_policy(
     config: *mut ModeConfig,
     policy: c_int,
 ) -> ModeStatus {
-    match full_queue_policy_arg(policy) {
-        Ok(policy) => unsafe { set(config, |b| b.full_queue_policy(policy)) },
-        Err(status) => status,
-    }
+    let policy = full_queue_policy_arg(policy);
+    unsafe { set_checked(config, policy, ClientConfigBuilder::full_queue_policy) }
 }
 
 /// Sets the largest message the client sends or accepts, in bytes (default 1 MiB).
@@ -364,13 +383,8 @@ pub unsafe extern "C" fn mode_config_set_max_message_size(
     config: *mut ModeConfig,
     bytes: usize,
 ) -> ModeStatus {
-    if bytes < 64 {
-        return fail(
-            ModeStatus::ModeErrInvalidArgument,
-            format!("a maximum message size of {bytes} bytes is too small: use at least 64"),
-        );
-    }
-    unsafe { set(config, |b| b.max_message_size(bytes)) }
+    let bytes = at_least(bytes, 64, "a maximum message size of", " bytes");
+    unsafe { set_checked(config, bytes, ClientConfigBuilder::max_message_size) }
 }
 
 /// Sets the reconnect schedule: Fibonacci multiples of `unit_ms` (default 1000), at most
@@ -451,14 +465,9 @@ pub unsafe extern "C" fn mode_config_set_outbox_max_bytes(
     config: *mut ModeConfig,
     bytes: u64,
 ) -> ModeStatus {
-    if bytes == 0 {
-        return fail(
-            ModeStatus::ModeErrInvalidArgument,
-            "outbox max bytes must be at least 1",
-        );
-    }
-    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-    unsafe { set(config, |b| b.outbox_max_bytes(bytes)) }
+    let bytes = at_least(bytes, 1, "an outbox of at most", " bytes")
+        .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
+    unsafe { set_checked(config, bytes, ClientConfigBuilder::outbox_max_bytes) }
 }
 
 /// When the durable outbox fsyncs: `every_message` true, one commit per message; false (the

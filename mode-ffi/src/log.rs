@@ -16,7 +16,7 @@ use tracing::subscriber::{Interest, Subscriber};
 use tracing::{Dispatch, Event, Level, Metadata};
 
 use crate::ModeStatus;
-use crate::util::{CText, fail};
+use crate::util::{CText, enum_arg};
 
 /// How serious a log line is. The values are fixed (1 and 2 came first), so they do not sort by
 /// severity: compare with `==`.
@@ -49,19 +49,14 @@ impl ModeLogLevel {
 
     /// A ::mode_log_level_t passed as an int, as the most verbose level to pass.
     pub(crate) fn filter_arg(level: std::ffi::c_int) -> Result<LevelFilter, ModeStatus> {
-        Ok(match level {
-            3 => LevelFilter::ERROR,
-            2 => LevelFilter::WARN,
-            1 => LevelFilter::INFO,
-            4 => LevelFilter::DEBUG,
-            5 => LevelFilter::TRACE,
-            _ => {
-                return Err(fail(
-                    ModeStatus::ModeErrInvalidArgument,
-                    format!("log level {level} is not a mode_log_level_t"),
-                ));
-            }
-        })
+        let table = [
+            (1, "MODE_LOG_INFO", LevelFilter::INFO),
+            (2, "MODE_LOG_WARN", LevelFilter::WARN),
+            (3, "MODE_LOG_ERROR", LevelFilter::ERROR),
+            (4, "MODE_LOG_DEBUG", LevelFilter::DEBUG),
+            (5, "MODE_LOG_TRACE", LevelFilter::TRACE),
+        ];
+        enum_arg(level, &table, "log level", "mode_log_level_t")
     }
 }
 

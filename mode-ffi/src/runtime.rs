@@ -20,7 +20,7 @@ use std::thread::{JoinHandle, Thread};
 use futures_util::stream::{SelectAll, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::util::{borrow, fail};
+use crate::util::{borrow, fail, write_new};
 use crate::{ModeStatus, ffi_guard};
 
 /// One client's items for the dispatcher, ending when the client is done with callbacks.
@@ -216,10 +216,13 @@ pub unsafe extern "C" fn mode_runtime_new(
     out: *mut *mut ModeRuntime,
 ) -> ModeStatus {
     ffi_guard!({
-        let out = unsafe { out.as_mut() }.ok_or(ModeStatus::ModeErrNull)?;
-        let shared = Shared::new(io_threads)?;
-        *out = Box::into_raw(Box::new(ModeRuntime { shared }));
-        Ok(())
+        unsafe {
+            write_new(out, || {
+                Ok(ModeRuntime {
+                    shared: Shared::new(io_threads)?,
+                })
+            })
+        }
     })
 }
 

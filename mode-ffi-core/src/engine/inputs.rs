@@ -2,16 +2,30 @@
 
 use super::*;
 
-/// Runs `input` on the engine: the shape of every input without arguments to check.
+/// Every input export: guarded; the engine (MODE_ERR_NULL for NULL) with its last hand-outs
+/// released; then `args` checks the arguments (an error: nothing changed) and `apply` applies
+/// them.
 ///
 /// # Safety
 /// As [`engine_mut`].
-pub(super) unsafe fn input(engine: *mut ModeEngine, input: impl FnOnce(&mut Engine)) -> ModeStatus {
+pub(super) unsafe fn input_with<A>(
+    engine: *mut ModeEngine,
+    args: impl FnOnce() -> Result<A, ModeStatus>,
+    apply: impl FnOnce(&mut Engine, A),
+) -> ModeStatus {
     ffi_guard!({
         let engine = unsafe { engine_mut(engine) }?;
-        input(&mut engine.engine);
+        apply(&mut engine.engine, args()?);
         Ok(())
     })
+}
+
+/// An input with no argument to check (see [`input_with`]).
+///
+/// # Safety
+/// As [`engine_mut`].
+pub(super) unsafe fn input(engine: *mut ModeEngine, apply: impl FnOnce(&mut Engine)) -> ModeStatus {
+    unsafe { input_with(engine, || Ok(()), |e, ()| apply(e)) }
 }
 
 /// The transport is up (MQTT: CONNACK accepted) at `now_ms`. The engine then asks to subscribe
@@ -80,25 +94,23 @@ pub unsafe extern "C" fn mode_engine_disconnected(
     text_len: usize,
     now_ms: u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let text = unsafe { text_arg(text, text_len, "the disconnect text") }?.to_owned();
-        let reason = match reason {
-            1 => DisconnectReason::AuthFailed(text),
-            2 => DisconnectReason::Tls(text),
-            3 => DisconnectReason::Network(text),
-            _ => {
-                return Err(fail(
-                    ModeStatus::ModeErrInvalidArgument,
-                    format!(
-                        "disconnect reason {reason} is not one a transport reports: use MODE_DISCONNECT_AUTH (1), MODE_DISCONNECT_TLS (2) or MODE_DISCONNECT_NETWORK (3)"
-                    ),
-                ));
-            }
-        };
-        engine.engine.disconnected(reason, at(now_ms));
-        Ok(())
-    })
+    type Reason = fn(String) -> DisconnectReason;
+    let reasons: [(c_int, &str, Reason); 3] = [
+        (1, "MODE_DISCONNECT_AUTH", DisconnectReason::AuthFailed),
+        (2, "MODE_DISCONNECT_TLS", DisconnectReason::Tls),
+        (3, "MODE_DISCONNECT_NETWORK", DisconnectReason::Network),
+    ];
+    unsafe {
+        input_with(
+            engine,
+            || {
+                let text = text_arg(text, text_len, "the disconnect text")?;
+                let reason = enum_arg(reason, &reasons, "disconnect reason", "transport's reason")?;
+                Ok(reason(text.to_owned()))
+            },
+            |e, reason| e.disconnected(reason, at(now_ms)),
+        )
+    }
 }
 
 /// A publish from the cloud arrived at `now_ms`: `topic` (pointer + length, UTF-8; no NUL
@@ -117,16 +129,17 @@ pub unsafe extern "C" fn mode_engine_handle_publish(
     payload_len: usize,
     now_ms: u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        if topic.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        let topic = unsafe { text_arg(topic, topic_len, "the topic") }?;
-        let payload = unsafe { bytes_arg(payload, payload_len) }?;
-        engine.engine.handle_publish(topic, payload, at(now_ms));
-        Ok(())
-    })
+    unsafe {
+        input_with(
+            engine,
+            || {
+                required(topic)?;
+                let topic = text_arg(topic, topic_len, "the topic")?;
+                Ok((topic, bytes_arg(payload, payload_len)?))
+            },
+            |e, (topic, payload)| e.handle_publish(topic, payload, at(now_ms)),
+        )
+    }
 }
 
 /// The cloud confirmed message `id` (QoS 1: PUBACK; QoS 0: written). A report for a message
@@ -157,10 +170,11 @@ pub unsafe extern "C" fn mode_engine_failed(
     why_len: usize,
     now_ms: u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let why = unsafe { text_arg(why, why_len, "the reason") }?;
-        engine.engine.failed(id, why, at(now_ms));
-        Ok(())
-    })
+    unsafe {
+        input_with(
+            engine,
+            || text_arg(why, why_len, "the reason"),
+            |e, why| e.failed(id, why, at(now_ms)),
+        )
+    }
 }

@@ -12,33 +12,31 @@ pub unsafe extern "C" fn mode_engine_config_init(
     seed: u64,
     out: *mut ModeEngineConfig,
 ) -> ModeStatus {
-    ffi_guard!({
-        if out.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        let defaults = EngineConfig::new(device_id, seed);
-        let backoff = &defaults.backoff;
-        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
-        let config = ModeEngineConfig {
-            device_id,
-            seed,
-            queue_size: defaults.queue_size,
-            full_queue: ModeFullQueuePolicy::ModeQueueError as c_int,
-            max_inflight: defaults.max_inflight,
-            max_message_size: defaults.max_message_size,
-            watchdog_ms: defaults.watchdog.map_or(0, ms),
-            linger_ms: ms(defaults.linger),
-            backoff_cap_ms: ms(backoff.cap),
-            backoff_unit_ms: ms(backoff.unit),
-            backoff_jitter: backoff.jitter,
-            backoff_stable_after_ms: ms(backoff.stable_after),
-            auth_failure_wait_ms: ms(backoff.auth_failure_wait),
-            auth_failure_cap_ms: ms(backoff.auth_failure_cap),
-            journal: defaults.journal,
-        };
-        unsafe { write_out(out, config) };
-        Ok(())
-    })
+    ffi_guard!({ unsafe { write_required(out, || Ok(config_defaults(device_id, seed))) } })
+}
+
+/// The C form of the engine's defaults.
+fn config_defaults(device_id: u64, seed: u64) -> ModeEngineConfig {
+    let defaults = EngineConfig::new(device_id, seed);
+    let backoff = &defaults.backoff;
+    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    ModeEngineConfig {
+        device_id,
+        seed,
+        queue_size: defaults.queue_size,
+        full_queue: ModeFullQueuePolicy::ModeQueueError as c_int,
+        max_inflight: defaults.max_inflight,
+        max_message_size: defaults.max_message_size,
+        watchdog_ms: defaults.watchdog.map_or(0, ms),
+        linger_ms: ms(defaults.linger),
+        backoff_cap_ms: ms(backoff.cap),
+        backoff_unit_ms: ms(backoff.unit),
+        backoff_jitter: backoff.jitter,
+        backoff_stable_after_ms: ms(backoff.stable_after),
+        auth_failure_wait_ms: ms(backoff.auth_failure_wait),
+        auth_failure_cap_ms: ms(backoff.auth_failure_cap),
+        journal: defaults.journal,
+    }
 }
 
 fn engine_config(c: &ModeEngineConfig) -> Result<EngineConfig, ModeStatus> {
@@ -81,17 +79,15 @@ pub unsafe extern "C" fn mode_engine_new(
 ) -> ModeStatus {
     ffi_guard!({
         let config = unsafe { borrow(config) }?;
-        if out.is_null() {
-            return Err(ModeStatus::ModeErrNull);
+        unsafe {
+            write_new(out, || {
+                Ok(ModeEngine {
+                    engine: Engine::new(engine_config(config)?, at(now_ms)),
+                    held: Held::default(),
+                    sent_any: false,
+                })
+            })
         }
-        let config = engine_config(config)?;
-        let engine = Box::new(ModeEngine {
-            engine: Engine::new(config, at(now_ms)),
-            held: Held::default(),
-            sent_any: false,
-        });
-        unsafe { write_out(out, Box::into_raw(engine)) };
-        Ok(())
     })
 }
 
@@ -103,12 +99,7 @@ pub unsafe extern "C" fn mode_engine_new(
 /// after.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_engine_free(engine: *mut ModeEngine) {
-    let _ = ffi_guard!({
-        if !engine.is_null() {
-            drop(unsafe { Box::from_raw(engine) });
-        }
-        Ok(())
-    });
+    unsafe { free_new(engine) }
 }
 
 /// Puts back messages a previous run accepted and did not finish (from your durable outbox:

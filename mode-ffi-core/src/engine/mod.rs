@@ -17,7 +17,10 @@ use mode_core::proto::{EncodeError, Map, Value};
 use mode_core::time::Instant;
 
 use crate::prelude::*;
-use crate::util::{CText, borrow, borrow_mut, bytes_arg, fail, str_arg, write_out, write_text};
+use crate::util::{
+    CText, borrow, borrow_mut, bytes_arg, enum_arg, fail, free_new, required, str_arg, write_new,
+    write_out, write_required, write_text,
+};
 use crate::{ModeQos, ModeStatus, ffi_guard, qos_arg};
 
 /// `mode_engine_poll_timeout`'s answer when no timer is needed.
@@ -256,6 +259,33 @@ pub enum ModeChangeKind {
     ModeChangeDeleted = 2,
 }
 
+impl ModeChangeKind {
+    /// A change as C gets it: its kind, its key, and the new and the previous value as JSON
+    /// text (None where ::mode_change_t has NULL). The one reading of a change for the engine's
+    /// MODE_EVENT_KV and libmode's change callback.
+    pub fn texts(change: &Change) -> (ModeChangeKind, &str, Option<String>, Option<String>) {
+        let json = |value: &Value| value.to_string();
+        match change {
+            Change::Set {
+                key,
+                value,
+                previous,
+            } => (
+                ModeChangeKind::ModeChangeSet,
+                key,
+                Some(json(value)),
+                previous.as_ref().map(json),
+            ),
+            Change::Deleted { key, previous } => (
+                ModeChangeKind::ModeChangeDeleted,
+                key,
+                None,
+                Some(json(previous)),
+            ),
+        }
+    }
+}
+
 /// One visible change of the device's key-value mirror. Texts are JSON, NUL-terminated too.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -436,7 +466,7 @@ mod sends;
 mod state;
 
 // The shared step of every input (and of close): release the last hand-outs, then apply.
-use inputs::input;
+use inputs::{input, input_with};
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -449,16 +479,16 @@ fn at(now_ms: u64) -> Instant {
 /// A ::mode_full_queue_policy_t value passed as an int, checked (libmode's
 /// ::mode_config_set_full_queue_policy takes it too).
 pub fn full_queue_policy_arg(policy: c_int) -> Result<FullQueuePolicy, ModeStatus> {
-    match policy {
-        0 => Ok(FullQueuePolicy::Error),
-        1 => Ok(FullQueuePolicy::DropOldest),
-        _ => Err(fail(
-            ModeStatus::ModeErrInvalidArgument,
-            format!(
-                "full-queue policy {policy} is not a mode_full_queue_policy_t: use MODE_QUEUE_ERROR (0) or MODE_QUEUE_DROP_OLDEST (1)"
-            ),
-        )),
-    }
+    let table = [
+        (0, "MODE_QUEUE_ERROR", FullQueuePolicy::Error),
+        (1, "MODE_QUEUE_DROP_OLDEST", FullQueuePolicy::DropOldest),
+    ];
+    enum_arg(
+        policy,
+        &table,
+        "full-queue policy",
+        "mode_full_queue_policy_t",
+    )
 }
 
 /// UTF-8 text from pointer + length (NULL only with length 0).
@@ -519,4 +549,37 @@ unsafe fn engine_mut<'a>(engine: *mut ModeEngine) -> Result<&'a mut ModeEngine, 
     let engine = unsafe { borrow_mut(engine) }?;
     engine.held.clear();
     Ok(engine)
+}
+
+/// Every export that hands C one output of an engine through a required `*out`: guarded,
+/// MODE_ERR_NULL for a NULL engine or `out` (checked before `view` takes anything from the
+/// engine), the engine's last hand-outs released first (the new ones live in `held`).
+///
+/// # Safety
+/// `engine` as [`engine_mut`]; `out` NULL or writable.
+unsafe fn poll<T>(
+    engine: *mut ModeEngine,
+    out: *mut T,
+    view: impl FnOnce(&mut ModeEngine) -> T,
+) -> ModeStatus {
+    ffi_guard!({
+        let engine = unsafe { engine_mut(engine) }?;
+        unsafe { write_required(out, || Ok(view(engine))) }
+    })
+}
+
+/// Every export that reads a value of an engine into a required `*out`, changing nothing (its
+/// hand-outs stay): guarded, MODE_ERR_NULL for a NULL engine or `out`.
+///
+/// # Safety
+/// `engine` NULL or live; `out` NULL or writable.
+unsafe fn read<T>(
+    engine: *const ModeEngine,
+    out: *mut T,
+    value: impl FnOnce(&Engine) -> T,
+) -> ModeStatus {
+    ffi_guard!({
+        let engine = unsafe { borrow(engine) }?;
+        unsafe { write_required(out, || Ok(value(&engine.engine))) }
+    })
 }

@@ -2,16 +2,24 @@
 
 use super::*;
 
-/// Runs a send and writes the new message's id through `out_id` (may be NULL).
+/// Every send export: guarded; the engine (MODE_ERR_NULL for NULL) with its last hand-outs
+/// released; `send` checks the arguments and makes the send, whose refusal becomes its status
+/// (nothing queued); the new message's id goes to `*out_id` (may be NULL).
+///
+/// # Safety
+/// `engine` as [`engine_mut`]; `out_id` NULL or writable.
 unsafe fn send(
-    engine: &mut ModeEngine,
+    engine: *mut ModeEngine,
     out_id: *mut u64,
-    send: impl FnOnce(&mut Engine) -> Result<u64, SendError>,
-) -> Result<(), ModeStatus> {
-    let id = send(&mut engine.engine).map_err(send_error)?;
-    engine.sent_any = true;
-    unsafe { write_out(out_id, id) };
-    Ok(())
+    send: impl FnOnce(&mut Engine) -> Result<Result<u64, SendError>, ModeStatus>,
+) -> ModeStatus {
+    ffi_guard!({
+        let engine = unsafe { engine_mut(engine) }?;
+        let id = send(&mut engine.engine)?.map_err(send_error)?;
+        engine.sent_any = true;
+        unsafe { write_out(out_id, id) };
+        Ok(())
+    })
 }
 
 /// Queues an event `event_type` (NUL-terminated) with `data` (a JSON object, pointer + length;
@@ -31,17 +39,18 @@ pub unsafe extern "C" fn mode_engine_send_event(
     qos: c_int,
     out_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let event_type = unsafe { str_arg(event_type) }?;
-        // The text goes out as it is, checked but never built into a map (encode_event_json).
-        let data = match data_len {
-            0 if data.is_null() => "{}",
-            _ => unsafe { text_arg(data, data_len, "the event data") }?,
-        };
-        let qos = qos_arg(qos)?;
-        unsafe { send(engine, out_id, |e| e.send_event_json(event_type, data, qos)) }
-    })
+    unsafe {
+        send(engine, out_id, |e| {
+            let event_type = str_arg(event_type)?;
+            // The text goes out as it is, checked but never built into a map
+            // (encode_event_json).
+            let data = match data_len {
+                0 if data.is_null() => "{}",
+                _ => text_arg(data, data_len, "the event data")?,
+            };
+            Ok(e.send_event_json(event_type, data, qos_arg(qos)?))
+        })
+    }
 }
 
 /// Queues a write of `key` (NUL-terminated) = `value` (JSON text, pointer + length, required)
@@ -59,15 +68,13 @@ pub unsafe extern "C" fn mode_engine_kv_set(
     value_len: usize,
     out_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let key = unsafe { str_arg(key) }?;
-        if value.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        let value = unsafe { json_arg(value, value_len, None, "the value") }?;
-        unsafe { send(engine, out_id, |e| e.kv_set(key, value)) }
-    })
+    unsafe {
+        send(engine, out_id, |e| {
+            let key = str_arg(key)?;
+            required(value)?;
+            Ok(e.kv_set(key, json_arg(value, value_len, None, "the value")?))
+        })
+    }
 }
 
 /// Queues a delete of `key` (NUL-terminated) from the device's cloud store (QoS 1). Writes the
@@ -81,11 +88,7 @@ pub unsafe extern "C" fn mode_engine_kv_delete(
     key: *const c_char,
     out_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let key = unsafe { str_arg(key) }?;
-        unsafe { send(engine, out_id, |e| e.kv_delete(key)) }
-    })
+    unsafe { send(engine, out_id, |e| Ok(e.kv_delete(str_arg(key)?))) }
 }
 
 /// Queues raw bytes (`data`, pointer + length) for the smart module of `label`
@@ -103,13 +106,12 @@ pub unsafe extern "C" fn mode_engine_send_bulk_data(
     qos: c_int,
     out_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let label = unsafe { str_arg(label) }?;
-        let data = unsafe { bytes_arg(data, data_len) }?;
-        let qos = qos_arg(qos)?;
-        unsafe { send(engine, out_id, |e| e.send_bulk_data(label, data, qos)) }
-    })
+    unsafe {
+        send(engine, out_id, |e| {
+            let label = str_arg(label)?;
+            Ok(e.send_bulk_data(label, bytes_arg(data, data_len)?, qos_arg(qos)?))
+        })
+    }
 }
 
 /// Queues data for routing (`/devices/{id}/data`; `data` pointer + length) at `qos`. Writes
@@ -125,12 +127,11 @@ pub unsafe extern "C" fn mode_engine_send_data(
     qos: c_int,
     out_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let data = unsafe { bytes_arg(data, data_len) }?;
-        let qos = qos_arg(qos)?;
-        unsafe { send(engine, out_id, |e| e.send_data(data, qos)) }
-    })
+    unsafe {
+        send(engine, out_id, |e| {
+            Ok(e.send_data(bytes_arg(data, data_len)?, qos_arg(qos)?))
+        })
+    }
 }
 
 /// Queues a bulk-data request (QoS 1) to the module of `label` (NUL-terminated) with `payload`
@@ -207,12 +208,13 @@ pub unsafe extern "C" fn mode_engine_forget_bulk_request(
     engine: *mut ModeEngine,
     request_id: *const c_char,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { engine_mut(engine) }?;
-        let request_id = unsafe { str_arg(request_id) }?;
-        engine.engine.forget_bulk_request(request_id);
-        Ok(())
-    })
+    unsafe {
+        input_with(
+            engine,
+            || str_arg(request_id),
+            |e, request_id| e.forget_bulk_request(request_id),
+        )
+    }
 }
 
 /// Starts closing at `now_ms`: no new message is accepted (MODE_ERR_CLOSED); queued ones are

@@ -12,14 +12,7 @@ pub unsafe extern "C" fn mode_engine_stats(
     engine: *const ModeEngine,
     out: *mut Counters,
 ) -> ModeStatus {
-    ffi_guard!({
-        let engine = unsafe { borrow(engine) }?;
-        if out.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        unsafe { write_out(out, engine.engine.stats().counters) };
-        Ok(())
-    })
+    unsafe { read(engine, out, |engine| engine.stats().counters) }
 }
 
 /// Writes whether the engine is connected and subscribed (after MODE_EVENT_CONNECTED, until

@@ -49,25 +49,11 @@ pub type ModeChangeCb = Option<
 /// `cb` and `userdata` as documented on ::mode_change_cb.
 pub(crate) unsafe fn report_change(cb: ModeChangeCb, userdata: *mut c_void, change: &Change) {
     let Some(cb) = cb else { return };
-    let json = |value: &serde_json::Value| CText::from_string(value.to_string());
-    let (kind, key, value, previous) = match change {
-        Change::Set {
-            key,
-            value,
-            previous,
-        } => (
-            ModeChangeKind::ModeChangeSet,
-            key,
-            Some(json(value)),
-            previous.as_ref().map(json),
-        ),
-        Change::Deleted { key, previous } => (
-            ModeChangeKind::ModeChangeDeleted,
-            key,
-            None,
-            Some(json(previous)),
-        ),
-    };
+    let (kind, key, value, previous) = ModeChangeKind::texts(change);
+    let (value, previous) = (
+        value.map(CText::from_string),
+        previous.map(CText::from_string),
+    );
     let key = CText::new(key);
     let (value_ptr, value_len) = opt_text(value.as_ref());
     let (previous_ptr, previous_len) = opt_text(previous.as_ref());

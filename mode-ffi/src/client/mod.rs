@@ -31,7 +31,7 @@ use crate::config::ModeConfig;
 use crate::ffi_guard;
 use crate::log::{LogLine, LogState, ModeLogLevel};
 use crate::runtime::{Feed, ModeRuntime, Shared, Work};
-use crate::util::{borrow, fail, write_out};
+use crate::util::{borrow, fail, required, write_new, write_out};
 use callbacks::{CallbackRefs, Callbacks};
 use status::status_of;
 
@@ -201,9 +201,7 @@ pub unsafe extern "C" fn mode_client_new_in(
 /// device id on success.
 fn check_config(config: *mut ModeConfig, out: *mut *mut ModeClient) -> Result<u64, ModeStatus> {
     let settings = unsafe { borrow(config) }?;
-    if out.is_null() {
-        return Err(ModeStatus::ModeErrNull);
-    }
+    required(out)?;
     settings
         .build()
         .map(|built| built.device_id())
@@ -252,12 +250,8 @@ unsafe fn new_client(
         log_dispatch,
         last_id: Mutex::new(0),
     };
-    unsafe {
-        *out = Box::into_raw(Box::new(ModeClient {
-            inner: Arc::new(inner),
-        }))
-    };
-    Ok(())
+    let inner = Arc::new(inner);
+    unsafe { write_new(out, || Ok(ModeClient { inner })) }
 }
 
 /// Starts connecting (in the background; the connection callback says when it is up) and starts

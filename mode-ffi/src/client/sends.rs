@@ -4,17 +4,36 @@
 use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
-use mode_client::{Client, ClientError};
+use mode_client::{Client, ClientError, Delivery};
 use mode_core::engine::Counters;
 use serde_json::{Map, Value};
 
 use super::{Extra, ModeClient, inner};
-use crate::util::{bytes_arg, json_arg, str_arg, write_out, write_text};
+use crate::util::{bytes_arg, json_arg, required, str_arg, write_out, write_required, write_text};
 use crate::{ModeStatus, ffi_guard, qos_arg};
 
 /// A buffer of this many bytes always holds a bulk request id and its NUL (an id is at most 58
 /// characters: "DEVICE-SEED-N" with a 20-digit device id, 16 hex digits and a 20-digit counter).
 pub const MODE_REQUEST_ID_SIZE: usize = 64;
+
+/// Every send export: guarded; the client (MODE_ERR_NULL for NULL); `args` checks the
+/// arguments (an error: nothing queued); `send` queues on the started client, its refusal the
+/// status; the message's id to `*out_id` (may be NULL).
+///
+/// # Safety
+/// `client` NULL or from ::mode_client_new; `out_id` NULL or writable.
+unsafe fn send<A>(
+    client: *const ModeClient,
+    out_id: *mut u64,
+    args: impl FnOnce() -> Result<A, ModeStatus>,
+    send: impl FnOnce(&Client, A) -> Result<Delivery, ClientError>,
+) -> ModeStatus {
+    ffi_guard!({
+        let inner = unsafe { inner(client) }?;
+        let args = args()?;
+        inner.send(out_id, |c| send(c, args))
+    })
+}
 
 /// Sends an event of `event_type` with `data_json` (a JSON object; NULL means `{}`) at `qos` (a
 /// ::mode_qos_t value). Never waits: queued for the connection (kept across reconnects), or
@@ -32,20 +51,23 @@ pub unsafe extern "C" fn mode_client_send_event(
     qos: c_int,
     out_message_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let inner = unsafe { inner(client) }?;
+    let args = || {
         let event_type = unsafe { str_arg(event_type) }?;
         // The text goes out as it is, checked but never built into a map (see encode_event_json).
-        let data = if data_json.is_null() {
-            "{}"
-        } else {
-            unsafe { str_arg(data_json) }?
+        let data = match data_json.is_null() {
+            true => "{}",
+            false => unsafe { str_arg(data_json) }?,
         };
-        let qos = qos_arg(qos)?;
-        inner.send(out_message_id, |c| {
-            c.try_send_event_json(event_type, data, qos)
-        })
-    })
+        Ok((event_type, data, qos_arg(qos)?))
+    };
+    unsafe {
+        send(
+            client,
+            out_message_id,
+            args,
+            |c, (event_type, data, qos)| c.try_send_event_json(event_type, data, qos),
+        )
+    }
 }
 
 /// Sets DDP `key` to `value_json` (any JSON) in the cloud (QoS 1, queued like an event; its id
@@ -61,15 +83,16 @@ pub unsafe extern "C" fn mode_client_kv_set(
     value_json: *const c_char,
     out_message_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let inner = unsafe { inner(client) }?;
+    let args = || {
         let key = unsafe { str_arg(key) }?;
-        if value_json.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        let value = unsafe { json_arg(value_json, Value::Null) }?;
-        inner.send(out_message_id, |c| c.try_kv_set(key, value))
-    })
+        required(value_json)?;
+        Ok((key, unsafe { json_arg(value_json, Value::Null) }?))
+    };
+    unsafe {
+        send(client, out_message_id, args, |c, (key, value)| {
+            c.try_kv_set(key, value)
+        })
+    }
 }
 
 /// Deletes DDP `key` in the cloud (QoS 1, queued; its id to `*out_message_id`, may be NULL).
@@ -82,11 +105,8 @@ pub unsafe extern "C" fn mode_client_kv_delete(
     key: *const c_char,
     out_message_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let inner = unsafe { inner(client) }?;
-        let key = unsafe { str_arg(key) }?;
-        inner.send(out_message_id, |c| c.try_kv_delete(key))
-    })
+    let key = || unsafe { str_arg(key) };
+    unsafe { send(client, out_message_id, key, Client::try_kv_delete) }
 }
 
 /// Copies the JSON value of `key` in the local mirror and a NUL into `buf`: MODE_ERR_NOT_FOUND
@@ -151,13 +171,15 @@ pub unsafe extern "C" fn mode_client_send_bulk_data(
     qos: c_int,
     out_message_id: *mut u64,
 ) -> ModeStatus {
-    ffi_guard!({
-        let inner = unsafe { inner(client) }?;
+    let args = || {
         let label = unsafe { str_arg(label) }?;
-        let data = unsafe { bytes_arg(data, data_len) }?;
-        let qos = qos_arg(qos)?;
-        inner.send(out_message_id, |c| c.try_send_bulk_data(label, data, qos))
-    })
+        Ok((label, unsafe { bytes_arg(data, data_len) }?, qos_arg(qos)?))
+    };
+    unsafe {
+        send(client, out_message_id, args, |c, (label, data, qos)| {
+            c.try_send_bulk_data(label, data, qos)
+        })
+    }
 }
 
 /// Sends a bulk-data request to `label` with `payload_json` (any JSON; NULL means `{}`) at QoS
@@ -267,12 +289,7 @@ pub unsafe extern "C" fn mode_client_stats(
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
-        if out.is_null() {
-            return Err(ModeStatus::ModeErrNull);
-        }
-        let stats = inner.client()?.stats().counters;
-        unsafe { write_out(out, stats) };
-        Ok(())
+        unsafe { write_required(out, || Ok(inner.client()?.stats().counters)) }
     })
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python wheel's tests, from a fresh machine: a venv at <repo>/.venv (made if missing) with
 # maturin, pytest, pytest-timeout, paho-mqtt, mypy and locust (for mode.locust); the package
-# built and installed from bindings/python; mode-sim built; then mypy.stubtest and the pytest
-# suite (warnings are errors, every test has a timeout). Exits non-zero on any failure, and when pytest ran no test.
+# built and installed from bindings/python; mode-sim built; then mypy.stubtest, mypy --strict
+# on the package and examples/python, and the pytest suite (warnings are errors, every test has
+# a timeout). Exits non-zero on any failure, and when pytest ran no test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -32,6 +33,10 @@ export MODE_SIM=$CARGO_TARGET_DIR/debug/mode-sim
 
 step "stubs match the native module (mypy.stubtest)"
 (cd /tmp && "$venv/bin/python" -m mypy.stubtest mode)
+
+step "types (mypy --strict): the package and the Python examples"
+(cd /tmp && "$venv/bin/python" -m mypy --strict -p mode)
+"$venv/bin/python" -m mypy --strict examples/python/*.py
 
 step "pytest"
 cd bindings/python

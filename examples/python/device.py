@@ -33,9 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    options: dict = {"transport": args.transport, "tls": args.tls, "api_url": args.api_url}
+    options: mode.DeviceOptions = {"transport": args.transport, "tls": args.tls, "api_url": args.api_url}
     if args.transport == "mqtt":
-        options.update(host=args.host, port=args.port)
+        options.update({"host": args.host, "port": args.port})
     elif args.transport == "mqtt-ws" and args.ws_url:
         options["ws_url"] = args.ws_url
     device = mode.Device(args.device_id, args.key, **options)

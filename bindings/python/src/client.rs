@@ -1,119 +1,41 @@
-//! The managed client for Python: a mode-core `Client` on a `mode.Runtime` (runtime.rs) shared
-//! with other devices, whose dispatcher thread hands this device's notifications to the `mode`
-//! package. Every wait releases the GIL and wakes every 100 ms to let Ctrl-C through; the IO
+//! The managed client for Python, `mode._mode.Client`: a mode-client `Client` on a
+//! `mode.Runtime` (runtime.rs) shared with other devices, whose dispatcher thread hands this
+//! device's notifications (notify.rs) to the `mode` package. Its keyword options are
+//! `mode.DeviceOptions` (`_options.py`); how its calls wait or complete is calls.rs. The IO
 //! threads never run Python code except to complete an asyncio future.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mode_client::{
-    Client as CoreClient, ClientConfig, ClientError, Delivery, DisconnectReason, FullQueuePolicy,
-    Notification, SyncPolicy, Transport,
+    Client as CoreClient, ClientConfig, ClientError, Delivery, FullQueuePolicy, SyncPolicy,
+    Transport,
 };
 use mode_core::backoff::BackoffPolicy;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tokio::sync::Notify;
 
-use crate::errors::{client_error, config_error, raise};
+use crate::calls::{Convert, Inner, none};
+use crate::errors::{choose, client_error, config_error, raise};
 use crate::json;
 use crate::mirror::qos_arg;
-use crate::runtime::{Job, Runtime, Shared, Slot, lock};
-use crate::types::{BulkResponse, Command, KvChange};
-
-/// How often a blocking wait comes back to check for Ctrl-C.
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
-
-struct Inner {
-    rt: Arc<Shared>,
-    config: Mutex<Option<ClientConfig>>,
-    client: OnceLock<CoreClient>,
-    stopping: AtomicBool,
-    /// Set once `shutdown` ran.
-    closed: AtomicBool,
-    /// Ends the move of notifications to the dispatcher.
-    stop: Arc<Notify>,
-    slot: OnceLock<Arc<Slot>>,
-}
-
-/// Counts one blocking wait for as long as it lives.
-struct WaitGuard<'a>(&'a Shared);
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        self.0.waits.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Inner {
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.rt.is_closed()
-    }
-
-    /// Waits for `fut` with the GIL released, checking for signals every 100 ms. Fails with
-    /// `ClosedError` once the device or its runtime is shutting down, so no wait outlives the
-    /// IO threads.
-    fn wait<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        self.rt.waits.fetch_add(1, Ordering::SeqCst);
-        let _guard = WaitGuard(&self.rt);
-        let mut fut = pin!(fut);
-        loop {
-            if self.stopping.load(Ordering::SeqCst) || self.rt.is_closed() {
-                return Err(raise(
-                    py,
-                    "ClosedError",
-                    ("the device was closed while waiting",),
-                ));
-            }
-            let step = py.detach(|| {
-                self.rt
-                    .handle
-                    .block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
-            });
-            match step {
-                Ok(output) => return Ok(output),
-                Err(_) => py.check_signals()?,
-            }
-        }
-    }
-
-    /// Ends the move of notifications and waits until the dispatcher handed over the last
-    /// one (not on the dispatcher itself: from a handler it returns at once). Idempotent.
-    fn shutdown(&self, py: Python<'_>, handover: Duration) {
-        self.stopping.store(true, Ordering::Release);
-        self.stop.notify_one();
-        if !self.closed.swap(true, Ordering::AcqRel)
-            && !handover.is_zero()
-            && !self.rt.on_dispatcher()
-            && let Some(slot) = self.slot.get()
-        {
-            self.rt.wait_finished(py, slot, handover);
-        }
-    }
-}
+use crate::runtime::{Runtime, lock};
+use crate::types::BulkResponse;
 
 /// One device's connection (the native half of `mode.Device` and `mode.AsyncDevice`).
 #[pyclass(module = "mode._mode", frozen)]
 pub struct Client {
     inner: Arc<Inner>,
-    full_queue: FullQueuePolicy,
+    transport: &'static str,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         // Forgotten without close() (perhaps inside a GC pass): stop without waiting. The core
         // client closes at once when its last handle goes, with this object.
-        self.inner.stopping.store(true, Ordering::Release);
-        self.inner.stop.notify_one();
+        self.inner.stop();
     }
 }
 
@@ -123,10 +45,11 @@ fn secs(what: &str, s: f64) -> PyResult<Duration> {
     })
 }
 
-type Convert<T> = fn(Python<'_>, T) -> PyResult<Py<PyAny>>;
-
-fn none(py: Python<'_>, (): ()) -> PyResult<Py<PyAny>> {
-    Ok(py.None())
+/// How the outbox syncs, before `outbox_group_commit` is known.
+#[derive(Clone, Copy)]
+enum Sync {
+    Group,
+    EveryMessage,
 }
 
 #[pymethods]
@@ -175,26 +98,26 @@ impl Client {
         if rt.is_closed() {
             return Err(raise(py, "ClosedError", ("the runtime is closed",)));
         }
-        let transport = match transport {
-            "mqtt" => Transport::Mqtt,
-            "mqtt-ws" => Transport::MqttWebSocket,
-            "http" => Transport::Http,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "transport {other:?} is unknown: use \"mqtt\", \"mqtt-ws\" or \"http\""
-                )));
-            }
-        };
-        let full_queue = match full_queue_policy {
-            "block" => FullQueuePolicy::Block,
-            "drop-oldest" => FullQueuePolicy::DropOldest,
-            "error" => FullQueuePolicy::Error,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "full_queue_policy {other:?} is unknown: use \"block\", \"drop-oldest\" or \"error\""
-                )));
-            }
-        };
+        let (transport, transport_name) = choose(
+            py,
+            "transport",
+            transport,
+            &[
+                ("mqtt", (Transport::Mqtt, "mqtt")),
+                ("mqtt-ws", (Transport::MqttWebSocket, "mqtt-ws")),
+                ("http", (Transport::Http, "http")),
+            ],
+        )?;
+        let full_queue = choose(
+            py,
+            "full_queue_policy",
+            full_queue_policy,
+            &[
+                ("block", FullQueuePolicy::Block),
+                ("drop-oldest", FullQueuePolicy::DropOldest),
+                ("error", FullQueuePolicy::Error),
+            ],
+        )?;
         let mut b = ClientConfig::builder(device_id, api_key)
             .transport(transport)
             .keepalive(secs("keepalive", keepalive)?)
@@ -230,14 +153,19 @@ impl Client {
         if let Some(ca) = ca_file {
             b = b.extra_ca_file(ca);
         }
-        let sync = match outbox_sync {
-            "group" => SyncPolicy::GroupCommit(secs("outbox_group_commit", outbox_group_commit)?),
-            "every-message" => SyncPolicy::EveryMessage,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "outbox_sync {other:?} is unknown: use \"group\" or \"every-message\""
-                )));
+        let sync = match choose(
+            py,
+            "outbox_sync",
+            outbox_sync,
+            &[
+                ("group", Sync::Group),
+                ("every-message", Sync::EveryMessage),
+            ],
+        )? {
+            Sync::Group => {
+                SyncPolicy::GroupCommit(secs("outbox_group_commit", outbox_group_commit)?)
             }
+            Sync::EveryMessage => SyncPolicy::EveryMessage,
         };
         if let Some(dir) = outbox_dir {
             b = b
@@ -256,16 +184,8 @@ impl Client {
         }
         let config = b.build().map_err(|e| config_error(py, e))?;
         Ok(Client {
-            inner: Arc::new(Inner {
-                rt,
-                config: Mutex::new(Some(config)),
-                client: OnceLock::new(),
-                stopping: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                stop: Arc::new(Notify::new()),
-                slot: OnceLock::new(),
-            }),
-            full_queue,
+            inner: Arc::new(Inner::new(rt, config, full_queue)),
+            transport: transport_name,
         })
     }
 
@@ -307,6 +227,12 @@ impl Client {
         Ok(self.client(py)?.device_id())
     }
 
+    /// The transport: "mqtt", "mqtt-ws" or "http".
+    #[getter]
+    fn transport(&self) -> &'static str {
+        self.transport
+    }
+
     /// Queues an event; returns True, or False when it waits for queue room and `on_done`
     /// will be called with `(ok, result)`. `on_delivered(error, seconds)` is called on the
     /// runtime's dispatcher when the cloud acknowledged it (error None) or it was dropped or
@@ -323,13 +249,9 @@ impl Client {
     ) -> PyResult<bool> {
         let data = json::object_arg(data)?;
         let qos = qos_arg(qos)?;
-        let client = self.client(py)?.clone();
-        self.queue(
-            py,
-            async move { client.send_event(&event_type, data, qos).await },
-            on_done,
-            on_delivered,
-        )
+        self.queue(py, on_done, on_delivered, move |c| async move {
+            c.send_event(&event_type, data, qos).await
+        })
     }
 
     /// Queues a DDP write of `key` (see `send_event` for the result).
@@ -343,13 +265,9 @@ impl Client {
         on_delivered: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let value = json::from_py(value)?;
-        let client = self.client(py)?.clone();
-        self.queue(
-            py,
-            async move { client.kv_set(&key, value).await },
-            on_done,
-            on_delivered,
-        )
+        self.queue(py, on_done, on_delivered, move |c| async move {
+            c.kv_set(&key, value).await
+        })
     }
 
     /// Queues a DDP delete of `key`.
@@ -361,13 +279,9 @@ impl Client {
         on_done: Option<Py<PyAny>>,
         on_delivered: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
-        let client = self.client(py)?.clone();
-        self.queue(
-            py,
-            async move { client.kv_delete(&key).await },
-            on_done,
-            on_delivered,
-        )
+        self.queue(py, on_done, on_delivered, move |c| async move {
+            c.kv_delete(&key).await
+        })
     }
 
     /// Queues raw bulk data for the module of `label`.
@@ -381,13 +295,9 @@ impl Client {
         on_done: Option<Py<PyAny>>,
     ) -> PyResult<bool> {
         let qos = qos_arg(qos)?;
-        let client = self.client(py)?.clone();
-        self.queue(
-            py,
-            async move { client.send_bulk_data(&label, &data, qos).await },
-            on_done,
-            None,
-        )
+        self.queue(py, on_done, None, move |c| async move {
+            c.send_bulk_data(&label, &data, qos).await
+        })
     }
 
     /// Sends a bulk-data request and waits up to `timeout` s for its `BulkResponse` (or, with
@@ -406,28 +316,23 @@ impl Client {
             None => serde_json::Value::Object(Default::default()),
         };
         let timeout = secs("timeout", timeout)?;
-        let client = self.client(py)?.clone();
         let convert: Convert<mode_core::proto::BulkDataResponse> =
             |py, r| Ok(Py::new(py, BulkResponse::from_core(py, &r)?)?.into_any());
-        self.run(
-            py,
-            async move { client.bulk_request(&label, payload, timeout).await },
-            on_done,
-            convert,
-        )
+        self.run(py, on_done, convert, move |c| async move {
+            c.bulk_request(&label, payload, timeout).await
+        })
     }
 
     /// What the cloud knows of the device (`GET /devices/{id}`), as a dict.
     #[pyo3(signature = (on_done = None))]
     fn info(&self, py: Python<'_>, on_done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        let client = self.client(py)?.clone();
         let convert: Convert<mode_core::proto::DeviceInfo> =
             |py, info| Ok(json::map_to_py(py, &info.raw)?.into_any().unbind());
         self.run(
             py,
-            async move { client.device_info().await },
             on_done,
             convert,
+            |c| async move { c.device_info().await },
         )
     }
 
@@ -452,10 +357,9 @@ impl Client {
         Ok(self.client(py)?.kv_rev())
     }
 
-    /// The client's counters, as a dict.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.client(py)?.stats();
-        crate::types::stats_dict(py, &s)
+    /// The client's counters, as a `mode.Stats`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::types::stats(py, &self.client(py)?.stats())
     }
 
     /// Delivers what is queued (up to `timeout` s), disconnects; with `on_done`, returns at
@@ -469,25 +373,19 @@ impl Client {
         on_done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let timeout = secs("timeout", timeout)?;
-        let Some(client) = self.inner.client.get().cloned() else {
-            lock(&self.inner.config).take();
-            return match on_done {
-                Some(cb) => cb.call1(py, (true, py.None())),
-                None => Ok(py.None()),
-            };
+        let client = match self.inner.client.get() {
+            Some(client) if !self.inner.is_closed() => client.clone(),
+            // Never started (it never will be now), or already shut down: nothing to deliver.
+            _ => {
+                lock(&self.inner.config).take();
+                return match on_done {
+                    Some(cb) => cb.call1(py, (true, py.None())),
+                    None => Ok(py.None()),
+                };
+            }
         };
-        if self.inner.is_closed() {
-            return match on_done {
-                Some(cb) => cb.call1(py, (true, py.None())),
-                None => Ok(py.None()),
-            };
-        }
-        self.run(
-            py,
-            async move { client.close(timeout).await },
-            on_done,
-            none,
-        )
+        let closing = async move { client.close(timeout).await };
+        self.inner.run(py, closing, on_done, none)
     }
 
     /// Stops handing this device's notifications to Python (after `close`: once the last
@@ -522,180 +420,34 @@ impl Client {
         })
     }
 
-    /// Runs `fut` to completion: here with the GIL released, or (with `on_done`) on the IO
-    /// runtime, calling `on_done(ok, value)` when it ends.
+    /// Queues what `send` asks of the core client (see `Inner::queue`).
+    fn queue<F>(
+        &self,
+        py: Python<'_>,
+        on_done: Option<Py<PyAny>>,
+        on_delivered: Option<Py<PyAny>>,
+        send: impl FnOnce(CoreClient) -> F,
+    ) -> PyResult<bool>
+    where
+        F: Future<Output = Result<Delivery, ClientError>> + Send + 'static,
+    {
+        let client = self.client(py)?.clone();
+        self.inner.queue(py, send(client), on_done, on_delivered)
+    }
+
+    /// Runs what `call` asks of the core client (see `Inner::run`).
     fn run<T, F>(
         &self,
         py: Python<'_>,
-        fut: F,
         on_done: Option<Py<PyAny>>,
         convert: Convert<T>,
+        call: impl FnOnce(CoreClient) -> F,
     ) -> PyResult<Py<PyAny>>
     where
         F: Future<Output = Result<T, ClientError>> + Send + 'static,
         T: Send + 'static,
     {
-        match on_done {
-            None => match self.inner.wait(py, fut)? {
-                Ok(value) => convert(py, value),
-                Err(err) => Err(client_error(py, err)),
-            },
-            Some(cb) if self.inner.stopping.load(Ordering::SeqCst) => {
-                let closed = raise(py, "ClosedError", ("the device is closed",));
-                cb.call1(py, (false, closed.into_value(py)))?;
-                Ok(py.None())
-            }
-            Some(cb) => {
-                self.inner.rt.handle.spawn(async move {
-                    let outcome = fut.await;
-                    // None: the interpreter is shutting down and nobody awaits any more.
-                    let _ = Python::try_attach(|py| complete(py, &cb, outcome, convert));
-                });
-                Ok(py.None())
-            }
-        }
+        let client = self.client(py)?.clone();
+        self.inner.run(py, call(client), on_done, convert)
     }
-
-    /// Queues a message: the future completes on its first poll unless the queue is full
-    /// under the Block policy, when it waits (here, or on the runtime with `on_done`).
-    /// With `on_delivered`, a task on the IO runtime awaits the message's outcome and queues
-    /// the call for the dispatcher (a task only for the messages someone asked about).
-    fn queue<F>(
-        &self,
-        py: Python<'_>,
-        fut: F,
-        on_done: Option<Py<PyAny>>,
-        on_delivered: Option<Py<PyAny>>,
-    ) -> PyResult<bool>
-    where
-        F: Future<Output = Result<Delivery, ClientError>> + Send + 'static,
-    {
-        let started = Instant::now();
-        let rt = self.inner.rt.clone();
-        let track = move |delivery: Delivery| {
-            if let Some(callback) = on_delivered {
-                let jobs = rt.jobs.clone();
-                rt.handle.spawn(async move {
-                    let outcome = delivery.await;
-                    let elapsed = started.elapsed();
-                    let job = Job::Delivered {
-                        callback,
-                        outcome,
-                        elapsed,
-                    };
-                    let _ = jobs.send(job).await;
-                });
-            }
-        };
-        let mut fut = Box::pin(fut);
-        if let Poll::Ready(outcome) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            track(outcome.map_err(|e| client_error(py, e))?);
-            return Ok(true);
-        }
-        debug_assert_eq!(self.full_queue, FullQueuePolicy::Block);
-        let waits_here = on_done.is_none();
-        let waited = async move { fut.await.map(track) };
-        self.run(py, waited, on_done, none)?;
-        Ok(waits_here)
-    }
-}
-
-fn complete<T>(
-    py: Python<'_>,
-    cb: &Py<PyAny>,
-    outcome: Result<T, ClientError>,
-    convert: Convert<T>,
-) {
-    let (ok, value) = match outcome
-        .map_err(|e| client_error(py, e))
-        .and_then(|v| convert(py, v))
-    {
-        Ok(value) => (true, value),
-        Err(err) => (false, err.into_value(py).into_any()),
-    };
-    // A failure here means the event loop is closed: nobody is waiting for the result.
-    let _ = cb.call1(py, (ok, value));
-}
-
-fn disconnect_kind(reason: &DisconnectReason) -> &'static str {
-    match reason {
-        DisconnectReason::AuthFailed(_) => "auth",
-        DisconnectReason::Tls(_) => "tls",
-        DisconnectReason::Network(_) => "network",
-        DisconnectReason::KeepaliveTimeout(_) => "keepalive",
-        DisconnectReason::Closed => "closed",
-    }
-}
-
-pub(crate) fn deliver(py: Python<'_>, dispatch: &Py<PyAny>, note: Notification) {
-    let args = match notification_args(py, note) {
-        Ok(args) => args,
-        Err(err) => {
-            err.write_unraisable(py, Some(dispatch.bind(py)));
-            return;
-        }
-    };
-    if let Err(err) = dispatch.call1(py, args) {
-        // The package's dispatcher logs handler errors itself; this is a last resort.
-        err.write_unraisable(py, Some(dispatch.bind(py)));
-    }
-}
-
-fn notification_args(py: Python<'_>, note: Notification) -> PyResult<(&'static str, Py<PyAny>)> {
-    let kv =
-        |rev: u64, reload: bool, changes: Vec<KvChange>| -> PyResult<(&'static str, Py<PyAny>)> {
-            Ok((
-                "kv",
-                (rev, reload, changes)
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind(),
-            ))
-        };
-    Ok(match note {
-        Notification::Connected => ("connected", py.None()),
-        Notification::Disconnected { reason, retry_in } => {
-            let retry = retry_in.map(|d| d.as_secs_f64());
-            let payload = (disconnect_kind(&reason), reason.to_string(), retry);
-            (
-                "disconnected",
-                payload.into_pyobject(py)?.into_any().unbind(),
-            )
-        }
-        Notification::Command(command) => (
-            "command",
-            Py::new(py, Command::from_core(py, &command)?)?.into_any(),
-        ),
-        Notification::KvReloaded { rev, diff } => kv(rev, true, KvChange::list(py, &diff)?)?,
-        Notification::KvChanged { rev, change } => {
-            kv(rev, false, vec![KvChange::from_core(py, &change)?])?
-        }
-        Notification::BulkResponse { response, .. } => (
-            "bulk_response",
-            Py::new(py, BulkResponse::from_core(py, &response)?)?.into_any(),
-        ),
-        Notification::Error { topic, error } => (
-            "warning",
-            format!("ignored a malformed message on {topic}: {error}")
-                .into_pyobject(py)?
-                .into_any()
-                .unbind(),
-        ),
-        Notification::MessageDropped { topic, total } => (
-            "warning",
-            format!(
-                "dropped a queued message for {topic}: the queue is full ({total} dropped so far)"
-            )
-            .into_pyobject(py)?
-            .into_any()
-            .unbind(),
-        ),
-        Notification::Lagged { missed } => (
-            "warning",
-            format!("handlers fell behind: {missed} notifications were dropped")
-                .into_pyobject(py)?
-                .into_any()
-                .unbind(),
-        ),
-    })
 }

@@ -18,7 +18,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use crate::errors::raise;
+use crate::errors::{choose, config_error, raise};
 use crate::json;
 use crate::mirror::{payload_arg, qos_arg};
 use crate::types::{BulkResponse, Command, KvChange, stats_dict};
@@ -31,10 +31,6 @@ fn send_error(py: Python<'_>, err: SendError) -> PyErr {
         SendError::TooLarge { .. } | SendError::Encode(_) => "InvalidArgumentError",
     };
     raise(py, name, (err.to_string(),))
-}
-
-fn config_error(py: Python<'_>, why: String) -> PyErr {
-    raise(py, "ConfigError", (why,))
 }
 
 fn tuple<'py>(py: Python<'py>, items: Vec<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
@@ -253,16 +249,15 @@ impl Engine {
             .check()
             .map_err(|problem| config_error(py, problem.to_string()))?;
         // No "block": the engine never waits; a full queue answers QueueFullError.
-        config.full_queue = match full_queue {
-            "error" => FullQueuePolicy::Error,
-            "drop-oldest" => FullQueuePolicy::DropOldest,
-            other => {
-                return Err(config_error(
-                    py,
-                    format!("full_queue {other:?} is unknown: use \"error\" or \"drop-oldest\""),
-                ));
-            }
-        };
+        config.full_queue = choose(
+            py,
+            "full_queue",
+            full_queue,
+            &[
+                ("error", FullQueuePolicy::Error),
+                ("drop-oldest", FullQueuePolicy::DropOldest),
+            ],
+        )?;
         Ok(Engine {
             inner: CoreEngine::new(config, Instant::from_millis(now_ms)),
             now: now_ms,

@@ -1,7 +1,7 @@
 //! Rust errors as the exceptions of `mode._errors` (defined in Python so they can also derive
 //! from the matching builtins: `mode.TimeoutError` is a `TimeoutError`, and so on).
 
-use mode_client::{ClientError, ConfigError};
+use mode_client::ClientError;
 use mode_core::proto::DecodeError;
 use pyo3::prelude::*;
 
@@ -57,8 +57,37 @@ pub fn client_error(py: Python<'_>, err: ClientError) -> PyErr {
 }
 
 /// The exception for a configuration that cannot work.
-pub fn config_error(py: Python<'_>, err: ConfigError) -> PyErr {
-    raise(py, "ConfigError", (err.to_string(),))
+pub fn config_error(py: Python<'_>, why: impl std::fmt::Display) -> PyErr {
+    raise(py, "ConfigError", (why.to_string(),))
+}
+
+/// The value named `name` among `choices` (an option's `Literal` in `_options.py` and the
+/// stub), or a `ConfigError` listing them: `what "x" is unknown: use "a", "b" or "c"`.
+pub fn choose<T: Copy>(
+    py: Python<'_>,
+    what: &str,
+    name: &str,
+    choices: &[(&str, T)],
+) -> PyResult<T> {
+    if let Some(&(_, value)) = choices.iter().find(|(known, _)| *known == name) {
+        return Ok(value);
+    }
+    let quoted: Vec<String> = choices
+        .iter()
+        .map(|(known, _)| format!("{known:?}"))
+        .collect();
+    let (last, rest) = quoted
+        .split_last()
+        .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+    let listed = if rest.is_empty() {
+        last.to_owned()
+    } else {
+        format!("{} or {last}", rest.join(", "))
+    };
+    Err(config_error(
+        py,
+        format!("{what} {name:?} is unknown: use {listed}"),
+    ))
 }
 
 /// The exception for bytes from the cloud that do not decode.

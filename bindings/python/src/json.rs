@@ -88,17 +88,10 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(dict) = obj.cast::<PyDict>() {
         return dict_from_py(dict).map(Value::Object);
     }
-    if let Ok(list) = obj.cast::<PyList>() {
-        return list
-            .iter()
-            .map(|item| from_py(&item))
-            .collect::<PyResult<_>>()
-            .map(Value::Array);
-    }
-    if let Ok(tuple) = obj.cast::<PyTuple>() {
-        return tuple
-            .iter()
-            .map(|item| from_py(&item))
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        return obj
+            .try_iter()?
+            .map(|item| from_py(&item?))
             .collect::<PyResult<_>>()
             .map(Value::Array);
     }

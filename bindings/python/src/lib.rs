@@ -1,12 +1,14 @@
 //! `mode._mode`, the native half of the `mode` Python package: the managed client, the IO-free
 //! engine and mirror, and the typed values they hand out. All protocol logic is mode-core's.
 
+mod calls;
 mod client;
 mod engine;
 mod errors;
 mod json;
 mod log;
 mod mirror;
+mod notify;
 mod runtime;
 mod types;
 
@@ -23,5 +25,6 @@ fn _mode(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::Command>()?;
     m.add_class::<types::KvChange>()?;
     m.add_class::<types::BulkResponse>()?;
+    m.add("Stats", types::stats_class(m.py())?)?;
     Ok(())
 }

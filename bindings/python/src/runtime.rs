@@ -296,7 +296,7 @@ fn dispatch_loop(
 
 fn run(py: Python<'_>, job: Job) {
     match job {
-        Job::Note(slot, note) => crate::client::deliver(py, &slot.dispatch, note),
+        Job::Note(slot, note) => crate::notify::deliver(py, &slot.dispatch, note),
         Job::Finished(slot) => slot.finished.store(true, Ordering::Release),
         Job::Delivered {
             callback,

@@ -1,11 +1,12 @@
-//! The typed values handed to Python: commands, DDP changes, bulk-data responses. Immutable;
+//! The typed values handed to Python: commands, DDP changes, bulk-data responses, stats. Immutable;
 //! their JSON parts are plain Python objects built once.
 
 use mode_core::ddp::Change;
-use mode_core::engine::Stats;
+use mode_core::engine::{Counters, Stats};
 use mode_core::proto::{BulkDataResponse, Command as CoreCommand};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyInt, PyString, PyType};
 
 use crate::json;
 
@@ -153,28 +154,56 @@ impl BulkResponse {
     }
 }
 
-/// The engine's counters as a dict: one shape for `Client.stats()` and `Engine.stats()`.
+/// The engine's counters as a dict, named as mode-core names them (`Counters::named`), and
+/// `last_error`: `Engine.stats()`, and the fields of `Stats`.
 pub fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    for (name, value) in [
-        ("messages_queued", s.messages_queued),
-        ("messages_sent", s.messages_sent),
-        ("messages_acked", s.messages_acked),
-        ("messages_dropped", s.messages_dropped),
-        ("pending", s.pending),
-        ("reconnects", s.reconnects),
-        ("connection_attempts", s.connection_attempts),
-        ("kv_applied", s.kv_applied),
-        ("kv_stale", s.kv_stale),
-        ("kv_invalid", s.kv_invalid),
-        ("commands_received", s.commands_received),
-        ("bytes_in", s.bytes_in),
-        ("bytes_out", s.bytes_out),
-        ("notifications_dropped", s.notifications_dropped),
-        ("outbox_unrecovered", s.outbox_unrecovered),
-    ] {
+    for (name, value) in s.named() {
         d.set_item(name, value)?;
     }
     d.set_item("last_error", s.last_error.as_deref())?;
     Ok(d)
+}
+
+/// `mode.Stats`, what `Client.stats()` returns: a frozen dataclass made once, at import, from
+/// the counters' names (`Counters::named`) and `last_error`, so neither this crate nor the
+/// Python package writes the list again (the stub lists it for type checkers; stubtest checks
+/// that list against this class's `__init__`).
+pub fn stats_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    STATS
+        .get_or_try_init(py, || {
+            let int = py.get_type::<PyInt>().into_any();
+            let optional_str = py
+                .import("typing")?
+                .getattr("Optional")?
+                .get_item(py.get_type::<PyString>())?;
+            let mut fields: Vec<(&str, Bound<'_, PyAny>)> = Counters::default()
+                .named()
+                .iter()
+                .map(|&(name, _)| (name, int.clone()))
+                .collect();
+            fields.push(("last_error", optional_str));
+            let namespace = PyDict::new(py);
+            namespace.set_item(
+                "__doc__",
+                "A snapshot of a device's counters (mode-core's, by the same names) and the \
+                 last error seen, as text.",
+            )?;
+            let options = PyDict::new(py);
+            options.set_item("frozen", true)?;
+            options.set_item("namespace", namespace)?;
+            let class = py
+                .import("dataclasses")?
+                .getattr("make_dataclass")?
+                .call(("Stats", fields), Some(&options))?;
+            class.setattr("__module__", "mode._mode")?;
+            Ok(class.cast_into::<PyType>()?.unbind())
+        })
+        .map(|class| class.bind(py))
+}
+
+/// A `mode.Stats` of the engine's counters.
+pub fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAny>> {
+    stats_class(py)?.call((), Some(&stats_dict(py, s)?))
 }

@@ -67,6 +67,30 @@ def test_commands_reach_handlers_and_the_pull_iterator(sim: Sim, make_device: Ma
         assert time.monotonic() - started < 2
 
 
+def test_waits_end_when_what_they_wait_for_comes_not_at_their_timeout(
+    sim: Sim, make_device: MakeDevice, transport: str
+) -> None:
+    # A wait that missed its wake-up would still succeed, at its timeout: 30 s here, so taking
+    # under 10 s means it woke on the notification (or the close).
+    device = make_device(transport)
+    started = time.monotonic()
+    device.connect(timeout=30)
+    assert time.monotonic() - started < 10, "connect() returned at its timeout"
+    action = unique("wake")
+    started = time.monotonic()
+    sim.console(f'command 1001 {{"action":"{action}","parameters":{{}}}}')
+    assert next(device.commands(timeout=30)).action == action
+    assert time.monotonic() - started < 10, "commands() returned at its timeout"
+    ended = threading.Event()
+    reader = threading.Thread(target=lambda: (list(device.commands(timeout=30)), ended.set()))
+    reader.start()
+    started = time.monotonic()
+    device.close()
+    assert ended.wait(30)
+    assert time.monotonic() - started < 10, "commands() ended at its timeout, not at the close"
+    reader.join()
+
+
 def test_kv_set_and_delete_change_the_mirror_and_call_the_handler(make_device: MakeDevice, transport: str) -> None:
     device = make_device(transport)
     changes: list[mode.KvChange] = []

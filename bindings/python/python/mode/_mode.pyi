@@ -1,27 +1,27 @@
 """The native half of the ``mode`` package (``bindings/python/src``). Use ``mode`` instead."""
 
 from collections.abc import Callable, Mapping, Sequence
-from os import PathLike
-from typing import Any, Literal, Optional, Union, final
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Optional, Union, final
+
+from typing_extensions import Unpack
 
 from mode._engine import EngineEvent, JournalChange, Transmit
+from mode._options import DeviceOptions, QoS, Transport
 
 __version__: str
-__all__ = ["BulkResponse", "Client", "Command", "Engine", "KvChange", "Mirror", "Runtime", "__version__"]
+__all__ = ["BulkResponse", "Client", "Command", "Engine", "KvChange", "Mirror", "Runtime", "Stats", "__version__"]
 
 _OnDone = Callable[[bool, Any], None]
 #: ``(error or None, seconds from the send to the outcome)``, on the runtime's dispatcher.
 _OnDelivered = Callable[[Optional[BaseException], float], None]
-_Path = Union[str, PathLike[str]]
 
 @final
 class Command:
     """A command from the cloud: ``action`` and its ``parameters`` (integers exact)."""
 
-    @property
-    def action(self) -> str: ...
-    @property
-    def parameters(self) -> dict[str, Any]: ...
+    action: Final[str]
+    parameters: Final[dict[str, Any]]
     def __new__(cls, action: str, parameters: Optional[dict[str, Any]] = None) -> Command: ...
     def __eq__(self, value: object, /) -> bool: ...
 
@@ -29,25 +29,18 @@ class Command:
 class KvChange:
     """One visible change of the DDP mirror."""
 
-    @property
-    def key(self) -> str: ...
-    @property
-    def value(self) -> Any: ...
-    @property
-    def previous(self) -> Any: ...
-    @property
-    def deleted(self) -> bool: ...
+    key: Final[str]
+    value: Final[Any]
+    previous: Final[Any]
+    deleted: Final[bool]
 
 @final
 class BulkResponse:
     """A smart module's answer to a bulk-data request."""
 
-    @property
-    def request_id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def payload(self) -> Any: ...
+    request_id: Final[str]
+    status: Final[str]
+    payload: Final[Any]
 
 @final
 class Mirror:
@@ -118,12 +111,12 @@ class Engine:
     def failed(self, id: int, why: str, now_ms: int) -> None: ...
     def handle_timeout(self, now_ms: int) -> None: ...
     def send_event(
-        self, event_type: str, data: Optional[Mapping[str, Any]] = None, qos: int = 1
+        self, event_type: str, data: Optional[Mapping[str, Any]] = None, qos: QoS = 1
     ) -> int: ...
     def kv_set(self, key: str, value: Any) -> int: ...
     def kv_delete(self, key: str) -> int: ...
-    def send_bulk_data(self, label: str, data: bytes, qos: int = 0) -> int: ...
-    def send_data(self, data: bytes, qos: int = 0) -> int: ...
+    def send_bulk_data(self, label: str, data: bytes, qos: QoS = 0) -> int: ...
+    def send_data(self, data: bytes, qos: QoS = 0) -> int: ...
     def bulk_request(
         self, label: str, payload: Any = None, *, now_ms: int, timeout_ms: Optional[int] = None
     ) -> tuple[int, str]: ...
@@ -134,6 +127,31 @@ class Engine:
     def kv_snapshot(self) -> dict[str, Any]: ...
     @property
     def kv_rev(self) -> int: ...
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of a device's counters (mode-core's, by the same names) and the last error
+    seen, as text. Made at import from mode-core's list of counters; stubtest checks this one
+    against it."""
+
+    messages_queued: int
+    messages_sent: int
+    messages_acked: int
+    messages_dropped: int
+    pending: int
+    reconnects: int
+    connection_attempts: int
+    kv_applied: int
+    kv_stale: int
+    kv_invalid: int
+    commands_received: int
+    bytes_in: int
+    bytes_out: int
+    notifications_dropped: int
+    #: Messages the durable outbox (``outbox_dir=``) held that could not be read back at start:
+    #: a torn or damaged store, also logged once as a warning (logger ``mode``) at start.
+    outbox_unrecovered: int
+    last_error: Optional[str]
 
 @final
 class Runtime:
@@ -153,34 +171,7 @@ class Client:
     """One device's connection; ``mode.Device`` and ``mode.AsyncDevice`` wrap it."""
 
     def __new__(
-        cls,
-        device_id: int,
-        api_key: str,
-        *,
-        transport: str = "mqtt",
-        host: Optional[str] = None,
-        port: Optional[int] = None,
-        api_url: Optional[str] = None,
-        ws_url: Optional[str] = None,
-        tls: bool = True,
-        ca_file: Optional[_Path] = None,
-        client_cert: Optional[_Path] = None,
-        client_key: Optional[_Path] = None,
-        danger_accept_invalid_certs: bool = False,
-        keepalive: float = 60.0,
-        connect_timeout: float = 10.0,
-        request_timeout: float = 30.0,
-        queue_size: int = 10000,
-        full_queue_policy: str = "block",
-        max_message_size: int = 1048576,
-        max_inflight: int = 100,
-        backoff_unit: float = 1.0,
-        backoff_cap: float = 60.0,
-        outbox_dir: Optional[_Path] = None,
-        outbox_max_bytes: int = 67108864,
-        outbox_sync: str = "group",
-        outbox_group_commit: float = 0.0,
-        runtime: Runtime,
+        cls, device_id: int, api_key: str, *, runtime: Runtime, **options: Unpack[DeviceOptions]
     ) -> Client: ...
     def start(self, dispatch: Callable[[str, Any], None]) -> None: ...
     @property
@@ -188,12 +179,14 @@ class Client:
     @property
     def device_id(self) -> int: ...
     @property
+    def transport(self) -> Transport: ...
+    @property
     def closed(self) -> bool: ...
     def send_event(
         self,
         event_type: str,
         data: Optional[Mapping[str, Any]] = None,
-        qos: int = 1,
+        qos: QoS = 1,
         on_done: Optional[_OnDone] = None,
         on_delivered: Optional[_OnDelivered] = None,
     ) -> bool: ...
@@ -208,7 +201,7 @@ class Client:
         self, key: str, on_done: Optional[_OnDone] = None, on_delivered: Optional[_OnDelivered] = None
     ) -> bool: ...
     def send_bulk_data(
-        self, label: str, data: bytes, qos: int = 0, on_done: Optional[_OnDone] = None
+        self, label: str, data: bytes, qos: QoS = 0, on_done: Optional[_OnDone] = None
     ) -> bool: ...
     def bulk_request(
         self,
@@ -221,6 +214,6 @@ class Client:
     def kv_get(self, key: str) -> Any: ...
     def kv_snapshot(self) -> dict[str, Any]: ...
     def kv_rev(self) -> Optional[int]: ...
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> Stats: ...
     def close(self, timeout: float = 5.0, on_done: Optional[_OnDone] = None) -> Any: ...
     def shutdown(self, handover: float = 10.0) -> None: ...

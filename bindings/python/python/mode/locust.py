@@ -39,7 +39,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 import gevent  # type: ignore[import-untyped]
 from gevent.event import AsyncResult, Event  # type: ignore[import-untyped]
@@ -48,9 +48,13 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from ._device import Runtime
 from ._errors import ModeError
 from ._mode import Client, Command
+from ._options import DeviceOptions, QoS
+from ._runtime import Runtime
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["GeventDevice", "ModeDeviceUser", "device_rows"]
 
@@ -118,7 +122,7 @@ def device_rows(path: str) -> Iterator[tuple[int, str]]:
             yield int(row[0]), row[1].strip()
 
 
-def options_for_host(host: Optional[str]) -> dict[str, Any]:
+def options_for_host(host: Optional[str]) -> DeviceOptions:
     """``mode.Device`` options for Locust's ``--host``."""
     if not host:
         return {}
@@ -153,7 +157,7 @@ _rows = _Rows()
 _pending_rows: dict[str, AsyncResult] = {}
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]  # locust's EventHook has no types
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
     runner = environment.runner
     if isinstance(runner, MasterRunner):
@@ -192,13 +196,15 @@ class GeventDevice:
     gevent wait, every send returns ``(error or None, seconds to acknowledgement)``."""
 
     def __init__(self, device_id: int, api_key: str, on_command: Optional[Callable[[Command], Any]] = None,
-                 **options: Any) -> None:
+                 **options: Unpack[DeviceOptions]) -> None:
         self.runtime, self._bridge = _shared()
         options.setdefault("full_queue_policy", "error")
         self.device_id = device_id
         self._native = Client(device_id, api_key, runtime=self.runtime._native, **options)
         self._on_command = on_command
+        #: Set at each notification; ``connect`` waits on it.
         self._changed = Event()
+        self._up = False
         self.last_failure: Optional[str] = None
 
     # -- notifications: dispatcher thread -> hub ----------------------------------------------
@@ -208,7 +214,10 @@ class GeventDevice:
         self._bridge.post(self._on_note, kind, payload)
 
     def _on_note(self, kind: str, payload: Any) -> None:
-        if kind == "disconnected":
+        if kind == "connected":
+            self._up = True
+        elif kind == "disconnected":
+            self._up = False
             self.last_failure = payload[1]
         elif kind == "command" and self._on_command is not None:
             gevent.spawn(self._on_command, payload)
@@ -220,13 +229,16 @@ class GeventDevice:
         """Waits (in gevent) until connected and the DDP mirror holds the first reload."""
         self._native.start(self._dispatch)
         deadline = time.monotonic() + timeout
-        while not (self._native.connected and self._native.kv_rev() is not None):
+        # Up (the "connected" notification) and synced (the first reload's "kv" one): each
+        # notification sets `_changed`. Greenlets switch only at the wait, so none is missed
+        # between the check and the clear.
+        while not (self._up and self._native.kv_rev() is not None):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ModeError(f"device {self.device_id} did not connect within {timeout} s "
                                 f"(last error: {self.last_failure or 'no answer'})")
             self._changed.clear()
-            self._changed.wait(min(left, 0.1))
+            self._changed.wait(left)
 
     def _sent(self, send: Callable[..., bool], *args: Any, timeout: float,
               late: Optional[Callable[[Optional[BaseException], float], Any]] = None,
@@ -254,7 +266,7 @@ class GeventDevice:
             raise
         return result
 
-    def send_event(self, event_type: str, data: Optional[Mapping[str, Any]] = None, qos: int = 1,
+    def send_event(self, event_type: str, data: Optional[Mapping[str, Any]] = None, qos: QoS = 1,
                    timeout: float = 30.0, late: Optional[Callable[[Optional[BaseException], float], Any]] = None,
                    ) -> "tuple[Optional[BaseException], float]":
         """Sends an event and waits (in gevent) for its outcome. If this greenlet is killed
@@ -288,7 +300,7 @@ class ModeDeviceUser(User):
     abstract = True
     wait_time = between(0.5, 1.5)
     #: ``mode.Device`` options over those derived from ``--host``.
-    device_options: ClassVar[dict[str, Any]] = {}
+    device_options: ClassVar[DeviceOptions] = {}
     #: Event type of ``send_event_task``.
     event_type: ClassVar[str] = "locust"
     connect_timeout: ClassVar[float] = 30.0
@@ -328,7 +340,7 @@ class ModeDeviceUser(User):
             exception=error, context={"device_id": self.device.device_id if self.device else None},
         )
 
-    def send_event(self, event_type: str, data: Optional[Mapping[str, Any]] = None, qos: int = 1) -> bool:
+    def send_event(self, event_type: str, data: Optional[Mapping[str, Any]] = None, qos: QoS = 1) -> bool:
         """Sends an event, waits (in gevent) for its acknowledgement and reports it as
         ``EVENT``/``event_type``; True when it was acknowledged."""
         assert self.device is not None

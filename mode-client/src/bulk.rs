@@ -27,7 +27,7 @@ impl PendingResponse {
         &self.request_id
     }
 
-    /// The id of the request's message, as the [`DeliveryHook`] will name it.
+    /// The id of the request's message, as the [`DeliveryHook`](crate::DeliveryHook) will name it.
     pub fn message_id(&self) -> MessageId {
         self.delivery.id
     }

@@ -76,9 +76,9 @@ use self::shared::Shared;
 use mode_core::proto::{DeviceId, DeviceInfo, Qos, rest as paths};
 
 /// Each sending call in its two forms (see [`Client`]): `$name`, async, waits for queue room
-/// under the `Block` policy; `$try_name` never waits. Both first refuse, with `http_check`,
-/// what the HTTP transport has no REST form for (`Some(key)`: a kv key it must carry in a path;
-/// `None`: nothing), then queue the message with `$send`.
+/// under the `Block` policy; `$try_name` never waits. Both first run `http_check` when given
+/// (`Some(key)`: over HTTP the kv key must fit in a REST path; `None`: the message has no REST
+/// form, so the HTTP transport refuses it), then queue the message with `$send`.
 macro_rules! sends {
     ($(
         $(#[$doc:meta])*

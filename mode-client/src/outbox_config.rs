@@ -94,8 +94,7 @@ impl ClientConfigBuilder {
         /// [`ConfigError::OutboxLocked`] while another process (or client) has it open. A store
         /// found torn or damaged is read as far as it can be; what was lost is reported as a
         /// [`Notification::Error`](crate::Notification::Error) whose topic starts with
-        /// `outbox:` and counted in
-        /// [`Stats::outbox_unrecovered`](crate::Stats::outbox_unrecovered).
+        /// `outbox:` and counted in the `outbox_unrecovered` counter of [`Stats`](crate::Stats).
         /// Needs mode-client's `durable-outbox` feature (off by default; on in the Python wheel
         /// and the CLI); without it, `build` fails with [`ConfigError::OutboxUnavailable`].
         outbox_dir(dir: impl Into<PathBuf>) => outbox.dir = Some(dir.into());

@@ -25,7 +25,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The message's id, as the [`DeliveryHook`] will name it.
+    /// The message's id, as the [`DeliveryHook`](crate::DeliveryHook) will name it.
     pub fn id(&self) -> MessageId {
         self.id
     }

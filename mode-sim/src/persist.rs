@@ -3,7 +3,7 @@
 //!
 //! The cloud never waits for the disk: changes go to one writer thread, in order. The thread
 //! commits whatever is queued as one durable (fsynced) transaction, then publishes how many
-//! changes are on disk ([`Durable`]); while it commits, the next batch queues up (group
+//! changes are on disk (`Durable`); while it commits, the next batch queues up (group
 //! commit). Whoever acknowledges a change to a client (PUBACK, HTTP 204) first takes a
 //! [`Ticket`] and waits for it, so nothing is acknowledged that a crash could lose.
 

@@ -17,13 +17,10 @@ pub struct BulkResponse {
 }
 
 impl Cloud {
-    /// Subscribes connection `conn` to its device's bulk-data responses, every label alike:
-    /// the connection picks the labels whose response topic it subscribed to.
-    pub fn subscribe_bulk_responses(
-        &self,
-        conn: &ConnectionGuard,
-    ) -> Result<Subscription<BulkResponse>, CloudError> {
-        self.subscribe_device(conn, |device| &mut device.bulk_subs)
+    feeds! {
+        /// Subscribes connection `conn` to its device's bulk-data responses, every label alike:
+        /// the connection picks the labels whose response topic it subscribed to.
+        subscribe_bulk_responses -> BulkResponse: bulk_subs;
     }
 
     /// Records bulk data `data` sent by `device_id` on `label`.

@@ -7,6 +7,11 @@ use super::subscriptions::{Subscription, fan_out};
 use super::{Cloud, CloudError, CommandRecord, ConnectionGuard};
 
 impl Cloud {
+    feeds! {
+        /// Subscribes connection `conn` to its device's commands.
+        subscribe_commands -> Command: command_subs;
+    }
+
     /// Sends `command` to every live command subscriber of `device_id` (MQTT and WebSocket
     /// alike). Returns how many received it; 0 when the device is offline (not an error).
     pub fn send_command(&self, device_id: DeviceId, command: Command) -> Result<usize, CloudError> {
@@ -22,13 +27,5 @@ impl Cloud {
         drop(state);
         self.notify();
         Ok(delivered)
-    }
-
-    /// Subscribes connection `conn` to its device's commands.
-    pub fn subscribe_commands(
-        &self,
-        conn: &ConnectionGuard,
-    ) -> Result<Subscription<Command>, CloudError> {
-        self.subscribe_device(conn, |device| &mut device.command_subs)
     }
 }

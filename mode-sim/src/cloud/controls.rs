@@ -26,6 +26,12 @@ pub struct RawPublish {
 }
 
 impl Cloud {
+    feeds! {
+        /// Subscribes connection `conn` to the raw publishes of its device (every channel: the
+        /// connection forwards those of the channels it receives).
+        subscribe_raw -> RawPublish: raw_subs;
+    }
+
     /// Publishes `payload` as is on `channel` of every live connection of `device_id` that
     /// receives that channel (an MQTT subscription to the topic, or the HTTP WebSocket of the
     /// channel): malformed messages from the cloud, for client tests. Returns how many
@@ -45,15 +51,6 @@ impl Cloud {
         );
         tracing::info!(device_id, ?channel, sent, "test control: raw publish");
         Ok(sent)
-    }
-
-    /// Subscribes connection `conn` to the raw publishes of its device (every channel: the
-    /// connection forwards those of the channels it receives).
-    pub fn subscribe_raw(
-        &self,
-        conn: &ConnectionGuard,
-    ) -> Result<Subscription<RawPublish>, CloudError> {
-        self.subscribe_device(conn, |device| &mut device.raw_subs)
     }
 
     /// Drops every live connection of `device_id` (all transports). Returns how many.

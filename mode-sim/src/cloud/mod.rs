@@ -30,6 +30,17 @@
 //!   [`Cloud::bulk_requests`], [`Cloud::commands`]) and counters
 //!   ([`Cloud::connect_attempts`], [`Cloud::live_connections`]).
 
+/// The public subscriptions of a connection to one feed of its device: each is its doc
+/// comment, its name, what it streams, and the device's subscribers it joins.
+macro_rules! feeds {
+    ($($(#[$doc:meta])* $name:ident -> $item:ty: $subscribers:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self, conn: &ConnectionGuard) -> Result<Subscription<$item>, CloudError> {
+            self.subscribe_device(conn, |device| &mut device.$subscribers)
+        }
+    )*};
+}
+
 // The state behind the one lock lives here, private to this module so that only its children
 // see it; each child adds the `impl Cloud` methods of one concern over it.
 mod access;

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::Env;
+use common::{Env, Run};
 use mode_core::proto::{Event, Map};
 use mode_sim::cloud::KvSource;
 use serde_json::json;
@@ -13,21 +11,12 @@ use serde_json::json;
 #[tokio::test]
 async fn app_command_reaches_the_device() {
     let env = Env::start().await;
-    let run = env
-        .mode(&[
-            "app",
-            "command",
-            "1001",
-            "light",
-            r#"{"on":true,"big":18446744073709551615}"#,
-        ])
-        .await;
-    assert_eq!(run.code, 0, "{run:?}");
+    let params = r#"{"on":true,"big":18446744073709551615}"#;
+    let run = env.ok(&["app", "command", "1001", "light", params]).await;
     assert!(run.stdout.contains("sent command light"), "{run:?}");
     let run = env
-        .mode(&["--json", "app", "command", "1001", "reboot"])
+        .ok(&["--json", "app", "command", "1001", "reboot"])
         .await;
-    assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json_lines()[0]["action"], "reboot");
     let commands = env.cloud().commands();
     assert_eq!(commands.len(), 2, "{commands:?}");
@@ -41,10 +30,8 @@ async fn app_command_reaches_the_device() {
 #[tokio::test]
 async fn app_kv_set_get_list_and_delete_work_over_rest() {
     let env = Env::start().await;
-    let run = env
-        .mode(&["app", "kv", "set", "1001", "color", r#""red""#])
+    env.ok(&["app", "kv", "set", "1001", "color", r#""red""#])
         .await;
-    assert_eq!(run.code, 0, "{run:?}");
     let run = env.mode(&["app", "kv", "get", "1001", "color"]).await;
     assert_eq!((run.code, run.stdout.trim()), (0, "\"red\""), "{run:?}");
     let run = env
@@ -58,8 +45,7 @@ async fn app_kv_set_get_list_and_delete_work_over_rest() {
         (&lines[0]["key"], &lines[0]["value"]),
         (&json!("color"), &json!("red"))
     );
-    let run = env.mode(&["app", "kv", "delete", "1001", "color"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    env.ok(&["app", "kv", "delete", "1001", "color"]).await;
     assert!(env.cloud().kv_list(1001).unwrap().is_empty());
 }
 
@@ -96,40 +82,39 @@ async fn a_wrong_app_key_exits_3() {
     assert!(run.stderr.contains("--app-key"), "{run:?}");
 }
 
+/// Runs `mode args` (an `app events` of home 10), and once it follows the home (its WebSocket is
+/// open and the simulator has subscribed it) calls `produce`; what the run printed.
+async fn follow(env: &Env, args: &[&str], produce: impl FnOnce(&mode_sim::Cloud)) -> Run {
+    let mut child = env.spawn(args);
+    common::stderr_until(&mut child, "following the events of home 10").await;
+    produce(env.cloud());
+    common::finish(child).await
+}
+
 #[tokio::test]
 async fn app_events_streams_a_homes_events_until_the_count() {
     let env = Env::start().await;
-    let child = env.spawn(&["--json", "app", "events", "10", "--count", "2"]);
-    let cloud = env.cloud().clone();
-    // Keep producing until the stream (opened at some point) has seen two.
-    let producer = tokio::spawn(async move {
-        for i in 0.. {
-            let _ = cloud.record_event(
-                1001,
-                Event::new("tick", Map::from_iter([("i".into(), json!(i))])),
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let args = ["--json", "app", "events", "10", "--count", "2"];
+    let run = follow(&env, &args, |cloud| {
+        for i in 0..2 {
+            let data = Map::from_iter([("i".into(), json!(i))]);
+            cloud.record_event(1001, Event::new("tick", data)).unwrap();
         }
-    });
-    let run = common::finish(child).await;
-    producer.abort();
+    })
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
     let lines = run.json_lines();
     assert_eq!(lines.len(), 2, "{run:?}");
     assert_eq!(lines[0]["eventType"], "tick");
     assert_eq!(lines[0]["homeId"], 10);
     assert_eq!(lines[0]["originDeviceId"], 1001);
+    assert_eq!(lines[1]["eventData"]["i"], 1);
     // System events come too.
-    let child = env.spawn(&["app", "events", "10", "--count", "1"]);
-    let cloud = env.cloud().clone();
-    let producer = tokio::spawn(async move {
-        for i in 0.. {
-            let _ = cloud.kv_set(1001, "n", json!(i), KvSource::Rest);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    let run = common::finish(child).await;
-    producer.abort();
+    let args = ["app", "events", "10", "--count", "1"];
+    let run = follow(&env, &args, |cloud| {
+        cloud.kv_set(1001, "n", json!(1), KvSource::Rest).unwrap();
+    })
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("_deviceKVSaved_"), "{run:?}");
 }

@@ -280,26 +280,21 @@ fn an_unknown_sync_action_is_refused_with_the_actions_that_exist() {
 
 #[test]
 fn malformed_json_is_a_syntax_error_and_cut_json_is_truncated() {
-    assert_eq!(
-        SyncMessage::decode(b"{nope").unwrap_err().fault,
-        DecodeFault::Syntax
-    );
-    assert_eq!(
-        SyncMessage::decode(br#"{"action":"set""#)
-            .unwrap_err()
-            .fault,
-        DecodeFault::Truncated
-    );
-    assert_eq!(
-        Command::decode(b"\xff\xfe").unwrap_err().fault,
-        DecodeFault::Syntax
-    );
-    assert_eq!(
-        Command::decode(br#"{"action":"a"} trailing"#)
-            .unwrap_err()
-            .fault,
-        DecodeFault::Syntax
-    );
+    let sync = |bytes: &[u8]| SyncMessage::decode(bytes).map(|_| ());
+    let command = |bytes: &[u8]| Command::decode(bytes).map(|_| ());
+    let cases = [
+        ("{nope", sync(b"{nope"), DecodeFault::Syntax),
+        ("cut", sync(br#"{"action":"set""#), DecodeFault::Truncated),
+        ("not UTF-8", command(b"\xff\xfe"), DecodeFault::Syntax),
+        (
+            "trailing",
+            command(br#"{"action":"a"} trailing"#),
+            DecodeFault::Syntax,
+        ),
+    ];
+    for (what, decoded, fault) in cases {
+        assert_eq!(decoded.unwrap_err().fault, fault, "{what}");
+    }
 }
 
 #[test]

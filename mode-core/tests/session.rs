@@ -73,13 +73,18 @@ fn kv_sync_is_applied_to_the_sessions_mirror() {
     assert_eq!(session.mirror().get("a"), Some(&json!(2)));
 }
 
+/// A session of device 5 whose mirror holds `{"a": 1}` at `rev`, from a reload.
+fn holding_a(rev: u64) -> Session {
+    let mut session = Session::new(5, 0);
+    let reload = json!({"action": "reload", "rev": rev, "items": [{"key": "a", "value": 1}]});
+    let incoming = session.handle("/devices/5/kv", reload.to_string().as_bytes());
+    assert!(matches!(incoming, Incoming::Kv(_)), "{incoming:?}");
+    session
+}
+
 #[test]
 fn a_fresh_subscription_accepts_a_reload_with_a_lower_rev() {
-    let mut session = Session::new(5, 0);
-    let _ = session.handle(
-        "/devices/5/kv",
-        br#"{"action":"reload","rev":90,"items":[{"key":"a","value":1}]}"#,
-    );
+    let mut session = holding_a(90);
     session.on_subscribed();
     let incoming = session.handle(
         "/devices/5/kv",
@@ -99,11 +104,7 @@ fn a_fresh_subscription_accepts_a_reload_with_a_lower_rev() {
 
 #[test]
 fn a_malformed_payload_is_invalid_and_changes_nothing() {
-    let mut session = Session::new(5, 0);
-    let _ = session.handle(
-        "/devices/5/kv",
-        br#"{"action":"reload","rev":1,"items":[{"key":"a","value":1}]}"#,
-    );
+    let mut session = holding_a(1);
     let Incoming::Invalid { topic, error } =
         session.handle("/devices/5/kv", br#"{"action":"set","rev":"x"}"#)
     else {

@@ -95,6 +95,15 @@ async fn device_connects_and_sends(mqtt: SocketAddr) {
         .expect("the device connected and got its PUBACK within 5 s during the attack");
 }
 
+/// The simulator started with `args`, once a device has used it, and its resident memory then:
+/// the baseline of [`assert_bounded`].
+async fn started(args: &[&std::ffi::OsStr]) -> (SimProcess, u64) {
+    let sim = SimProcess::start(args).await;
+    device_connects_and_sends(sim.mqtt).await;
+    let baseline = sim.memory_kib("VmRSS");
+    (sim, baseline)
+}
+
 /// Asserts the simulator's peak memory grew less than [`GROWTH_MAX_KIB`] since `baseline_kib`.
 fn assert_bounded(sim: &SimProcess, baseline_kib: u64, attack: &str) {
     let peak = sim.memory_kib("VmHWM");
@@ -123,9 +132,7 @@ async fn join_all(mut set: JoinSet<()>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_connects_are_bounded_in_size_and_number() {
-    let sim = SimProcess::start(&[]).await;
-    device_connects_and_sends(sim.mqtt).await;
-    let baseline = sim.memory_kib("VmRSS");
+    let (sim, baseline) = started(&[]).await;
 
     // 600 connections announce a CONNECT of 1 MiB - 1 and send all but its last byte: refused
     // at the fixed header (a CONNECT is at most 64 KiB), before the body is buffered.
@@ -171,9 +178,7 @@ async fn unfinished_connects_are_bounded_in_size_and_number() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_fragmented_websocket_message_is_bounded_by_the_mqtt_packet_limit() {
-    let sim = SimProcess::start(&[]).await;
-    device_connects_and_sends(sim.mqtt).await;
-    let baseline = sim.memory_kib("VmRSS");
+    let (sim, baseline) = started(&[]).await;
 
     let mut attackers = JoinSet::new();
     for _ in 0..8 {
@@ -209,9 +214,7 @@ async fn http_headers_trickled_a_byte_at_a_time_are_timed_out() {
     let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml"))
         .unwrap();
     std::fs::write(&config, format!("http_header_timeout_ms = 1000\n{demo}")).unwrap();
-    let sim = SimProcess::start(&["--config".as_ref(), config.as_os_str()]).await;
-    device_connects_and_sends(sim.mqtt).await;
-    let baseline = sim.memory_kib("VmRSS");
+    let (sim, baseline) = started(&["--config".as_ref(), config.as_os_str()]).await;
 
     let request = b"GET /auth HTTP/1.1\r\nHost: sim\r\nX-Slow: ".to_vec();
     let (open_tx, mut open) = tokio::sync::mpsc::unbounded_channel();

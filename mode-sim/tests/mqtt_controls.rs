@@ -11,7 +11,6 @@ use mode_core::proto::{Command, Map, SyncMessage};
 use mode_sim::cloud::{KvSource, SyncFaults};
 use mode_sim::config::TlsConfig;
 use mode_sim::{Sim, SimConfig};
-use rumqttc::QoS;
 use rumqttc::mqttbytes::v4::{Packet, Subscribe};
 use serde_json::json;
 
@@ -35,8 +34,7 @@ async fn dropping_a_devices_connections_closes_all_of_them_and_no_other() {
             .wait_for(WAIT, |c| c.live_connections(D1) == 0)
             .await
     );
-    other.send(Packet::PingReq).await;
-    assert_eq!(other.recv().await, Some(Packet::PingResp));
+    other.ping().await;
 }
 
 #[tokio::test]
@@ -49,8 +47,7 @@ async fn a_paused_connection_answers_nothing_until_resumed() {
     assert!(silent.is_err(), "a paused connection answered: {silent:?}");
     // A new connection of the same device is not paused.
     let mut fresh = Raw::connected(&sim, D1, 30).await;
-    fresh.send(Packet::PingReq).await;
-    assert_eq!(fresh.recv().await, Some(Packet::PingResp));
+    fresh.ping().await;
 
     sim.cloud().resume_connections(D1);
     assert_eq!(raw.recv().await, Some(Packet::PingResp));
@@ -61,11 +58,12 @@ async fn a_paused_connection_outlives_its_keepalive_on_the_server() {
     let sim = demo().await;
     let mut raw = Raw::connected(&sim, D1, 1).await;
     sim.cloud().pause_connections(D1);
+    // Time must pass here, not an event: what is tested is that nothing happens (no close)
+    // beyond the 1.5 s the server gives a silent connection of keepalive 1 s.
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(sim.cloud().live_connections(D1), 1);
     sim.cloud().resume_connections(D1);
-    raw.send(Packet::PingReq).await;
-    assert_eq!(raw.recv().await, Some(Packet::PingResp));
+    raw.ping().await;
 }
 
 #[tokio::test]
@@ -120,11 +118,7 @@ async fn kv_revs_with(faults: SyncFaults, sets: i64) -> Vec<u64> {
     let sim = demo().await;
     sim.cloud().set_sync_faults(D1, faults).unwrap();
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let reload = SyncMessage::decode(&next_publish(&mut eventloop).await.payload).unwrap();
+    let reload = kv_reload(&client, &mut eventloop).await;
     assert!(
         matches!(reload, SyncMessage::Reload(_)),
         "the reload comes first, untouched"
@@ -192,11 +186,7 @@ async fn sync_faults_can_delay_messages() {
         )
         .unwrap();
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    next_publish(&mut eventloop).await; // reload, not delayed
+    kv_reload(&client, &mut eventloop).await; // reload, not delayed
     let start = Instant::now();
     sim.cloud()
         .kv_set(D1, "k", json!(1), KvSource::Rest)
@@ -211,11 +201,7 @@ async fn sync_faults_can_delay_messages() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_without_slowing_the_cloud() {
-    let config = SimConfig {
-        subscriber_queue: 8,
-        ..SimConfig::demo()
-    };
-    let sim = Sim::start(config).await.unwrap();
+    let sim = demo_with(|c| c.subscriber_queue = 8).await;
     let mut stuck = Raw::connected(&sim, D1, 30).await;
     let mut subscribe =
         Subscribe::new("/devices/1001/command", rumqttc::mqttbytes::QoS::AtMostOnce);
@@ -265,33 +251,15 @@ async fn serves_mqtt_over_tls() {
     let sim = Sim::start(config).await.unwrap();
     let addr = sim.mqtt_tls_addr().expect("a TLS listener");
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = tls_trusting(cert.cert.der().clone()).with_no_client_auth();
     let mut opts = rumqttc::MqttOptions::new("", "localhost", addr.port());
     opts.set_credentials("1001", key(D1));
     opts.set_transport(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
     ));
     let (client, mut eventloop) = connect_with(opts).await;
-    client
-        .publish(
-            "/devices/1001/event",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"eventType":"tls"}"#[..],
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    publish1(&client, "/devices/1001/event", r#"{"eventType":"tls"}"#).await;
+    puback(&mut eventloop).await;
     assert_eq!(sim.cloud().events_from(D1)[0].event_type, "tls");
 }
 
@@ -302,6 +270,8 @@ async fn dropping_the_simulator_stops_its_listeners() {
     let mut raw = Raw::connected(&sim, D1, 30).await;
     drop(sim);
     raw.expect_closed().await;
+    // The listener ends as its dropped task does, with nothing left to observe it by: poll
+    // the port, within a deadline.
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
         assert!(
@@ -350,6 +320,7 @@ async fn a_delayed_sync_message_is_not_lost_when_the_client_sends_meanwhile() {
                 other => panic!("unexpected {other:?}"),
             }
         }
+        // Pacing, not synchronisation: a ping every 10 ms until the three messages came.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     revs.sort();

@@ -9,8 +9,19 @@ use mode_core::proto::{
     BulkDataRequest, BulkDataResponse, BulkStatus, Command, HomeEvent, Map, SyncMessage, Value,
 };
 use mode_sim::cloud::KvSource;
-use rumqttc::{QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, QoS, SubscribeReasonCode};
 use serde_json::json;
+
+/// Publishes, as device 1001, a bulk data request `request_id` of module `label` (QoS 1).
+async fn ask(client: &AsyncClient, label: &str, request_id: &str, payload: Value) {
+    let request = BulkDataRequest {
+        bulk_data_label: label.into(),
+        request_id: request_id.into(),
+        payload,
+    };
+    let topic = format!("/devices/1001/bulkData/{label}/request");
+    publish1(client, topic, request.encode()).await;
+}
 
 #[tokio::test]
 async fn an_event_arrives_in_the_home_with_the_fields_the_cloud_adds() {
@@ -23,10 +34,7 @@ async fn an_event_arrives_in_the_home_with_the_fields_the_cloud_adds() {
         .publish("/devices/1001/event", QoS::AtLeastOnce, false, &event[..])
         .await
         .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    puback(&mut eventloop).await;
 
     // The PUBACK came after the cloud recorded the event.
     let recorded = sim.cloud().events_from(D1);
@@ -55,29 +63,10 @@ async fn an_event_arrives_in_the_home_with_the_fields_the_cloud_adds() {
 async fn an_undecodable_event_is_counted_and_the_connection_stays() {
     let sim = demo().await;
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .publish(
-            "/devices/1001/event",
-            QoS::AtLeastOnce,
-            false,
-            &b"not json"[..],
-        )
-        .await
-        .unwrap();
-    client
-        .publish(
-            "/devices/1001/event",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"eventType":"ok"}"#[..],
-        )
-        .await
-        .unwrap();
+    publish1(&client, "/devices/1001/event", "not json").await;
+    publish1(&client, "/devices/1001/event", r#"{"eventType":"ok"}"#).await;
     for _ in 0..2 {
-        next_incoming(&mut eventloop, |p| {
-            matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-        })
-        .await;
+        puback(&mut eventloop).await;
     }
     assert_eq!(sim.cloud().undecodable_count(), 1);
     assert_eq!(sim.cloud().events_from(D1).len(), 1);
@@ -133,11 +122,7 @@ async fn subscribing_to_kv_sends_a_reload_then_every_change() {
         .kv_set(D1, "color", json!("red"), KvSource::Rest)
         .unwrap();
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let reload = SyncMessage::decode(&next_publish(&mut eventloop).await.payload).unwrap();
+    let reload = kv_reload(&client, &mut eventloop).await;
     let SyncMessage::Reload(reload) = reload else {
         panic!("expected reload, got {reload:?}")
     };
@@ -177,17 +162,9 @@ async fn a_kv_set_from_the_device_is_broadcast_with_its_rev_and_emits_a_system_e
     let sim = demo().await;
     let mut home = sim.cloud().subscribe_home(10).unwrap();
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let _reload = next_publish(&mut eventloop).await;
+    let _reload = kv_reload(&client, &mut eventloop).await;
     let (other, mut other_loop) = common::client(&sim, D1).await; // a second connection
-    other
-        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let _reload = next_publish(&mut other_loop).await;
+    let _reload = kv_reload(&other, &mut other_loop).await;
 
     let update = br#"{"action":"set","key":"mode","value":{"on":true}}"#;
     client
@@ -216,15 +193,12 @@ async fn a_kv_set_from_the_device_is_broadcast_with_its_rev_and_emits_a_system_e
         json!({"deviceId": 1001, "key": "mode", "value": {"on": true}})
     );
 
-    client
-        .publish(
-            "/devices/1001/kv",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"action":"delete","key":"mode"}"#[..],
-        )
-        .await
-        .unwrap();
+    publish1(
+        &client,
+        "/devices/1001/kv",
+        r#"{"action":"delete","key":"mode"}"#,
+    )
+    .await;
     let delete = SyncMessage::decode(&next_publish(&mut eventloop).await.payload).unwrap();
     assert_eq!(
         delete,
@@ -246,34 +220,13 @@ async fn a_kv_set_from_the_device_is_broadcast_with_its_rev_and_emits_a_system_e
 async fn a_kv_set_with_an_invalid_key_changes_nothing_and_keeps_the_connection() {
     let sim = demo().await;
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .publish(
-            "/devices/1001/kv",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"action":"set","key":"_bad","value":1}"#[..],
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
-    assert_eq!(sim.cloud().kv_snapshot(D1).unwrap().rev, 0);
-    client
-        .publish(
-            "/devices/1001/kv",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"action":"set","key":"good","value":1}"#[..],
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
-    assert_eq!(sim.cloud().kv_snapshot(D1).unwrap().rev, 1);
+    // The refused set is acknowledged and changes nothing; the next one is served.
+    for (key, rev) in [("_bad", 0), ("good", 1)] {
+        let set = json!({"action": "set", "key": key, "value": 1}).to_string();
+        publish1(&client, "/devices/1001/kv", set).await;
+        puback(&mut eventloop).await;
+        assert_eq!(sim.cloud().kv_snapshot(D1).unwrap().rev, rev, "after {key}");
+    }
 }
 
 #[tokio::test]
@@ -281,19 +234,8 @@ async fn bulk_data_is_recorded_byte_for_byte() {
     let sim = demo().await;
     let (client, mut eventloop) = client(&sim, D1).await;
     let data: Vec<u8> = (0..=255).collect();
-    client
-        .publish(
-            "/devices/1001/bulkData/camera",
-            QoS::AtLeastOnce,
-            false,
-            data.clone(),
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    publish1(&client, "/devices/1001/bulkData/camera", data.clone()).await;
+    puback(&mut eventloop).await;
     let bulk = sim.cloud().bulk_data();
     assert_eq!(bulk.len(), 1);
     assert_eq!(
@@ -321,20 +263,7 @@ async fn bulk_round_trip(label: &str, available: bool) -> BulkDataResponse {
         suback(&mut eventloop).await,
         [SubscribeReasonCode::Success(QoS::AtMostOnce)]
     );
-    let request = BulkDataRequest {
-        bulk_data_label: label.into(),
-        request_id: "req-1".into(),
-        payload: json!({"ask": [1, 2, 3]}),
-    };
-    client
-        .publish(
-            format!("/devices/1001/bulkData/{label}/request"),
-            QoS::AtLeastOnce,
-            false,
-            request.encode(),
-        )
-        .await
-        .unwrap();
+    ask(&client, label, "req-1", json!({"ask": [1, 2, 3]})).await;
     let publish = next_publish(&mut eventloop).await;
     assert_eq!(
         publish.topic,
@@ -385,24 +314,8 @@ async fn a_bulk_response_reaches_every_connection_of_the_device_subscribed_to_it
         listeners.push((client, eventloop));
     }
     let (asker, mut asker_loop) = client(&sim, D1).await;
-    let request = BulkDataRequest {
-        bulk_data_label: "echo".into(),
-        request_id: "from-the-shell".into(),
-        payload: json!({"n": 1}),
-    };
-    asker
-        .publish(
-            "/devices/1001/bulkData/echo/request",
-            QoS::AtLeastOnce,
-            false,
-            request.encode(),
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut asker_loop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    ask(&asker, "echo", "from-the-shell", json!({"n": 1})).await;
+    puback(&mut asker_loop).await;
     for (_client, eventloop) in &mut listeners {
         let publish = next_publish(eventloop).await;
         assert_eq!(publish.topic, topic);
@@ -447,19 +360,8 @@ async fn mqtt_over_websocket_carries_events_and_commands() {
         .await
         .unwrap();
     suback(&mut eventloop).await;
-    client
-        .publish(
-            "/devices/1001/event",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"eventType":"ws"}"#[..],
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    publish1(&client, "/devices/1001/event", r#"{"eventType":"ws"}"#).await;
+    puback(&mut eventloop).await;
     assert_eq!(sim.cloud().events_from(D1)[0].event_type, "ws");
     sim.cloud()
         .send_command(D1, Command::new("hello", Map::new()))
@@ -513,24 +415,8 @@ async fn a_command_sent_as_soon_as_the_suback_arrives_is_delivered() {
 async fn a_bulk_response_goes_only_to_a_connection_subscribed_to_it() {
     let sim = demo().await;
     let (client, mut eventloop) = client(&sim, D1).await;
-    let request = BulkDataRequest {
-        bulk_data_label: "echo".into(),
-        request_id: "unheard".into(),
-        payload: json!({}),
-    };
-    client
-        .publish(
-            "/devices/1001/bulkData/echo/request",
-            QoS::AtLeastOnce,
-            false,
-            request.encode(),
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    ask(&client, "echo", "unheard", json!({})).await;
+    puback(&mut eventloop).await;
     assert_eq!(
         sim.cloud().bulk_requests().len(),
         1,

@@ -6,7 +6,6 @@ use common::*;
 use mode_core::proto::SyncMessage;
 use mode_sim::cloud::KvSource;
 use mode_sim::{Sim, SimConfig};
-use rumqttc::QoS;
 use serde_json::json;
 
 fn config(dir: &std::path::Path) -> SimConfig {
@@ -21,47 +20,15 @@ async fn stores_and_events_survive_a_restart_with_a_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(config(dir.path())).await.unwrap();
     let (client, mut eventloop) = client(&sim, D1).await;
-    client
-        .publish(
-            "/devices/1001/event",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"eventType":"before","eventData":{"n":1}}"#[..],
-        )
-        .await
-        .unwrap();
-    client
-        .publish(
-            "/devices/1001/kv",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"action":"set","key":"a","value":[1,2]}"#[..],
-        )
-        .await
-        .unwrap();
-    client
-        .publish(
-            "/devices/1001/kv",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"action":"set","key":"b","value":"x"}"#[..],
-        )
-        .await
-        .unwrap();
-    client
-        .publish(
-            "/devices/1001/kv",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"action":"delete","key":"b"}"#[..],
-        )
-        .await
-        .unwrap();
-    for _ in 0..4 {
-        next_incoming(&mut eventloop, |p| {
-            matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-        })
-        .await;
+    let writes = [
+        ("event", r#"{"eventType":"before","eventData":{"n":1}}"#),
+        ("kv", r#"{"action":"set","key":"a","value":[1,2]}"#),
+        ("kv", r#"{"action":"set","key":"b","value":"x"}"#),
+        ("kv", r#"{"action":"delete","key":"b"}"#),
+    ];
+    for (topic, payload) in writes {
+        publish1(&client, format!("/devices/1001/{topic}"), payload).await;
+        puback(&mut eventloop).await;
     }
     let before = sim.cloud().kv_snapshot(D1).unwrap();
     let events_before = sim.cloud().events();
@@ -88,13 +55,7 @@ async fn stores_and_events_survive_a_restart_with_a_data_dir() {
         4
     );
     let (client, mut eventloop) = common::client(&sim, D1).await;
-    client
-        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let SyncMessage::Reload(reload) =
-        SyncMessage::decode(&next_publish(&mut eventloop).await.payload).unwrap()
-    else {
+    let SyncMessage::Reload(reload) = kv_reload(&client, &mut eventloop).await else {
         panic!("expected a reload")
     };
     assert_eq!((reload.rev, reload.items.len()), (4, 2));

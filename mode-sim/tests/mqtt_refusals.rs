@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mode_sim::{Sim, SimConfig};
+use mode_sim::Sim;
 use rumqttc::mqttbytes::v4::{ConnAck, LastWill, Packet, Publish, Subscribe, SubscribeReasonCode};
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS};
 
@@ -34,43 +34,31 @@ async fn refuses_a_connect_with_a_wrong_api_key() {
 #[tokio::test]
 async fn refuses_a_connect_with_another_devices_key() {
     let sim = demo().await;
-    let mut raw = Raw::open(&sim).await;
-    let mut connect = Raw::connect_packet(D1, 30);
-    connect.set_login("1001", key(D2));
-    assert_eq!(
-        raw.connect(connect).await.map(|a| a.code),
-        Some(ConnectReturnCode::BadUserNamePassword)
-    );
-    raw.expect_closed().await;
+    let code = Raw::refusal(&sim, |c| {
+        c.set_login("1001", key(D2));
+    })
+    .await;
+    assert_eq!(code, Some(ConnectReturnCode::BadUserNamePassword));
 }
 
 #[tokio::test]
 async fn refuses_a_connect_for_an_unknown_device_or_a_username_that_is_not_a_device_id() {
     let sim = demo().await;
     for username in ["4242", "device-1001", "01001", ""] {
-        let mut raw = Raw::open(&sim).await;
-        let mut connect = Raw::connect_packet(D1, 30);
-        connect.set_login(username, key(D1));
-        let code = raw.connect(connect).await.map(|a| a.code);
-        assert_eq!(
-            code,
-            Some(ConnectReturnCode::BadUserNamePassword),
-            "username {username:?}"
-        );
-        raw.expect_closed().await;
+        let code = Raw::refusal(&sim, |c| {
+            c.set_login(username, key(D1));
+        })
+        .await;
+        let want = Some(ConnectReturnCode::BadUserNamePassword);
+        assert_eq!(code, want, "username {username:?}");
     }
 }
 
 #[tokio::test]
 async fn refuses_a_connect_without_credentials() {
     let sim = demo().await;
-    let mut raw = Raw::open(&sim).await;
-    let mut connect = Raw::connect_packet(D1, 30);
-    connect.login = None;
-    assert_eq!(
-        raw.connect(connect).await.map(|a| a.code),
-        Some(ConnectReturnCode::BadUserNamePassword)
-    );
+    let code = Raw::refusal(&sim, |c| c.login = None).await;
+    assert_eq!(code, Some(ConnectReturnCode::BadUserNamePassword));
 }
 
 /// A CONNECT with protocol name `name` and level `level`, written by hand (rumqttc's encoder
@@ -107,16 +95,11 @@ async fn connack_for_bytes(sim: &Sim, bytes: &[u8]) -> Option<ConnAck> {
 #[tokio::test]
 async fn refuses_mqtt_3_1_with_unacceptable_protocol_version() {
     let sim = demo().await;
-    let ack = connack_for_bytes(&sim, &connect_bytes("MQIsdp", 3, &[])).await;
-    assert_eq!(
-        ack.map(|a| a.code),
-        Some(ConnectReturnCode::RefusedProtocolVersion)
-    );
-    let ack = connack_for_bytes(&sim, &connect_bytes("MQTT", 3, &[])).await;
-    assert_eq!(
-        ack.map(|a| a.code),
-        Some(ConnectReturnCode::RefusedProtocolVersion)
-    );
+    for name in ["MQIsdp", "MQTT"] {
+        let ack = connack_for_bytes(&sim, &connect_bytes(name, 3, &[])).await;
+        let want = Some(ConnectReturnCode::RefusedProtocolVersion);
+        assert_eq!(ack.map(|a| a.code), want, "{name}");
+    }
 }
 
 #[tokio::test]
@@ -155,33 +138,17 @@ async fn accepts_the_same_hand_written_connect_at_level_4() {
 #[tokio::test]
 async fn refuses_a_persistent_session_with_identifier_rejected() {
     let sim = demo().await;
-    let mut raw = Raw::open(&sim).await;
-    let mut connect = Raw::connect_packet(D1, 30);
-    connect.clean_session = false;
-    assert_eq!(
-        raw.connect(connect).await.map(|a| a.code),
-        Some(ConnectReturnCode::BadClientId)
-    );
-    raw.expect_closed().await;
+    let code = Raw::refusal(&sim, |c| c.clean_session = false).await;
+    assert_eq!(code, Some(ConnectReturnCode::BadClientId));
     assert_eq!(sim.cloud().connect_attempts(D1).refused, 1);
 }
 
 #[tokio::test]
 async fn refuses_a_connect_with_a_will() {
     let sim = demo().await;
-    let mut raw = Raw::open(&sim).await;
-    let mut connect = Raw::connect_packet(D1, 30);
-    connect.last_will = Some(LastWill::new(
-        "/devices/1001/event",
-        "{}",
-        QoS::AtMostOnce,
-        false,
-    ));
-    assert_eq!(
-        raw.connect(connect).await.map(|a| a.code),
-        Some(ConnectReturnCode::NotAuthorized)
-    );
-    raw.expect_closed().await;
+    let will = LastWill::new("/devices/1001/event", "{}", QoS::AtMostOnce, false);
+    let code = Raw::refusal(&sim, |c| c.last_will = Some(will)).await;
+    assert_eq!(code, Some(ConnectReturnCode::NotAuthorized));
     assert_eq!(sim.cloud().live_connections(D1), 0);
 }
 
@@ -279,8 +246,7 @@ async fn grants_qos_0_to_own_topics_and_refuses_other_devices_and_unknown_topics
     assert_eq!(ack.return_codes, [ok, no, ok, ok, no, no, no]);
     // The connection stays, and the kv subscription sent its reload.
     assert!(matches!(raw.recv().await, Some(Packet::Publish(p)) if p.topic == "/devices/1001/kv"));
-    raw.send(Packet::PingReq).await;
-    assert_eq!(raw.recv().await, Some(Packet::PingResp));
+    raw.ping().await;
 }
 
 #[tokio::test]
@@ -304,21 +270,18 @@ async fn closes_a_connection_silent_for_one_and_a_half_keepalives() {
 async fn a_connection_that_pings_outlives_its_keepalive() {
     let sim = demo().await;
     let mut raw = Raw::connected(&sim, D1, 1).await;
+    // Time must pass here, not an event: four pings 500 ms apart span 2 s, beyond the 1.5 s
+    // the server allows a silent connection of keepalive 1 s.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        raw.send(Packet::PingReq).await;
-        assert_eq!(raw.recv().await, Some(Packet::PingResp));
+        raw.ping().await;
     }
     assert_eq!(sim.cloud().live_connections(D1), 1);
 }
 
 #[tokio::test]
 async fn closes_the_connection_on_a_packet_over_the_size_limit() {
-    let config = SimConfig {
-        max_packet_size: 1024,
-        ..SimConfig::demo()
-    };
-    let sim = Sim::start(config).await.unwrap();
+    let sim = demo_with(|c| c.max_packet_size = 1024).await;
     let mut raw = Raw::connected(&sim, D1, 30).await;
     let small = Publish::new("/devices/1001/bulkData/x", QoS::AtMostOnce, vec![0u8; 900]);
     raw.send(Packet::Publish(small)).await;
@@ -352,11 +315,7 @@ async fn survives_garbage_and_keeps_serving() {
 
 #[tokio::test]
 async fn refuses_connections_beyond_max_connections_with_server_unavailable() {
-    let config = SimConfig {
-        max_connections: 1,
-        ..SimConfig::demo()
-    };
-    let sim = Sim::start(config).await.unwrap();
+    let sim = demo_with(|c| c.max_connections = 1).await;
     let _first = Raw::connected(&sim, D1, 30).await;
     let mut second = Raw::open(&sim).await;
     let code = second
@@ -386,6 +345,5 @@ async fn survives_random_bytes_after_a_connect() {
         drop(raw);
     }
     let mut raw = Raw::connected(&sim, D1, 30).await;
-    raw.send(Packet::PingReq).await;
-    assert_eq!(raw.recv().await, Some(Packet::PingResp));
+    raw.ping().await;
 }

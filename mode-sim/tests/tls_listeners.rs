@@ -72,13 +72,7 @@ impl TlsSim {
     }
 
     fn rustls(&self, client: Option<&(PathBuf, PathBuf)>) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
+        let builder = tls_trusting(self.ca.der().clone());
         match client {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => builder
@@ -157,19 +151,13 @@ async fn https_serves_the_rest_api_and_mqtt_runs_over_wss() {
         Arc::new(t.rustls(None)),
     )));
     let (client, mut eventloop) = connect_with(opts).await;
-    client
-        .publish(
-            "/devices/1001/event",
-            QoS::AtLeastOnce,
-            false,
-            &br#"{"eventType":"over-wss"}"#[..],
-        )
-        .await
-        .unwrap();
-    next_incoming(&mut eventloop, |p| {
-        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
-    })
+    publish1(
+        &client,
+        "/devices/1001/event",
+        r#"{"eventType":"over-wss"}"#,
+    )
     .await;
+    puback(&mut eventloop).await;
     let types: Vec<_> = t
         .sim
         .cloud()
@@ -186,26 +174,16 @@ async fn a_client_certificate_naming_the_device_stands_for_its_key() {
     let cert = t.client_cert("1001");
     // MQTT: an empty password with the certificate; the right key still works; a wrong key or
     // another device's username is refused.
-    assert_eq!(
-        connack(t.mqtt("1001", "", Some(&cert))).await.unwrap(),
-        ConnectReturnCode::Success
-    );
-    assert_eq!(
-        connack(t.mqtt("1001", &key(D1), Some(&cert)))
-            .await
-            .unwrap(),
-        ConnectReturnCode::Success
-    );
-    assert_eq!(
-        connack(t.mqtt("1001", "wrong", Some(&cert))).await.unwrap(),
-        ConnectReturnCode::BadUserNamePassword
-    );
-    assert_eq!(
-        connack(t.mqtt("1002", &key(D2), Some(&cert)))
-            .await
-            .unwrap(),
-        ConnectReturnCode::NotAuthorized
-    );
+    let cases = [
+        ("1001", "", ConnectReturnCode::Success),
+        ("1001", &key(D1), ConnectReturnCode::Success),
+        ("1001", "wrong", ConnectReturnCode::BadUserNamePassword),
+        ("1002", &key(D2), ConnectReturnCode::NotAuthorized),
+    ];
+    for (user, password, code) in cases {
+        let got = connack(t.mqtt(user, password, Some(&cert))).await.unwrap();
+        assert_eq!(got, code, "{user} {password:?}");
+    }
     // HTTPS: no key needed; the certificate is the device.
     let https = t.https(Some(&cert));
     let who = json(https.get(t.https_url("/auth")).send().await.unwrap()).await;
@@ -265,20 +243,19 @@ async fn the_admin_api_publishes_raw_bytes_on_a_devices_channel() {
         .await
         .unwrap();
     suback(&mut eventloop).await;
-    let admin = reqwest::Client::new();
-    let url = |channel: &str| {
-        format!(
-            "http://{}/admin/devices/1001/publish/{channel}",
-            sim.http_addr().unwrap()
-        )
+    let http = sim.http_addr().unwrap();
+    let raw_publish = async |channel: &str, body: &'static [u8]| {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{http}/admin/devices/1001/publish/{channel}"
+            ))
+            .header("Authorization", format!("ModeCloud {ADMIN}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
     };
-    let answer = admin
-        .post(url("command"))
-        .header("Authorization", format!("ModeCloud {ADMIN}"))
-        .body(&b"{not json\xff"[..])
-        .send()
-        .await
-        .unwrap();
+    let answer = raw_publish("command", b"{not json\xff").await;
     assert_eq!(answer.status(), 200);
     assert_eq!(json(answer).await["delivered"], 1);
     let publish = next_publish(&mut eventloop).await;
@@ -287,21 +264,9 @@ async fn the_admin_api_publishes_raw_bytes_on_a_devices_channel() {
     // Offered to the connection, which is not subscribed to kv and forwards nothing (the
     // command above is the only publish it gets; see the check at the end); an unknown
     // channel is a 404.
-    let kv = admin
-        .post(url("kv"))
-        .header("Authorization", format!("ModeCloud {ADMIN}"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let kv = raw_publish("kv", b"x").await;
     assert_eq!(json(kv).await["delivered"], 1);
-    let nowhere = admin
-        .post(url("bulk"))
-        .header("Authorization", format!("ModeCloud {ADMIN}"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let nowhere = raw_publish("bulk", b"x").await;
     assert_eq!(nowhere.status(), 404);
     // A command sent now is the next publish: the kv bytes never reached the connection.
     sim.cloud()

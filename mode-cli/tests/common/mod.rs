@@ -44,6 +44,14 @@ pub fn assert_no_secret(text: &str) {
     }
 }
 
+/// The environment of a run: each name with its value.
+pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// A simulator with the demo project, and the environment that points `mode` at it.
 pub struct Env {
     pub sim: Sim,
@@ -101,6 +109,13 @@ impl Env {
         mode(args, &self.vars, self.home.path()).await
     }
 
+    /// Runs `mode args` and asserts it succeeded (exit 0).
+    pub async fn ok(&self, args: &[&str]) -> Run {
+        let run = self.mode(args).await;
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        run
+    }
+
     /// Runs `mode args` with `vars`.
     pub async fn mode_with(&self, args: &[&str], vars: &[(String, String)]) -> Run {
         mode(args, vars, self.home.path()).await
@@ -133,6 +148,12 @@ fn command(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// Runs `mode args` with no settings at all; asserts it exits 2 (a usage error).
+pub async fn usage_error(args: &[&str]) {
+    let run = mode(args, &[], &std::env::temp_dir()).await;
+    assert_eq!(run.code, 2, "{args:?}: {run:?}");
 }
 
 /// Runs `mode args` with exactly `vars` (and HOME), within 20 s, and checks the output for keys.

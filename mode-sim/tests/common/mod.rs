@@ -2,14 +2,16 @@
 //! codec-level client for packets rumqttc will not send.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http;
 pub mod process;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use mode_core::proto::SyncMessage;
 use mode_sim::{Sim, SimConfig};
 use rumqttc::mqttbytes::v4::{Codec, ConnAck, Connect, Packet, Publish};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, QoS};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -25,6 +27,13 @@ pub async fn demo() -> Sim {
     Sim::start(SimConfig::demo())
         .await
         .expect("simulator starts")
+}
+
+/// A simulator with the demo cloud and `edit` applied to its configuration.
+pub async fn demo_with(edit: impl FnOnce(&mut SimConfig)) -> Sim {
+    let mut config = SimConfig::demo();
+    edit(&mut config);
+    Sim::start(config).await.expect("simulator starts")
 }
 
 pub fn options(sim: &Sim, device: u64) -> MqttOptions {
@@ -91,6 +100,50 @@ pub async fn suback(eventloop: &mut EventLoop) -> Vec<rumqttc::SubscribeReasonCo
     .await
 }
 
+/// Publishes `payload` to `topic` at QoS 1; the PUBACK is [`puback`]'s.
+pub async fn publish1(client: &AsyncClient, topic: impl Into<String>, payload: impl Into<Vec<u8>>) {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+}
+
+/// Drives `eventloop` until the next PUBACK arrives.
+pub async fn puback(eventloop: &mut EventLoop) {
+    next_incoming(eventloop, |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await
+}
+
+/// Subscribes to the device's kv topic; the message that answers it (the reload).
+pub async fn kv_reload(client: &AsyncClient, eventloop: &mut EventLoop) -> SyncMessage {
+    client
+        .subscribe("/devices/1001/kv", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    next_sync(eventloop).await
+}
+
+/// The next PUBLISH, read as a DDP sync message.
+pub async fn next_sync(eventloop: &mut EventLoop) -> SyncMessage {
+    SyncMessage::decode(&next_publish(eventloop).await.payload).unwrap()
+}
+
+/// A rustls client configuration that trusts the certificate `root`, before its choice of
+/// client authentication.
+pub fn tls_trusting(
+    root: rustls::pki_types::CertificateDer<'static>,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+}
+
 /// Polls until the connection fails; returns the error.
 pub async fn until_error(eventloop: &mut EventLoop) -> rumqttc::ConnectionError {
     tokio::time::timeout(WAIT, async {
@@ -150,6 +203,17 @@ impl Raw {
         raw
     }
 
+    /// Opens a connection and CONNECTs as D1 with `edit` applied to the packet; asserts the
+    /// server then closes the connection, and returns the CONNACK's code (`None`: no CONNACK).
+    pub async fn refusal(sim: &Sim, edit: impl FnOnce(&mut Connect)) -> Option<ConnectReturnCode> {
+        let mut raw = Raw::open(sim).await;
+        let mut connect = Raw::connect_packet(D1, 30);
+        edit(&mut connect);
+        let code = raw.connect(connect).await.map(|a| a.code);
+        raw.expect_closed().await;
+        code
+    }
+
     /// Sends `connect`; the CONNACK, or `None` if the server closed without one.
     pub async fn connect(&mut self, connect: Connect) -> Option<ConnAck> {
         self.send(Packet::Connect(connect)).await;
@@ -176,6 +240,12 @@ impl Raw {
             Ok(Some(Err(_))) | Ok(None) => None,
             Err(_) => panic!("the server neither answered nor closed within {WAIT:?}"),
         }
+    }
+
+    /// Sends PINGREQ and asserts the next packet is its PINGRESP: the connection still serves.
+    pub async fn ping(&mut self) {
+        self.send(Packet::PingReq).await;
+        assert_eq!(self.recv().await, Some(Packet::PingResp));
     }
 
     /// Asserts the server closes the connection (skipping packets it sends first).

@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use mode_client::{Client, ClientConfig, Notification};
+use mode_client::{Client, Notification};
 use mode_core::proto::{Command, Qos};
-use mode_integration::streams::{self, DEVICE, data};
+use mode_integration::streams::{self, DEVICE, data, median, range};
 use mode_sim::{Sim, SimConfig};
 
 const EVENTS: usize = 50_000;
@@ -22,11 +22,7 @@ const RUNS: usize = 7;
 
 /// Command latency: the simulator sends, the client's notification stream receives.
 async fn command_latency(sim: &Sim) -> Vec<Duration> {
-    let addr = sim.mqtt_addr();
-    let config = ClientConfig::builder(DEVICE, mode_integration::key(DEVICE))
-        .plain_tcp()
-        .mqtt_host(addr.ip().to_string())
-        .mqtt_port(addr.port())
+    let config = mode_integration::plain(sim, DEVICE, mode_integration::key(DEVICE))
         .build()
         .expect("config");
     let (client, mut notes) = Client::connect(config).expect("connect");
@@ -46,11 +42,6 @@ async fn command_latency(sim: &Sim) -> Vec<Duration> {
     }
     client.close(Duration::from_secs(5)).await.expect("close");
     latencies
-}
-
-fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
-    runs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    runs[runs.len() / 2]
 }
 
 fn rate(d: Duration) -> f64 {
@@ -82,10 +73,7 @@ async fn main() {
             ours.push(o);
             ratios.push(rate(o) / rate(b));
         }
-        let (low, high) = (
-            ratios.iter().copied().fold(f64::INFINITY, f64::min),
-            ratios.iter().copied().fold(0.0, f64::max),
-        );
+        let (low, high) = range(&ratios);
         println!(
             "| {name} events/s | {:.0} | {:.0} | {:.2} | {low:.2}-{high:.2} |",
             rate(median(bare)),

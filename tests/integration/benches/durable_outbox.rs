@@ -9,29 +9,20 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mode_client::{Client, ClientConfig, Notification, SyncPolicy};
+use mode_client::{Client, Notification, SyncPolicy};
 use mode_core::proto::Qos;
-use mode_integration::streams::{DEVICE, data};
+use mode_integration::streams::{DEVICE, data, median, range};
 use mode_sim::{Sim, SimConfig};
 
 const EVENTS: usize = 20_000;
 const RUNS: usize = 5;
 
-fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
-    runs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    runs[runs.len() / 2]
-}
-
 /// Streams `events` QoS 1 events from `senders` concurrent sends; returns the time until the
 /// simulator has them all.
 async fn stream(sim: &Sim, sync: Option<SyncPolicy>, senders: usize, events: usize) -> Duration {
-    let addr = sim.mqtt_addr();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut builder = ClientConfig::builder(DEVICE, mode_integration::key(DEVICE))
-        .plain_tcp()
-        .mqtt_host(addr.ip().to_string())
-        .mqtt_port(addr.port())
-        .queue_size(events);
+    let mut builder =
+        mode_integration::plain(sim, DEVICE, mode_integration::key(DEVICE)).queue_size(events);
     if let Some(sync) = sync {
         builder = builder.outbox_dir(dir.path()).outbox_sync(sync);
     }
@@ -108,10 +99,7 @@ async fn main() {
                 durable.push(rate(d));
                 ratios.push(rate(d) / rate(m));
             }
-            let (lo, hi) = (
-                ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                ratios.iter().copied().fold(0.0, f64::max),
-            );
+            let (lo, hi) = range(&ratios);
             println!(
                 "| {name} | {senders} | {events} | {:.0} | {:.0} | {:.2}x | {lo:.2}-{hi:.2}x |",
                 median(memory),

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 pub mod streams;
 
-use mode_client::{Client, ClientConfigBuilder, Notification, Notifications};
+use mode_client::{
+    ApiKey, Change, Client, ClientConfig, ClientConfigBuilder, ClientError, Delivery,
+    DisconnectReason, FullQueuePolicy, Notification, Notifications,
+};
 use mode_core::backoff::BackoffPolicy;
+use mode_core::proto::{Command, Map, Qos, Value};
 use mode_sim::{Sim, SimConfig};
 
 /// The demo devices.
@@ -52,13 +56,19 @@ pub fn fast_backoff() -> BackoffPolicy {
     }
 }
 
-/// A configuration of `device` against the simulator's plain MQTT port, with test timings.
-pub fn config(sim: &Sim, device: u64) -> ClientConfigBuilder {
+/// A configuration of `device` with `api_key` against the simulator's plain MQTT port, with
+/// nothing else set: the library's own timings, and the real cloud's REST API.
+pub fn plain(sim: &Sim, device: u64, api_key: impl Into<ApiKey>) -> ClientConfigBuilder {
     let addr = sim.mqtt_addr();
-    let builder = mode_client::ClientConfig::builder(device, key(device))
+    ClientConfig::builder(device, api_key)
         .plain_tcp()
         .mqtt_host(addr.ip().to_string())
         .mqtt_port(addr.port())
+}
+
+/// A configuration of `device` against the simulator's plain MQTT port, with test timings.
+pub fn config(sim: &Sim, device: u64) -> ClientConfigBuilder {
+    let builder = plain(sim, device, key(device))
         .keepalive(Duration::from_secs(2))
         .connect_timeout(Duration::from_secs(2))
         .backoff(fast_backoff());
@@ -68,6 +78,40 @@ pub fn config(sim: &Sim, device: u64) -> ClientConfigBuilder {
         |http| format!("http://{http}"),
     );
     builder.api_url(api)
+}
+
+/// [`config`] with a queue of `size` messages and `policy` for when it is full.
+pub fn with_queue(
+    sim: &Sim,
+    device: u64,
+    size: usize,
+    policy: FullQueuePolicy,
+) -> ClientConfigBuilder {
+    config(sim, device)
+        .queue_size(size)
+        .full_queue_policy(policy)
+}
+
+/// Starts a client of `device` from `builder` with a keepalive of 2 s, then freezes its `links`
+/// connections (the simulator stops answering and the sockets stay open); asserts the client
+/// drops them after 1.5 keepalives of silence, saying so, and connects again.
+pub async fn a_frozen_link_is_replaced(
+    sim: &Sim,
+    builder: ClientConfigBuilder,
+    device: u64,
+    links: usize,
+) -> Client {
+    let (client, mut notifications) = start(builder.keepalive(Duration::from_secs(2))).await;
+    assert_eq!(sim.cloud().pause_connections(device), links);
+    let (reason, _) = disconnected(&mut notifications).await;
+    // The reason names the watchdog's 1.5 keepalives; when exactly it fires is the engine's,
+    // tested on simulated time (mode-core/tests/engine.rs), not measured here.
+    assert_eq!(
+        reason,
+        DisconnectReason::KeepaliveTimeout(Duration::from_millis(3000))
+    );
+    next(&mut notifications, |n| matches!(n, Notification::Connected)).await;
+    client
 }
 
 /// Connects `device` and waits until its mirror holds the first reload.
@@ -119,4 +163,132 @@ pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bo
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The next `Disconnected`: its reason and the wait before the next attempt.
+pub async fn disconnected(
+    notifications: &mut Notifications,
+) -> (DisconnectReason, Option<Duration>) {
+    match next(notifications, |n| {
+        matches!(n, Notification::Disconnected { .. })
+    })
+    .await
+    {
+        Notification::Disconnected { reason, retry_in } => (reason, retry_in),
+        _ => unreachable!(),
+    }
+}
+
+/// Waits for the `Disconnected` that says the application closed the client: no retry.
+pub async fn closed(notifications: &mut Notifications) {
+    next(notifications, |n| {
+        matches!(
+            n,
+            Notification::Disconnected {
+                reason: DisconnectReason::Closed,
+                retry_in: None
+            }
+        )
+    })
+    .await;
+}
+
+/// The next change of the device's store: its rev and the change.
+pub async fn kv_changed(notifications: &mut Notifications) -> (u64, Change) {
+    match next(notifications, |n| {
+        matches!(n, Notification::KvChanged { .. })
+    })
+    .await
+    {
+        Notification::KvChanged { rev, change } => (rev, change),
+        _ => unreachable!(),
+    }
+}
+
+/// Takes the cloud away (stops the simulator's listeners) and waits until the client of
+/// `notifications` has noticed.
+pub async fn cloud_gone(sim: &Sim, notifications: &mut Notifications) {
+    sim.stop_listeners().await;
+    disconnected(notifications).await;
+}
+
+/// The next command.
+pub async fn next_command(notifications: &mut Notifications) -> Command {
+    match next(notifications, |n| matches!(n, Notification::Command(_))).await {
+        Notification::Command(command) => command,
+        _ => unreachable!(),
+    }
+}
+
+/// `{"i": i}`: the data of a numbered event, or a numbered command's parameters.
+pub fn numbered(i: u64) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("i".into(), i.into());
+    data
+}
+
+/// The JSON object `value` as event data or command parameters; panics on any other value.
+pub fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// Queues a QoS 1 event of `event_type` with [`numbered`] data for each of `numbers`; their
+/// deliveries.
+pub fn send_numbered(
+    client: &Client,
+    event_type: &str,
+    numbers: impl IntoIterator<Item = u64>,
+) -> Vec<Delivery> {
+    numbers
+        .into_iter()
+        .map(|i| {
+            client
+                .try_send_event(event_type, numbered(i), Qos::AtLeastOnce)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Waits until `send` is queued and then until the cloud has the message.
+pub async fn acked(send: impl Future<Output = Result<Delivery, ClientError>>) {
+    let delivery = send.await.expect("queued");
+    delivery.wait().await.expect("delivered");
+}
+
+/// Sends a QoS 1 event of `event_type` with `data` and waits until the cloud has it.
+pub async fn send_acked(client: &Client, event_type: &str, data: Map<String, Value>) {
+    acked(client.send_event(event_type, data, Qos::AtLeastOnce)).await;
+}
+
+/// Sends `count` commands `action` to `device`, with parameters `{"n": 0}`, `{"n": 1}`, ...
+pub fn send_commands(sim: &Sim, device: u64, action: &str, count: u64) {
+    for n in 0..count {
+        let mut params = Map::new();
+        params.insert("n".into(), n.into());
+        sim.cloud()
+            .send_command(device, Command::new(action, params))
+            .unwrap();
+    }
+}
+
+/// Waits until the cloud has every one of `deliveries`, each within [`WAIT`].
+pub async fn delivered(deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        tokio::time::timeout(WAIT, delivery.wait())
+            .await
+            .expect("delivered in time")
+            .expect("delivered");
+    }
+}
+
+/// The number (`"i"`) of each event the cloud has from `device`, in the order they arrived.
+pub fn numbers_from(sim: &Sim, device: u64) -> Vec<u64> {
+    sim.cloud()
+        .events_from(device)
+        .iter()
+        .map(|e| e.event_data["i"].as_u64().unwrap())
+        .collect()
 }

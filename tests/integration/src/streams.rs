@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mode_client::{Client, ClientConfig, Notification};
+use mode_client::{Client, Notification};
 use mode_core::backoff::BackoffPolicy;
 use mode_core::proto::{Event, Map, Qos, Topic, Value};
 use mode_sim::Sim;
@@ -22,6 +22,20 @@ pub fn data(i: usize) -> Map<String, Value> {
         Value::Object(map) => map,
         _ => unreachable!(),
     }
+}
+
+/// The median of a benchmark's runs.
+pub fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
+    runs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    runs[runs.len() / 2]
+}
+
+/// The lowest and the highest of `ratios`.
+pub fn range(ratios: &[f64]) -> (f64, f64) {
+    (
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    )
 }
 
 /// Waits until the simulator has recorded `total` events, looking once a millisecond.
@@ -82,11 +96,7 @@ pub async fn bare_rumqttc(sim: &Sim, qos: Qos, events: usize) -> Duration {
 /// Publishes `events` events through libmode's client (queue as large as the stream, so the
 /// sender never waits); returns the time until the simulator has them all.
 pub async fn libmode(sim: &Sim, qos: Qos, events: usize) -> Duration {
-    let addr = sim.mqtt_addr();
-    let config = ClientConfig::builder(DEVICE, crate::key(DEVICE))
-        .plain_tcp()
-        .mqtt_host(addr.ip().to_string())
-        .mqtt_port(addr.port())
+    let config = crate::plain(sim, DEVICE, crate::key(DEVICE))
         .queue_size(events)
         .backoff(BackoffPolicy::default())
         .build()

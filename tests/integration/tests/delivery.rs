@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mode_client::{ClientError, DeliveryHook, Notification};
+use mode_client::{ClientError, DeliveryHook};
 use mode_core::proto::{Map, Qos};
 use mode_integration::*;
 
@@ -33,11 +33,7 @@ async fn the_delivery_hook_names_every_message_once_across_a_reconnect_and_at_cl
         let delivery = client.try_send_event("online", Map::new(), qos).unwrap();
         ids.push(delivery.id());
     }
-    sim.stop_listeners().await;
-    next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await;
+    cloud_gone(&sim, &mut notifications).await;
     let mut offline = Vec::new();
     for _ in 0..50 {
         offline.push(
@@ -55,11 +51,7 @@ async fn the_delivery_hook_names_every_message_once_across_a_reconnect_and_at_cl
             .unwrap();
     }
     // Offline again: these are given up when close reaches its deadline.
-    sim.stop_listeners().await;
-    next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await;
+    cloud_gone(&sim, &mut notifications).await;
     let mut unsent = Vec::new();
     for _ in 0..5 {
         unsent.push(client.try_kv_set("k", 1.into()).unwrap().id());

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use mode_client::{Client, ClientError, DisconnectReason, Notification, Transport};
+use mode_client::{Client, ClientError, DisconnectReason, Transport};
 use mode_core::ddp::Change;
-use mode_core::proto::{Command, Map, Qos, Value};
+use mode_core::proto::{Command, Map, Qos};
 use mode_integration::*;
 use mode_sim::Sim;
 use mode_sim::cloud::KvSource;
@@ -15,34 +15,14 @@ fn http_config(sim: &Sim, device: u64) -> mode_client::ClientConfigBuilder {
     config(sim, device).transport(Transport::Http)
 }
 
-fn numbered(i: u64) -> Map<String, Value> {
-    let mut data = Map::new();
-    data.insert("i".into(), i.into());
-    data
-}
-
 #[tokio::test]
 async fn events_sent_over_http_arrive_in_order_with_their_fields() {
     let sim = demo().await;
     let (client, _notifications) = start(http_config(&sim, D1)).await;
-    let deliveries: Vec<_> = (0..50)
-        .map(|i| {
-            client
-                .try_send_event("http", numbered(i), Qos::AtLeastOnce)
-                .unwrap()
-        })
-        .collect();
-    for delivery in deliveries {
-        tokio::time::timeout(WAIT, delivery.wait())
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let deliveries = send_numbered(&client, "http", 0..50);
+    delivered(deliveries).await;
     let events = sim.cloud().events_from(D1);
-    let seen: Vec<u64> = events
-        .iter()
-        .map(|e| e.event_data["i"].as_u64().unwrap())
-        .collect();
+    let seen = numbers_from(&sim, D1);
     assert_eq!(seen, (0..50).collect::<Vec<_>>());
     assert_eq!(events[0].home_id, HOME);
     assert_eq!(client.stats().messages_acked, 50);
@@ -86,13 +66,7 @@ async fn commands_arrive_over_the_command_websocket_in_order() {
             .unwrap();
     }
     for i in 0..20u64 {
-        let Notification::Command(command) = next(&mut notifications, |n| {
-            matches!(n, Notification::Command(_))
-        })
-        .await
-        else {
-            unreachable!()
-        };
+        let command = next_command(&mut notifications).await;
         assert_eq!(command.parameters["i"], json!(i));
         assert_eq!(command.parameters["big"].to_string(), u64::MAX.to_string());
     }
@@ -106,40 +80,14 @@ async fn the_mirror_follows_the_kv_websocket_and_rest_writes_come_back_with_thei
         .unwrap();
     let (client, mut notifications) = start(http_config(&sim, D1)).await;
     assert_eq!(client.kv_snapshot(), json!({"before": [1, 2]}));
-    client
-        .kv_set("mine", json!({"on": true}))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    let Notification::KvChanged { rev, change } = next(&mut notifications, |n| {
-        matches!(n, Notification::KvChanged { .. })
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    acked(client.kv_set("mine", json!({"on": true}))).await;
+    let (rev, change) = kv_changed(&mut notifications).await;
     assert_eq!(change.key(), "mine");
     assert_eq!(sim.cloud().kv_ops().last().map(|op| op.rev), Some(rev));
     assert_eq!(client.kv_get("mine"), Some(json!({"on": true})));
-    client
-        .kv_delete("before")
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    next(&mut notifications, |n| {
-        matches!(
-            n,
-            Notification::KvChanged {
-                change: Change::Deleted { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    acked(client.kv_delete("before")).await;
+    let (_, change) = kv_changed(&mut notifications).await;
+    assert!(matches!(change, Change::Deleted { .. }), "{change:?}");
     assert_eq!(client.kv_snapshot(), json!({"mine": {"on": true}}));
 }
 
@@ -182,13 +130,7 @@ async fn a_bad_api_key_over_http_is_an_auth_error_that_backs_off() {
             .unwrap(),
     )
     .unwrap();
-    let Notification::Disconnected { reason, retry_in } = next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let (reason, retry_in) = disconnected(&mut notifications).await;
     assert!(
         matches!(reason, DisconnectReason::AuthFailed(_)),
         "{reason:?}"
@@ -197,16 +139,7 @@ async fn a_bad_api_key_over_http_is_an_auth_error_that_backs_off() {
     // The next attempt is refused the same way, and waits longer still. (When each attempt
     // starts is the engine's, tested to the millisecond on simulated time in
     // mode-core/tests/engine.rs; a wall clock here would measure the machine's load.)
-    let Notification::Disconnected {
-        reason,
-        retry_in: next_wait,
-    } = next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await
-    else {
-        unreachable!()
-    };
+    let (reason, next_wait) = disconnected(&mut notifications).await;
     assert!(next_wait > retry_in, "{next_wait:?} after {retry_in:?}");
     assert!(
         matches!(reason, DisconnectReason::AuthFailed(_)),
@@ -218,31 +151,11 @@ async fn a_bad_api_key_over_http_is_an_auth_error_that_backs_off() {
 async fn events_queued_during_an_outage_are_delivered_over_http_after_it() {
     let sim = demo().await;
     let (client, mut notifications) = start(http_config(&sim, D1)).await;
-    sim.stop_listeners().await;
-    next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await;
-    let deliveries: Vec<_> = (0..30)
-        .map(|i| {
-            client
-                .try_send_event("later", numbered(i), Qos::AtLeastOnce)
-                .unwrap()
-        })
-        .collect();
+    cloud_gone(&sim, &mut notifications).await;
+    let deliveries = send_numbered(&client, "later", 0..30);
     sim.restart_listeners().await.unwrap();
-    for delivery in deliveries {
-        tokio::time::timeout(WAIT, delivery.wait())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let seen: Vec<u64> = sim
-        .cloud()
-        .events_from(D1)
-        .iter()
-        .map(|e| e.event_data["i"].as_u64().unwrap())
-        .collect();
+    delivered(deliveries).await;
+    let seen = numbers_from(&sim, D1);
     assert_eq!(seen, (0..30).collect::<Vec<_>>());
     assert!(client.stats().reconnects >= 1);
 }
@@ -250,23 +163,8 @@ async fn events_queued_during_an_outage_are_delivered_over_http_after_it() {
 #[tokio::test]
 async fn a_silent_websocket_is_detected_within_one_and_a_half_keepalives() {
     let sim = demo().await;
-    let (_client, mut notifications) =
-        start(http_config(&sim, D1).keepalive(Duration::from_secs(2))).await;
-    assert_eq!(sim.cloud().pause_connections(D1), 2);
-    let Notification::Disconnected { reason, .. } = next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(
-        reason,
-        DisconnectReason::KeepaliveTimeout(Duration::from_millis(3000))
-    );
-    // The reason names the watchdog's 1.5 keepalives; when exactly it fires is the engine's,
-    // tested on simulated time (mode-core/tests/engine.rs), not measured here.
-    next(&mut notifications, |n| matches!(n, Notification::Connected)).await;
+    // Both WebSockets, the command one and the kv one.
+    a_frozen_link_is_replaced(&sim, http_config(&sim, D1), D1, 2).await;
 }
 
 #[tokio::test]
@@ -281,15 +179,6 @@ async fn close_over_http_flushes_the_events_then_closes_both_websockets() {
     }
     client.close(WAIT).await.unwrap();
     assert_eq!(sim.cloud().events_from(D1).len(), 20);
-    next(&mut notifications, |n| {
-        matches!(
-            n,
-            Notification::Disconnected {
-                reason: DisconnectReason::Closed,
-                retry_in: None
-            }
-        )
-    })
-    .await;
+    closed(&mut notifications).await;
     assert!(eventually(WAIT, || sim.cloud().live_connections(D1) == 0).await);
 }

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use mode_client::{Client, Notification};
-use mode_core::proto::{Map, Qos};
+use mode_client::Client;
+use mode_core::proto::Map;
 use mode_integration::*;
 
 #[derive(Clone, Default)]
@@ -38,30 +38,13 @@ async fn logs_name_the_device_and_never_the_api_key() {
         .await
         .unwrap();
     let (client, _notifications) = connected(&sim, D1).await;
-    client
-        .send_event("logged", Map::new(), Qos::AtLeastOnce)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    send_acked(&client, "logged", Map::new()).await;
     client.close(WAIT).await.unwrap();
 
-    let addr = sim.mqtt_addr();
     let wrong = "v1.this-key-must-never-be-logged";
-    let (refused, mut notifications) = Client::connect(
-        mode_client::ClientConfig::builder(D2, wrong)
-            .plain_tcp()
-            .mqtt_host(addr.ip().to_string())
-            .mqtt_port(addr.port())
-            .backoff(fast_backoff())
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    next(&mut notifications, |n| {
-        matches!(n, Notification::Disconnected { .. })
-    })
-    .await;
+    let builder = plain(&sim, D2, wrong).backoff(fast_backoff());
+    let (refused, mut notifications) = Client::connect(builder.build().unwrap()).unwrap();
+    disconnected(&mut notifications).await;
     refused.close(WAIT).await.unwrap();
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

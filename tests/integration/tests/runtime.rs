@@ -3,7 +3,7 @@
 
 use mode_client::{Client, Notification, Runtime};
 use mode_core::proto::{Command, Map, Qos};
-use mode_integration::{WAIT, config, init_tracing, next};
+use mode_integration::{WAIT, config, init_tracing, next, next_command, numbered};
 use mode_sim::config::{DEMO_HOME, DeviceConfig, demo_device_key};
 use mode_sim::{Sim, SimConfig};
 use serde_json::json;
@@ -77,11 +77,7 @@ async fn a_hundred_devices_share_one_io_thread_and_each_gets_only_its_own_comman
             .expect("the device is connected");
     }
     for (id, (client, notifications)) in &mut devices {
-        let Notification::Command(command) =
-            next(notifications, |n| matches!(n, Notification::Command(_))).await
-        else {
-            unreachable!()
-        };
+        let command = next_command(notifications).await;
         assert_eq!(command.parameters["for"], json!(id), "routed to {id}");
         client
             .send_event("answer", command.parameters, Qos::AtLeastOnce)
@@ -121,8 +117,7 @@ async fn a_device_whose_notifications_nobody_reads_does_not_hold_up_the_others()
     })
     .await;
     for i in 0..2_000u64 {
-        let mut params = Map::new();
-        params.insert("i".into(), json!(i));
+        let params = numbered(i);
         let _ = sim
             .cloud()
             .send_command(FIRST, Command::new("flood", params));
@@ -130,10 +125,7 @@ async fn a_device_whose_notifications_nobody_reads_does_not_hold_up_the_others()
     sim.cloud()
         .send_command(FIRST + 1, Command::new("still-here", Map::new()))
         .expect("connected");
-    next(&mut notifications, |n| {
-        matches!(n, Notification::Command(_))
-    })
-    .await;
+    next_command(&mut notifications).await;
     client
         .send_event("alive", Map::new(), Qos::AtLeastOnce)
         .await

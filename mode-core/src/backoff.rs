@@ -168,6 +168,15 @@ mod tests {
         waits.iter().map(Duration::as_secs).collect()
     }
 
+    /// A schedule without jitter after `failures`, all at time 0.
+    fn after(failures: &[Failure]) -> Backoff {
+        let mut backoff = Backoff::new(no_jitter());
+        for &failure in failures {
+            backoff.on_failure(failure, Instant::from_millis(0), 0.0);
+        }
+        backoff
+    }
+
     /// The first `count` waits of a fresh schedule after repeated `failure`s at one time
     /// (nothing stable in between), with `random` as the jitter's draw.
     fn waits(policy: BackoffPolicy, failure: Failure, count: usize, random: f64) -> Vec<Duration> {
@@ -212,11 +221,8 @@ mod tests {
 
     #[test]
     fn a_stable_connection_resets_the_schedule() {
-        let mut backoff = Backoff::new(no_jitter());
+        let mut backoff = after(&[Failure::Connection; 5]);
         let t0 = Instant::from_millis(0);
-        for _ in 0..5 {
-            backoff.on_failure(Failure::Connection, t0, 0.0);
-        }
         backoff.on_connected(t0);
         let wait = backoff.on_failure(Failure::Connection, t0 + Duration::from_secs(31), 0.0);
         assert_eq!(wait, Duration::from_secs(1));
@@ -247,10 +253,8 @@ mod tests {
 
     #[test]
     fn accepted_credentials_end_the_authentication_schedule() {
-        let mut backoff = Backoff::new(no_jitter());
+        let mut backoff = after(&[Failure::Auth; 2]);
         let now = Instant::from_millis(0);
-        backoff.on_failure(Failure::Auth, now, 0.0);
-        backoff.on_failure(Failure::Auth, now, 0.0);
         backoff.on_connected(now);
         assert_eq!(
             backoff.on_failure(Failure::Auth, now, 0.0),
@@ -260,12 +264,9 @@ mod tests {
 
     #[test]
     fn authentication_failures_do_not_advance_the_connection_schedule() {
-        let mut backoff = Backoff::new(no_jitter());
-        let now = Instant::from_millis(0);
-        backoff.on_failure(Failure::Auth, now, 0.0);
-        backoff.on_failure(Failure::Auth, now, 0.0);
+        let mut backoff = after(&[Failure::Auth; 2]);
         assert_eq!(
-            backoff.on_failure(Failure::Connection, now, 0.0),
+            backoff.on_failure(Failure::Connection, Instant::from_millis(0), 0.0),
             Duration::from_secs(1)
         );
         assert_eq!(backoff.failures(), 1);

@@ -111,65 +111,48 @@ pub type ModeDeliveryCb =
 /// Frees a callback's userdata when the client no longer needs it.
 pub type ModeFreeUserdataCb = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
-/// One registered callback: the function, its userdata, and how to free the userdata.
+/// One registered callback: the function (`F` is its C type, e.g. [`ModeCommandCb`], NULL when
+/// none), its userdata, and how to free the userdata. A copy is for calling it without the lock;
+/// only the one in the client's [`Callbacks`] is ever released.
+#[derive(Clone, Copy)]
 pub(super) struct Slot<F> {
-    pub(super) cb: Option<F>,
+    pub(super) cb: F,
     userdata: *mut c_void,
     free_userdata: ModeFreeUserdataCb,
 }
 
-impl<F> Default for Slot<F> {
+impl<F: Default> Default for Slot<F> {
     fn default() -> Self {
         Slot {
-            cb: None,
+            cb: F::default(),
             userdata: std::ptr::null_mut(),
             free_userdata: None,
         }
     }
 }
 
-impl<F> Slot<F> {
+impl<F: Default + Copy> Slot<F> {
+    /// The function and its userdata.
+    pub(super) fn pair(&self) -> (F, *mut c_void) {
+        (self.cb, self.userdata)
+    }
+
     fn release(&mut self) {
         if let Some(free) = self.free_userdata.take() {
             unsafe { free(self.userdata) };
         }
-        self.cb = None;
+        self.cb = F::default();
     }
 }
 
-type CommandFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize, *const c_char, usize);
-type ChangeFn = unsafe extern "C" fn(
-    *mut c_void,
-    ModeChangeKind,
-    *const c_char,
-    usize,
-    *const c_char,
-    usize,
-    *const c_char,
-    usize,
-);
-type ConnectionFn = unsafe extern "C" fn(*mut c_void, bool, *const c_char, usize, i64);
-type BulkFn = unsafe extern "C" fn(
-    *mut c_void,
-    ModeStatus,
-    *const c_char,
-    usize,
-    *const c_char,
-    usize,
-    *const c_char,
-    usize,
-);
-type LogFn = unsafe extern "C" fn(*mut c_void, *const ModeLogRecord);
-type DeliveryFn = unsafe extern "C" fn(*mut c_void, u64, ModeStatus);
-
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub(super) struct Callbacks {
-    pub(super) command: Slot<CommandFn>,
-    pub(super) kv_change: Slot<ChangeFn>,
-    pub(super) connection: Slot<ConnectionFn>,
-    pub(super) bulk: Slot<BulkFn>,
-    pub(super) log: Slot<LogFn>,
-    pub(super) delivery: Slot<DeliveryFn>,
+    pub(super) command: Slot<ModeCommandCb>,
+    pub(super) kv_change: Slot<ModeChangeCb>,
+    pub(super) connection: Slot<ModeConnectionCb>,
+    pub(super) bulk: Slot<ModeBulkResultCb>,
+    pub(super) log: Slot<ModeLogCb>,
+    pub(super) delivery: Slot<ModeDeliveryCb>,
 }
 
 impl Callbacks {
@@ -192,10 +175,10 @@ unsafe impl Send for Callbacks {}
 ///
 /// # Safety
 /// `client` NULL or from ::mode_client_new.
-unsafe fn register<F>(
+unsafe fn register<F: Default + Copy>(
     client: *const ModeClient,
     pick: impl FnOnce(&mut Callbacks) -> &mut Slot<F>,
-    cb: Option<F>,
+    cb: F,
     userdata: *mut c_void,
     free_userdata: ModeFreeUserdataCb,
 ) -> ModeStatus {
@@ -332,30 +315,28 @@ pub unsafe extern "C" fn mode_client_set_delivery_cb(
 
 /// Copies of the callbacks, taken with the lock held and used without it.
 pub(super) struct CallbackRefs {
-    pub(super) command: (Option<CommandFn>, *mut c_void),
-    pub(super) kv_change: (Option<ChangeFn>, *mut c_void),
-    pub(super) connection: (Option<ConnectionFn>, *mut c_void),
-    pub(super) bulk: (Option<BulkFn>, *mut c_void),
-    pub(super) log: (Option<LogFn>, *mut c_void),
-    pub(super) delivery: (Option<DeliveryFn>, *mut c_void),
+    callbacks: Callbacks,
     pub(super) device_id: u64,
 }
 
+impl std::ops::Deref for CallbackRefs {
+    type Target = Callbacks;
+
+    fn deref(&self) -> &Callbacks {
+        &self.callbacks
+    }
+}
+
 impl CallbackRefs {
-    pub(super) fn of(c: &Callbacks, device_id: u64) -> Self {
+    pub(super) fn of(callbacks: &Callbacks, device_id: u64) -> Self {
         CallbackRefs {
-            command: (c.command.cb, c.command.userdata),
-            kv_change: (c.kv_change.cb, c.kv_change.userdata),
-            connection: (c.connection.cb, c.connection.userdata),
-            bulk: (c.bulk.cb, c.bulk.userdata),
-            log: (c.log.cb, c.log.userdata),
-            delivery: (c.delivery.cb, c.delivery.userdata),
+            callbacks: *callbacks,
             device_id,
         }
     }
 
     pub(super) fn log_line(&self, line: &LogLine) {
-        if let (Some(cb), userdata) = self.log {
+        if let (Some(cb), userdata) = self.log.pair() {
             let record = ModeLogRecord {
                 level: line.level,
                 target: line.target.ptr(),
@@ -378,7 +359,7 @@ impl CallbackRefs {
     }
 
     pub(super) fn change(&self, change: &Change) {
-        let (cb, userdata) = self.kv_change;
+        let (cb, userdata) = self.kv_change.pair();
         unsafe { report_change(cb, userdata, change) };
     }
 
@@ -387,12 +368,12 @@ impl CallbackRefs {
         // itself (forwarded by crate::log); only what happens here is logged here.
         match note {
             Notification::Connected => {
-                if let (Some(cb), userdata) = self.connection {
+                if let (Some(cb), userdata) = self.connection.pair() {
                     unsafe { cb(userdata, true, std::ptr::null(), 0, -1) };
                 }
             }
             Notification::Disconnected { reason, retry_in } => {
-                if let (Some(cb), userdata) = self.connection {
+                if let (Some(cb), userdata) = self.connection.pair() {
                     let reason = CText::from_string(reason.to_string());
                     let retry =
                         retry_in.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -400,7 +381,7 @@ impl CallbackRefs {
                 }
             }
             Notification::Command(command) => {
-                if let (Some(cb), userdata) = self.command {
+                if let (Some(cb), userdata) = self.command.pair() {
                     let action = CText::new(&command.action);
                     let parameters =
                         CText::from_string(Value::Object(command.parameters).to_string());
@@ -431,7 +412,7 @@ impl CallbackRefs {
     }
 
     pub(super) fn bulk(&self, request_id: &str, result: Result<BulkDataResponse, ClientError>) {
-        let (Some(cb), userdata) = self.bulk else {
+        let (Some(cb), userdata) = self.bulk.pair() else {
             return;
         };
         let (status, bulk_status, payload) = match result {

@@ -389,7 +389,7 @@ fn run_callback(inner: &Inner, item: Result<Notification, Extra>) {
             copy.bulk(&request_id, result)
         }
         Err(Extra::Delivery { id, status }) => {
-            if let (Some(cb), userdata) = copy.delivery {
+            if let (Some(cb), userdata) = copy.delivery.pair() {
                 unsafe { cb(userdata, id, status) };
             }
         }

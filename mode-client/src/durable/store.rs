@@ -4,13 +4,13 @@
 //! so a finished message stays in the file, marked finished in memory, until every message
 //! before it is finished too; a crash in between sends it again (QoS 1 allows that).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use mode_core::engine::{MessageId, Publish};
-use queue_file::QueueFile;
+use queue_file::{OffsetCacheKind, QueueFile};
 
 use super::frame::{Record, decode, encode, salvage};
 use crate::config::ConfigError;
@@ -131,10 +131,8 @@ impl Store {
                     records.push(Record::LastId(last_id));
                 }
                 let queue = guarded(|| {
-                    let mut queue = QueueFile::open(&path).map_err(|e| e.to_string())?;
-                    queue
-                        .add_n(records.iter().map(encode))
-                        .map_err(|e| e.to_string())?;
+                    let mut queue = open_queue(&path)?;
+                    commit(&mut queue, &records, 0)?;
                     Ok(queue)
                 })
                 .map_err(|e| outbox_error(dir, e))?;
@@ -159,23 +157,33 @@ impl Store {
     /// Writes `changes`: the new messages in one fsynced append, then the finished prefix of
     /// the file removed in one fsynced header update. Returns when both are on disk.
     pub(crate) fn write(&mut self, changes: Vec<Change>) -> Result<(), String> {
-        let mut added: Vec<Record> = Vec::new();
+        let mut puts = Vec::new();
+        let mut deletes = HashSet::new();
         for change in changes {
             match change {
-                Change::Put(message) => {
-                    self.last_id = self.last_id.max(message.id);
-                    added.push(Record::Message(message));
-                }
+                Change::Put(message) => puts.push(message),
                 Change::Delete(id) => {
-                    // Confirmed before its append was written: it need not be written at all.
-                    if let Some(at) = added.iter().position(|r| r.id() == id) {
-                        added.remove(at);
-                    } else if let Some(entry) = self.order.iter_mut().find(|(i, _)| *i == id) {
-                        entry.1 = true;
-                    }
+                    deletes.insert(id);
                 }
             }
         }
+        for entry in self.order.iter_mut() {
+            if deletes.is_empty() {
+                break;
+            }
+            if deletes.remove(&entry.0) {
+                entry.1 = true;
+            }
+        }
+        if let Some(last) = puts.last() {
+            self.last_id = self.last_id.max(last.id);
+        }
+        // A message confirmed before its append was written need not be written at all.
+        let mut added: Vec<Record> = puts
+            .into_iter()
+            .filter(|message| !deletes.contains(&message.id))
+            .map(Record::Message)
+            .collect();
         let finished = self.order.iter().take_while(|(_, done)| *done).count();
         let remove = if added.is_empty() && finished == self.order.len() {
             // Everything is finished. Ids continue after a restart: an emptied file keeps a
@@ -189,17 +197,7 @@ impl Store {
         } else {
             finished
         };
-        guarded(|| {
-            if !added.is_empty() {
-                self.queue
-                    .add_n(added.iter().map(encode))
-                    .map_err(|e| e.to_string())?;
-            }
-            if remove > 0 {
-                self.queue.remove_n(remove).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })?;
+        guarded(|| commit(&mut self.queue, &added, remove))?;
         self.order.drain(..remove);
         self.order.extend(
             added
@@ -219,7 +217,7 @@ impl Store {
 /// open it or an element cannot be read (its CRC is wrong, the file is cut short).
 fn read(path: &Path) -> Result<(QueueFile, Vec<Record>, u64), String> {
     guarded(|| {
-        let queue = QueueFile::open(path).map_err(|e| e.to_string())?;
+        let queue = open_queue(path)?;
         let mut records = Vec::with_capacity(queue.size());
         let mut damaged = 0;
         let mut read = 0;
@@ -243,6 +241,38 @@ fn read(path: &Path) -> Result<(QueueFile, Vec<Record>, u64), String> {
         }
         Ok((queue, records, 0))
     })
+}
+
+/// Opens (creating it if needed) the queue file, set up for the outbox: an append writes and
+/// syncs its records but not the header, which [`commit`] writes once for the append and the
+/// removal together; removed records are not zeroed (a second write and fsync per commit; the
+/// bytes are overwritten as the ring wraps); element positions are cached (a removal skips to
+/// its new head without reading every element header back), at a memory cost that grows as the
+/// square root of the count.
+fn open_queue(path: &Path) -> Result<QueueFile, String> {
+    let mut queue = QueueFile::open(path).map_err(|e| e.to_string())?;
+    queue.set_skip_write_header_on_add(true);
+    queue.set_overwrite_on_remove(false);
+    queue.set_cache_offset_policy(OffsetCacheKind::Quadratic);
+    Ok(queue)
+}
+
+/// Appends `added` and removes the first `remove` records, durably: the records are written and
+/// synced first, then one header (both slots alternate, each with its CRC) says where the queue
+/// now starts and ends, and is synced. A crash before the header leaves the previous queue.
+fn commit(queue: &mut QueueFile, added: &[Record], remove: usize) -> Result<(), String> {
+    if !added.is_empty() {
+        queue
+            .add_n(added.iter().map(encode))
+            .map_err(|e| e.to_string())?;
+    }
+    if remove > 0 {
+        queue.remove_n(remove).map_err(|e| e.to_string())
+    } else if !added.is_empty() {
+        queue.sync_all().map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    }
 }
 
 fn recovered_from(records: &[Record], damaged: u64, unreadable: Option<String>) -> Recovered {

@@ -70,7 +70,7 @@ fn contain<T>(body: impl FnOnce() -> Result<T, ModeStatus>) -> Result<T, ModeSta
     return body();
 }
 
-/// Runs `body` (see [`contain`]). An error the body did not explain with [`fail`] gets its
+/// Runs `body` (see `contain`: a panic is MODE_ERR_PANIC with std). An error the body did not explain with [`fail`] gets its
 /// status's own text as the last error.
 pub fn guard(body: impl FnOnce() -> Result<(), ModeStatus>) -> ModeStatus {
     let before = generation();

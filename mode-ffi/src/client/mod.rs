@@ -2,8 +2,8 @@
 //! and its feed to the dispatcher. A client runs in a runtime (crate::runtime): its connection
 //! task on the runtime's IO threads, its callbacks on the runtime's dispatcher thread, so a slow
 //! callback never stalls the connection, and a callback may call any function of the client,
-//! ::mode_client_free included. Its callbacks are in [`callbacks`], its other calls in
-//! [`sends`].
+//! ::mode_client_free included. Its callbacks are in callbacks.rs, its other calls in
+//! sends.rs, the status each client error maps to in status.rs.
 
 mod callbacks;
 mod sends;

@@ -82,6 +82,8 @@ pub enum ModeQos {
     ModeQosAtLeastOnce = 1,
 }
 
+c_enums!(ModeQos);
+
 impl ModeQos {
     /// The C form of `qos`.
     pub fn of(qos: mode_core::proto::Qos) -> ModeQos {
@@ -94,10 +96,11 @@ impl ModeQos {
 
 /// A ::mode_qos_t value passed as an int, checked.
 pub fn qos_arg(qos: c_int) -> Result<mode_core::proto::Qos, ModeStatus> {
+    use ModeQos::*;
     use mode_core::proto::Qos;
     let table = [
-        (0, "MODE_QOS_AT_MOST_ONCE", Qos::AtMostOnce),
-        (1, "MODE_QOS_AT_LEAST_ONCE", Qos::AtLeastOnce),
+        (ModeQosAtMostOnce, Qos::AtMostOnce),
+        (ModeQosAtLeastOnce, Qos::AtLeastOnce),
     ];
     util::enum_arg(qos, &table, "QoS", "mode_qos_t")
 }

@@ -275,25 +275,58 @@ pub unsafe fn free_new<T>(object: *mut T) {
     });
 }
 
-/// A C enum passed as an `int`, checked: the value `table` gives for `value`, or
-/// MODE_ERR_INVALID_ARGUMENT saying what `what` (e.g. "QoS") accepts, as "`what` 7 is not a
-/// `c_type`: use NAME (0) or NAME (1)". `table` lists (number, C name, value).
-pub fn enum_arg<T: Copy>(
+/// A C enum of the library (`#[repr(C)]`, passed in as an `int` and checked): its number and
+/// its C name, both read from the enum itself. Implemented with [`c_enums!`](crate::c_enums).
+pub trait CEnum: Copy + core::fmt::Debug {
+    /// The number C passes.
+    fn number(self) -> core::ffi::c_int;
+
+    /// The name C writes: the variant's in SCREAMING_SNAKE_CASE, as cbindgen.toml renames it
+    /// (`ModeQosAtMostOnce` is `MODE_QOS_AT_MOST_ONCE`).
+    fn c_name(self) -> String {
+        let mut name = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
+        }
+        name
+    }
+}
+
+/// Implements [`CEnum`](crate::util::CEnum) for `#[repr(C)]` enums with explicit values.
+#[macro_export]
+macro_rules! c_enums {
+    ($($name:ty),* $(,)?) => {$(
+        impl $crate::util::CEnum for $name {
+            fn number(self) -> core::ffi::c_int {
+                self as core::ffi::c_int
+            }
+        }
+    )*};
+}
+
+/// A C enum passed as an `int`, checked: the value `table` pairs with the variant numbered
+/// `value`, or MODE_ERR_INVALID_ARGUMENT saying what `what` (e.g. "QoS") accepts, as "`what` 7
+/// is not a `c_type`: use MODE_X (0) or MODE_Y (1)".
+pub fn enum_arg<C: CEnum, T: Copy>(
     value: core::ffi::c_int,
-    table: &[(core::ffi::c_int, &str, T)],
+    table: &[(C, T)],
     what: &str,
     c_type: &str,
 ) -> Result<T, ModeStatus> {
-    if let Some((_, _, found)) = table.iter().find(|(number, _, _)| *number == value) {
+    if let Some((_, found)) = table.iter().find(|(variant, _)| variant.number() == value) {
         return Ok(*found);
     }
     let mut accepted = String::new();
-    for (i, (number, name, _)) in table.iter().enumerate() {
+    for (i, (variant, _)) in table.iter().enumerate() {
         let separator = match i {
             0 => "",
             _ if i + 1 == table.len() => " or ",
             _ => ", ",
         };
+        let (name, number) = (variant.c_name(), variant.number());
         accepted.push_str(&format!("{separator}{name} ({number})"));
     }
     Err(fail(
@@ -318,7 +351,15 @@ mod tests {
 
     #[test]
     fn enum_arg_takes_the_listed_numbers_and_names_them_all_otherwise() {
-        let table = [(0, "A", 'a'), (1, "B", 'b'), (5, "C", 'c')];
+        #[derive(Debug, Clone, Copy)]
+        enum Letters {
+            ModeLetterA = 0,
+            ModeLetterB = 1,
+            ModeLetterCc = 5,
+        }
+        crate::c_enums!(Letters);
+        use Letters::*;
+        let table = [(ModeLetterA, 'a'), (ModeLetterB, 'b'), (ModeLetterCc, 'c')];
         assert_eq!(enum_arg(5, &table, "letter", "letter_t"), Ok('c'));
         assert_eq!(
             enum_arg(2, &table, "letter", "letter_t"),
@@ -331,7 +372,7 @@ mod tests {
         });
         assert_eq!(
             String::from_utf8(text).unwrap(),
-            "letter 2 is not a letter_t: use A (0), B (1) or C (5)"
+            "letter 2 is not a letter_t: use MODE_LETTER_A (0), MODE_LETTER_B (1) or MODE_LETTER_CC (5)"
         );
     }
 

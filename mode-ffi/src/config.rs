@@ -10,6 +10,8 @@ use mode_core::backoff::BackoffPolicy;
 
 use crate::util::{borrow_mut, enum_arg, fail, free_new, str_arg, write_new};
 use crate::{ModeStatus, ffi_guard};
+
+mode_ffi_core::c_enums!(ModeTransport);
 use mode_ffi_core::engine::full_queue_policy_arg;
 
 /// Connection settings for one device. Not thread-safe: build it on one thread, then hand it
@@ -185,10 +187,11 @@ pub unsafe extern "C" fn mode_config_set_transport(
     config: *mut ModeConfig,
     transport: c_int,
 ) -> ModeStatus {
+    use ModeTransport::*;
     let table = [
-        (0, "MODE_TRANSPORT_MQTT", Transport::Mqtt),
-        (1, "MODE_TRANSPORT_MQTT_WEBSOCKET", Transport::MqttWebSocket),
-        (2, "MODE_TRANSPORT_HTTP", Transport::Http),
+        (ModeTransportMqtt, Transport::Mqtt),
+        (ModeTransportMqttWebsocket, Transport::MqttWebSocket),
+        (ModeTransportHttp, Transport::Http),
     ];
     let transport = enum_arg(transport, &table, "transport", "mode_transport_t");
     unsafe { set_checked(config, transport, ClientConfigBuilder::transport) }

@@ -4,7 +4,7 @@
 //! client's events and no one else's, even on IO threads many clients share: no global
 //! subscriber that could clash with the host program's.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -16,6 +16,8 @@ use tracing::subscriber::{Interest, Subscriber};
 use tracing::{Dispatch, Event, Level, Metadata};
 
 use crate::ModeStatus;
+
+mode_ffi_core::c_enums!(ModeLogLevel);
 use crate::util::{CText, enum_arg};
 
 /// How serious a log line is. The values are fixed (1 and 2 came first), so they do not sort by
@@ -48,13 +50,14 @@ impl ModeLogLevel {
     }
 
     /// A ::mode_log_level_t passed as an int, as the most verbose level to pass.
-    pub(crate) fn filter_arg(level: std::ffi::c_int) -> Result<LevelFilter, ModeStatus> {
+    pub(crate) fn filter_arg(level: c_int) -> Result<LevelFilter, ModeStatus> {
+        use ModeLogLevel::*;
         let table = [
-            (1, "MODE_LOG_INFO", LevelFilter::INFO),
-            (2, "MODE_LOG_WARN", LevelFilter::WARN),
-            (3, "MODE_LOG_ERROR", LevelFilter::ERROR),
-            (4, "MODE_LOG_DEBUG", LevelFilter::DEBUG),
-            (5, "MODE_LOG_TRACE", LevelFilter::TRACE),
+            (ModeLogInfo, LevelFilter::INFO),
+            (ModeLogWarn, LevelFilter::WARN),
+            (ModeLogError, LevelFilter::ERROR),
+            (ModeLogDebug, LevelFilter::DEBUG),
+            (ModeLogTrace, LevelFilter::TRACE),
         ];
         enum_arg(level, &table, "log level", "mode_log_level_t")
     }

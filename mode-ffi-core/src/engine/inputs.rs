@@ -95,10 +95,11 @@ pub unsafe extern "C" fn mode_engine_disconnected(
     now_ms: u64,
 ) -> ModeStatus {
     type Reason = fn(String) -> DisconnectReason;
-    let reasons: [(c_int, &str, Reason); 3] = [
-        (1, "MODE_DISCONNECT_AUTH", DisconnectReason::AuthFailed),
-        (2, "MODE_DISCONNECT_TLS", DisconnectReason::Tls),
-        (3, "MODE_DISCONNECT_NETWORK", DisconnectReason::Network),
+    use ModeDisconnectKind::*;
+    let reasons: [(_, Reason); 3] = [
+        (ModeDisconnectAuth, DisconnectReason::AuthFailed),
+        (ModeDisconnectTls, DisconnectReason::Tls),
+        (ModeDisconnectNetwork, DisconnectReason::Network),
     ];
     unsafe {
         input_with(

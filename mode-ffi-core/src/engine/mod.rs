@@ -21,7 +21,9 @@ use crate::util::{
     CText, borrow, borrow_mut, bytes_arg, enum_arg, fail, free_new, required, str_arg, write_new,
     write_out, write_required, write_text,
 };
-use crate::{ModeQos, ModeStatus, ffi_guard, qos_arg};
+use crate::{ModeQos, ModeStatus, c_enums, ffi_guard, qos_arg};
+
+c_enums!(ModeFullQueuePolicy, ModeDisconnectKind);
 
 /// `mode_engine_poll_timeout`'s answer when no timer is needed.
 pub const MODE_NO_TIMEOUT: u64 = 0xFFFF_FFFF_FFFF_FFFF;
@@ -479,9 +481,10 @@ fn at(now_ms: u64) -> Instant {
 /// A ::mode_full_queue_policy_t value passed as an int, checked (libmode's
 /// ::mode_config_set_full_queue_policy takes it too).
 pub fn full_queue_policy_arg(policy: c_int) -> Result<FullQueuePolicy, ModeStatus> {
+    use ModeFullQueuePolicy::*;
     let table = [
-        (0, "MODE_QUEUE_ERROR", FullQueuePolicy::Error),
-        (1, "MODE_QUEUE_DROP_OLDEST", FullQueuePolicy::DropOldest),
+        (ModeQueueError, FullQueuePolicy::Error),
+        (ModeQueueDropOldest, FullQueuePolicy::DropOldest),
     ];
     enum_arg(
         policy,

@@ -16,11 +16,12 @@ use pyo3::prelude::*;
 use tokio::sync::Notify;
 
 use crate::errors::{client_error, raise};
-use crate::runtime::{Job, Shared, Slot};
+use crate::runtime::{Job, Shared, Slot, until_set};
 
 /// How often a blocking wait comes back to check for Ctrl-C: the wait blocks in tokio with the
 /// GIL released, where Python's signal handler cannot run, so it returns to run it
-/// (`check_signals`). Not a synchronisation: the wait ends as soon as its future does.
+/// (`check_signals`). Not a synchronisation: the wait ends as soon as its future does, or the
+/// device or its runtime starts closing.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// Turns a call's result into the Python value handed back.
@@ -39,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) client: OnceLock<CoreClient>,
     pub(crate) full_queue: FullQueuePolicy,
     pub(crate) stopping: AtomicBool,
+    /// Wakes the blocking waits once `stopping` is set.
+    halted: Notify,
     /// Set once `shutdown` ran.
     pub(crate) closed: AtomicBool,
     /// Ends the move of notifications to the dispatcher.
@@ -51,7 +54,7 @@ struct WaitGuard<'a>(&'a Shared);
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        self.0.waits.fetch_sub(1, Ordering::SeqCst);
+        self.0.waits.update(|waits| *waits -= 1);
     }
 }
 
@@ -63,6 +66,7 @@ impl Inner {
             client: OnceLock::new(),
             full_queue,
             stopping: AtomicBool::new(false),
+            halted: Notify::new(),
             closed: AtomicBool::new(false),
             stop: Arc::new(Notify::new()),
             slot: OnceLock::new(),
@@ -76,35 +80,49 @@ impl Inner {
     /// Stops handing notifications over, without waiting (the object is being dropped).
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.halted.notify_waiters();
         self.stop.notify_one();
     }
 
     /// Waits for `fut` with the GIL released, checking for signals every 100 ms. Fails with
-    /// `ClosedError` once the device or its runtime is shutting down, so no wait outlives the
-    /// IO threads.
+    /// `ClosedError` as soon as the device or its runtime starts closing, so no wait outlives
+    /// the IO threads.
     fn wait<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
     where
         F: Future + Send,
         F::Output: Send,
     {
-        self.rt.waits.fetch_add(1, Ordering::SeqCst);
+        self.rt.waits.update(|waits| *waits += 1);
         let _guard = WaitGuard(&self.rt);
         let mut fut = pin!(fut);
-        loop {
-            if self.stopping.load(Ordering::SeqCst) || self.rt.is_closed() {
-                return Err(raise(
-                    py,
-                    "ClosedError",
-                    ("the device was closed while waiting",),
-                ));
+        let mut halted = pin!(async {
+            tokio::select! {
+                () = until_set(&self.stopping, &self.halted) => {}
+                () = self.rt.closed() => {}
             }
+        });
+        loop {
             let step = py.detach(|| {
-                self.rt
-                    .handle
-                    .block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
+                self.rt.handle.block_on(async {
+                    let either = async {
+                        tokio::select! {
+                            biased;
+                            () = halted.as_mut() => None,
+                            output = fut.as_mut() => Some(output),
+                        }
+                    };
+                    tokio::time::timeout(SIGNAL_CHECK, either).await
+                })
             });
             match step {
-                Ok(output) => return Ok(output),
+                Ok(Some(output)) => return Ok(output),
+                Ok(None) => {
+                    return Err(raise(
+                        py,
+                        "ClosedError",
+                        ("the device was closed while waiting",),
+                    ));
+                }
                 Err(_) => py.check_signals()?,
             }
         }

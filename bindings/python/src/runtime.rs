@@ -3,10 +3,11 @@
 //! drop-counted channel, and a small task per device moves them, in order, onto the runtime's
 //! job queue, which the dispatcher thread empties with Python attached.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mode_client::{ClientError, Notification, Notifications};
 use pyo3::prelude::*;
@@ -22,6 +23,9 @@ const JOB_QUEUE: usize = 1024;
 
 /// How long closing a runtime waits for its dispatcher's running handler.
 const DISPATCHER_JOIN: Duration = Duration::from_secs(5);
+
+/// How long closing a runtime waits for the blocking waits on other threads to leave.
+const WAITS_LEAVE: Duration = Duration::from_secs(2);
 
 /// Jobs handled per attach to Python: amortizes the attach when many devices are busy.
 const BATCH: usize = 64;
@@ -50,31 +54,50 @@ pub(crate) enum Job {
     },
 }
 
-/// Jobs the dispatcher finished, and a condition variable to wait for the next one.
+/// A value other threads wait for: each change, made under its lock, wakes them all.
 #[derive(Default)]
-struct Progress {
-    jobs: Mutex<u64>,
-    moved: Condvar,
+pub(crate) struct Watched<T> {
+    value: Mutex<T>,
+    changed: Condvar,
 }
 
-impl Progress {
-    fn get(&self) -> u64 {
-        *lock(&self.jobs)
+impl<T: Copy> Watched<T> {
+    fn get(&self) -> T {
+        *lock(&self.value)
     }
 
-    fn add(&self, n: u64) {
-        *lock(&self.jobs) += n;
-        self.moved.notify_all();
+    pub(crate) fn update(&self, change: impl FnOnce(&mut T)) {
+        change(&mut lock(&self.value));
+        self.changed.notify_all();
     }
 
-    /// Waits up to `limit` for a count other than `seen`.
-    fn wait_past(&self, seen: u64, limit: Duration) -> u64 {
-        let jobs = lock(&self.jobs);
-        let (jobs, _) = self
-            .moved
-            .wait_timeout_while(jobs, limit, |jobs| *jobs == seen)
+    /// Waits up to `limit` until `done(value)`, checked again at each change; the value then.
+    fn wait_until(&self, limit: Duration, mut done: impl FnMut(&T) -> bool) -> T {
+        let value = lock(&self.value);
+        let (value, _) = self
+            .changed
+            .wait_timeout_while(value, limit, |value| !done(value))
             .unwrap_or_else(|p| p.into_inner());
-        *jobs
+        *value
+    }
+}
+
+/// What the dispatcher thread did: the jobs it finished, and whether it ended.
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    jobs: u64,
+    ended: bool,
+}
+
+/// Returns once `flag` is set; whoever sets it calls `notify.notify_waiters()` after.
+pub(crate) async fn until_set(flag: &AtomicBool, notify: &Notify) {
+    loop {
+        let mut notified = pin!(notify.notified());
+        notified.as_mut().enable();
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -88,23 +111,28 @@ pub(crate) struct Shared {
     pub(crate) jobs: mpsc::Sender<Job>,
     io_threads: usize,
     closed: AtomicBool,
+    /// Wakes the blocking waits (calls.rs) once `closed` is set.
+    closing: Notify,
     stop: Arc<Notify>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     dispatcher_id: ThreadId,
-    /// Set by the dispatcher thread when it ends.
-    dispatcher_done: Arc<AtomicBool>,
-    /// Jobs the dispatcher finished: a wait for it sees whether it moves at all.
-    progress: Arc<Progress>,
-    /// `progress` when a wait for the dispatcher gave up (a handler that does not return):
+    /// The jobs the dispatcher finished and whether it ended: a wait for it wakes at each.
+    progress: Arc<Watched<Progress>>,
+    /// The jobs done when a wait for the dispatcher gave up (a handler that does not return):
     /// later waits do not wait again while it still sits there. `u64::MAX`: none did.
     stuck_at: AtomicU64,
     /// Blocking waits in progress: the IO threads are stopped only once they left.
-    pub(crate) waits: AtomicUsize,
+    pub(crate) waits: Watched<usize>,
 }
 
 impl Shared {
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Returns once the runtime is closing.
+    pub(crate) async fn closed(&self) {
+        until_set(&self.closed, &self.closing).await;
     }
 
     pub(crate) fn on_dispatcher(&self) -> bool {
@@ -138,26 +166,27 @@ impl Shared {
     /// on the dispatcher itself.
     pub(crate) fn wait_finished(&self, py: Python<'_>, slot: &Slot, limit: Duration) -> bool {
         py.detach(|| {
-            let mut seen = self.progress.get();
-            let mut since = Instant::now();
+            let mut seen = self.progress.get().jobs;
             loop {
+                // Woken at each job the dispatcher finishes (the slot's `Finished` among them)
+                // and at its end.
+                let now = self.progress.wait_until(limit, |p| {
+                    slot.finished.load(Ordering::Acquire)
+                        || p.ended
+                        || p.jobs != seen
+                        || self.stuck_at.load(Ordering::Acquire) == seen
+                });
                 if slot.finished.load(Ordering::Acquire) {
                     return true;
                 }
-                if self.dispatcher_done.load(Ordering::Acquire)
-                    || self.stuck_at.load(Ordering::Acquire) == seen
-                {
+                if now.ended || self.stuck_at.load(Ordering::Acquire) == seen {
                     return false;
                 }
-                if since.elapsed() > limit {
+                if now.jobs == seen {
                     self.stuck_at.store(seen, Ordering::Release);
                     return false;
                 }
-                // Woken by the dispatcher's next job; the slice bounds a missed end.
-                let now = self.progress.wait_past(seen, Duration::from_millis(20));
-                if now != seen {
-                    (seen, since) = (now, Instant::now());
-                }
+                seen = now.jobs;
             }
         })
     }
@@ -165,6 +194,7 @@ impl Shared {
     /// Stops the dispatcher (joined unless this is it) and the IO threads. Idempotent.
     fn close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
         self.stop.notify_one();
         if !self.on_dispatcher()
             && let Some(thread) = lock(&self.dispatcher).take()
@@ -172,22 +202,13 @@ impl Shared {
             // It ends after the handler it runs returns: waited for, up to a limit (a
             // handler that never returns must not hang the close or the interpreter's exit).
             py.detach(|| {
-                let deadline = Instant::now() + DISPATCHER_JOIN;
-                while !self.dispatcher_done.load(Ordering::Acquire) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                if self.dispatcher_done.load(Ordering::Acquire) {
+                if self.progress.wait_until(DISPATCHER_JOIN, |p| p.ended).ended {
                     let _ = thread.join();
                 }
             });
         }
-        // Waits on other threads notice `closed` within one slice (100 ms).
-        py.detach(|| {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while self.waits.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
+        // Waits on other threads end at `closing`; the IO threads stop once they left.
+        py.detach(|| self.waits.wait_until(WAITS_LEAVE, |waits| *waits == 0));
         if let Some(tokio) = lock(&self.tokio).take() {
             py.detach(|| tokio.shutdown_timeout(Duration::from_secs(1)));
         }
@@ -246,8 +267,7 @@ enum Wake {
 fn dispatch_loop(
     mut jobs: mpsc::Receiver<Job>,
     stop: Arc<Notify>,
-    done: Arc<AtomicBool>,
-    progress: Arc<Progress>,
+    progress: Arc<Watched<Progress>>,
 ) {
     // No IO or timer here: a driverless current-thread runtime is enough to wait on channels,
     // and it does not depend on the IO runtime's life.
@@ -276,12 +296,12 @@ fn dispatch_loop(
                 for _ in 0..BATCH {
                     let Some(job) = next.take() else { break };
                     run(py, job);
-                    progress.add(1);
+                    progress.update(|p| p.jobs += 1);
                     next = jobs.try_recv().ok();
                 }
                 if let Some(job) = next {
                     run(py, job);
-                    progress.add(1);
+                    progress.update(|p| p.jobs += 1);
                 }
             });
             if attached.is_none() {
@@ -289,7 +309,7 @@ fn dispatch_loop(
             }
         }
     }
-    done.store(true, Ordering::Release);
+    progress.update(|p| p.ended = true);
     // Jobs still queued hold Python objects: dropped without the GIL, pyo3 defers the decrefs.
     drop(jobs);
 }
@@ -339,13 +359,12 @@ impl Runtime {
         let handle = tokio.handle().clone();
         let (jobs, receiver) = mpsc::channel(JOB_QUEUE);
         let stop = Arc::new(Notify::new());
-        let done = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Watched::default());
         let thread = {
-            let (stop, done, progress) = (stop.clone(), done.clone(), progress.clone());
+            let (stop, progress) = (stop.clone(), progress.clone());
             std::thread::Builder::new()
                 .name("mode-dispatch".into())
-                .spawn(move || dispatch_loop(receiver, stop, done, progress))
+                .spawn(move || dispatch_loop(receiver, stop, progress))
                 .map_err(|e| failed("dispatcher", e))?
         };
         Ok(Runtime {
@@ -356,13 +375,13 @@ impl Runtime {
                 jobs,
                 io_threads,
                 closed: AtomicBool::new(false),
+                closing: Notify::new(),
                 stop,
                 dispatcher_id: thread.thread().id(),
                 dispatcher: Mutex::new(Some(thread)),
-                dispatcher_done: done,
                 progress,
                 stuck_at: AtomicU64::new(u64::MAX),
-                waits: AtomicUsize::new(0),
+                waits: Watched::default(),
             }),
         })
     }
@@ -388,6 +407,6 @@ impl Runtime {
     /// True while the dispatcher thread runs.
     #[getter]
     fn dispatcher_running(&self) -> bool {
-        !self.shared.dispatcher_done.load(Ordering::Acquire)
+        !self.shared.progress.get().ended
     }
 }

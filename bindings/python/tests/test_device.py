@@ -305,6 +305,58 @@ def test_a_handler_may_close_its_own_device(sim: Sim, make_device: MakeDevice) -
         device.send_event("x", {})
 
 
+def test_a_send_waiting_for_queue_room_ends_with_closed_error_when_the_device_closes() -> None:
+    # Never connects (port 1): the first event fills the queue, the second waits for room,
+    # with no end but the close, which must wake it at once.
+    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, backoff_unit=0.05,
+                         queue_size=1, full_queue_policy="block")
+    device.connect(timeout=None)
+    device.send_event("fills-the-queue", {})
+    outcome: list[BaseException] = []
+
+    def waits_for_room() -> None:
+        try:
+            device.send_event("waits-for-room", {})
+        except BaseException as err:  # noqa: BLE001 - checked below
+            outcome.append(err)
+
+    sender = threading.Thread(target=waits_for_room)
+    sender.start()
+    started = time.monotonic()
+    with pytest.raises(mode.TimeoutError, match="undelivered|not delivered"):
+        device.close(timeout=0)
+    sender.join(30)
+    assert not sender.is_alive(), "the send still waits after the close"
+    assert time.monotonic() - started < 10
+    assert len(outcome) == 1 and isinstance(outcome[0], mode.ClosedError), outcome
+
+
+def test_a_blocking_call_ends_with_closed_error_when_the_native_client_shuts_down() -> None:
+    # The native wait's own way out (what `Device.close` reaches after the core client closed,
+    # and a dropped client without close): a shutdown wakes a wait the core would not end (a
+    # bulk request to a cloud that never answers, 60 s). Had the shutdown come before the call
+    # reached its wait, the call fails at once too: either way, ClosedError within seconds.
+    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, backoff_unit=0.05)
+    device.connect(timeout=None)
+    outcome: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            device.bulk_request("nobody", {}, timeout=60)
+        except BaseException as err:  # noqa: BLE001 - checked below
+            outcome.append(err)
+
+    caller = threading.Thread(target=request)
+    caller.start()
+    started = time.monotonic()
+    device._native.shutdown(0.0)
+    caller.join(30)
+    assert not caller.is_alive(), "the call still waits after the shutdown"
+    assert time.monotonic() - started < 10
+    assert len(outcome) == 1 and isinstance(outcome[0], mode.ClosedError), outcome
+    device.close(timeout=0)
+
+
 def test_ten_threads_send_at_once(sim: Sim, make_device: MakeDevice, transport: str) -> None:
     kind = unique("threads")
     per_thread = 100 if transport == "mqtt" else 20

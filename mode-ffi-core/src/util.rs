@@ -335,6 +335,29 @@ pub fn enum_arg<C: CEnum, T: Copy>(
     ))
 }
 
+/// The body of every "value of a key" export (::mode_engine_kv_get, ::mode_client_kv_get): the
+/// JSON text of the value `get` finds for `key` (NUL-terminated, checked) into `buf` as
+/// [`write_text`] does, or MODE_ERR_NOT_FOUND naming the key.
+///
+/// # Safety
+/// `key` as [`str_arg`]; `buf`, `out_len` as [`write_text`].
+pub unsafe fn write_kv_value(
+    key: *const c_char,
+    get: impl FnOnce(&str) -> Result<Option<String>, ModeStatus>,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> Result<(), ModeStatus> {
+    let key = unsafe { str_arg(key) }?;
+    let Some(json) = get(key)? else {
+        return Err(fail(
+            ModeStatus::ModeErrNotFound,
+            format!("no key {key:?} in the mirror"),
+        ));
+    };
+    unsafe { write_text(json.as_bytes(), buf, buf_len, out_len) }
+}
+
 /// Writes `value` through `out` if it is not NULL.
 ///
 /// # Safety

@@ -18,8 +18,8 @@ use mode_core::time::Instant;
 
 use crate::prelude::*;
 use crate::util::{
-    CText, borrow, borrow_mut, bytes_arg, enum_arg, fail, free_new, required, str_arg, write_new,
-    write_out, write_required, write_text,
+    CText, borrow, borrow_mut, bytes_arg, enum_arg, fail, free_new, required, str_arg,
+    write_kv_value, write_new, write_out, write_required, write_text,
 };
 use crate::{ModeQos, ModeStatus, c_enums, ffi_guard, qos_arg};
 

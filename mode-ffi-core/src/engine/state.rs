@@ -53,15 +53,9 @@ pub unsafe extern "C" fn mode_engine_kv_get(
     out_len: *mut usize,
 ) -> ModeStatus {
     ffi_guard!({
-        let engine = unsafe { borrow(engine) }?;
-        let key = unsafe { str_arg(key) }?;
-        let Some(value) = engine.engine.mirror().get(key) else {
-            return Err(fail(
-                ModeStatus::ModeErrNotFound,
-                format!("no key {key:?} in the mirror"),
-            ));
-        };
-        unsafe { write_text(value.to_string().as_bytes(), buf, buf_len, out_len) }
+        let mirror = unsafe { borrow(engine) }?.engine.mirror();
+        let get = |key: &str| Ok(mirror.get(key).map(Value::to_string));
+        unsafe { write_kv_value(key, get, buf, buf_len, out_len) }
     })
 }
 

@@ -9,7 +9,9 @@ use mode_core::engine::Counters;
 use serde_json::{Map, Value};
 
 use super::{Extra, ModeClient, inner};
-use crate::util::{bytes_arg, json_arg, required, str_arg, write_out, write_required, write_text};
+use crate::util::{
+    bytes_arg, json_arg, required, str_arg, write_kv_value, write_out, write_required, write_text,
+};
 use crate::{ModeStatus, ffi_guard, qos_arg};
 
 /// A buffer of this many bytes always holds a bulk request id and its NUL (an id is at most 58
@@ -124,12 +126,8 @@ pub unsafe extern "C" fn mode_client_kv_get(
 ) -> ModeStatus {
     ffi_guard!({
         let inner = unsafe { inner(client) }?;
-        let key = unsafe { str_arg(key) }?;
-        let value = inner
-            .client()?
-            .kv_get(key)
-            .ok_or(ModeStatus::ModeErrNotFound)?;
-        unsafe { write_text(value.to_string().as_bytes(), buf, buf_len, out_len) }
+        let get = |key: &str| Ok(inner.client()?.kv_get(key).map(|value| value.to_string()));
+        unsafe { write_kv_value(key, get, buf, buf_len, out_len) }
     })
 }
 

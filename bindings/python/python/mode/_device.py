@@ -127,6 +127,8 @@ class _DeviceBase:
         self.device_id = device_id
         self.runtime = runtime if runtime is not None else default_runtime()
         self._native = Client(device_id, api_key, runtime=self.runtime._native, **options)
+        #: How the device talks to the cloud: "mqtt", "mqtt-ws" or "http".
+        self.transport: Transport = self._native.transport
         self._started = False
         self._closed = False
         # What the notifications said, read by the waits (they wake at each one).
@@ -164,11 +166,6 @@ class _DeviceBase:
         return fn
 
     # -- reading ----------------------------------------------------------------------------
-
-    @property
-    def transport(self) -> Transport:
-        """How the device talks to the cloud: "mqtt", "mqtt-ws" or "http"."""
-        return self._native.transport
 
     @property
     def connected(self) -> bool:

@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use mode_core::engine::{Engine, MessageId, OutboxChange, Publish};
 use mode_core::proto::Qos;
-use tokio::sync::Notify;
 
 pub(crate) use self::frame::stored_size;
 use self::store::{Change, Recovered, Store, lock, outbox_error};
@@ -30,6 +30,10 @@ struct Durable {
     on_disk: u64,
     /// A commit failed: nothing after it is written, and no send is accepted any more.
     failed: Option<String>,
+    /// Tasks waiting in [`Ticket::wait`], by the change they wait for: a commit wakes only those
+    /// it covers, not every sender (with a thousand senders waiting, waking them all after
+    /// each commit cost more than the commit).
+    waiters: BTreeMap<u64, Vec<Waker>>,
 }
 
 #[derive(Debug, Default)]
@@ -49,8 +53,6 @@ pub(crate) struct Queue {
     durable: Mutex<Durable>,
     /// Wakes threads waiting in [`Ticket::wait_blocking`].
     written: Condvar,
-    /// Wakes tasks waiting in [`Ticket::wait`].
-    written_async: Notify,
     failed: AtomicBool,
     dir: PathBuf,
 }
@@ -95,15 +97,20 @@ impl Ticket {
 
     /// Waits (on a task) until the change is on disk.
     pub(crate) async fn wait(self) -> Result<(), ConfigError> {
-        loop {
-            let notified = self.queue.written_async.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(result) = self.reached(&relock(&self.queue.durable)) {
-                return result;
+        std::future::poll_fn(|cx| {
+            let mut durable = relock(&self.queue.durable);
+            match self.reached(&durable) {
+                Some(result) => Poll::Ready(result),
+                None => {
+                    let wakers = durable.waiters.entry(self.upto).or_default();
+                    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        wakers.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
             }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// Waits (blocking the thread) until the change is on disk.
@@ -146,7 +153,6 @@ impl Tracker {
             work: Condvar::new(),
             durable: Mutex::new(Durable::default()),
             written: Condvar::new(),
-            written_async: Notify::new(),
             failed: AtomicBool::new(false),
             dir: dir.to_owned(),
         });
@@ -326,17 +332,22 @@ fn write_loop(mut store: Store, queue: &Queue, policy: SyncPolicy) {
         }
         let result = store.write(batch);
         let mut durable = relock(&queue.durable);
-        match result {
-            Ok(()) => durable.on_disk = upto,
+        let woken = match result {
+            Ok(()) => {
+                durable.on_disk = upto;
+                let later = durable.waiters.split_off(&(upto + 1));
+                std::mem::replace(&mut durable.waiters, later)
+            }
             Err(why) => {
                 tracing::error!(dir = %store.dir.display(), error = %why, "the durable outbox could not be written; no message is accepted any more");
                 durable.failed = Some(why);
                 queue.failed.store(true, Ordering::Release);
+                std::mem::take(&mut durable.waiters)
             }
-        }
+        };
         drop(durable);
         queue.written.notify_all();
-        queue.written_async.notify_waiters();
+        woken.into_values().flatten().for_each(Waker::wake);
     }
     tracing::debug!(dir = %store.dir.display(), "durable outbox closed");
 }

@@ -58,7 +58,7 @@ fn object(value: Value) -> Map<String, Value> {
 fn transport_name(transport: Transport) -> &'static str {
     match transport {
         Transport::Mqtt => "mqtt",
-        Transport::MqttWebSocket => "ws",
+        Transport::MqttWebSocket => "mqtt-websocket",
         Transport::Http => "http",
     }
 }
@@ -214,7 +214,7 @@ pub async fn run(transport: Transport, backoff: Duration, wait: Duration) -> Res
 
     let config = ClientConfig::builder(DEVICE, mode_sim::config::demo_device_key(DEVICE))
         .transport(transport)
-        .plain_tcp()
+        .plain()
         .mqtt_host(sim.mqtt_addr().ip().to_string())
         .mqtt_port(sim.mqtt_addr().port())
         .mqtt_ws_url(format!("ws://{}/mqtt", sim.mqtt_ws_addr()))

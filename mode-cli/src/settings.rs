@@ -21,8 +21,10 @@ use crate::output;
 pub enum TransportArg {
     /// MQTT 3.1.1 over TCP (TLS unless --plain).
     Mqtt,
-    /// MQTT 3.1.1 over WebSocket.
-    Ws,
+    /// MQTT 3.1.1 over WebSocket (`ws` and `mqtt-ws`: older spellings, still accepted).
+    #[value(name = "mqtt-websocket", alias = "mqtt-ws", alias = "ws")]
+    #[serde(rename = "mqtt-websocket", alias = "mqtt-ws", alias = "ws")]
+    MqttWebsocket,
     /// REST for sending, WebSockets for commands and kv sync.
     Http,
 }
@@ -31,7 +33,7 @@ impl From<TransportArg> for Transport {
     fn from(t: TransportArg) -> Transport {
         match t {
             TransportArg::Mqtt => Transport::Mqtt,
-            TransportArg::Ws => Transport::MqttWebSocket,
+            TransportArg::MqttWebsocket => Transport::MqttWebSocket,
             TransportArg::Http => Transport::Http,
         }
     }
@@ -64,7 +66,7 @@ pub struct ConnArgs {
         value_name = "KEY"
     )]
     pub app_key: Option<String>,
-    /// The server of the transport: MQTT host, or the host of --transport ws (wss://HOST/mqtt)
+    /// The server of the transport: MQTT host, or the host of --transport mqtt-websocket (wss://HOST/mqtt)
     /// or http (https://HOST) [default: mqtt.tinkermode.com]. Not the REST API of `mode info`
     /// unless --transport http: give --api-url for it.
     #[arg(long, global = true, env = "MODE_HOST")]
@@ -72,13 +74,14 @@ pub struct ConnArgs {
     /// Port of --host [default: 8883, or 1883 with --plain, for MQTT].
     #[arg(long, global = true, env = "MODE_PORT")]
     pub port: Option<u16>,
-    /// MQTT over WebSocket URL, for --transport ws [default: wss://HOST/mqtt].
+    /// MQTT over WebSocket URL, for --transport mqtt-websocket [default: wss://HOST/mqtt].
     #[arg(long, global = true, env = "MODE_WS_URL", value_name = "URL")]
     pub ws_url: Option<String>,
     /// REST base URL [default: https://api.tinkermode.com, unless --host names another server].
     #[arg(long, global = true, env = "MODE_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
-    /// Transport: mqtt (TCP), ws (MQTT over WebSocket) or http (REST + WebSockets) [default: mqtt].
+    /// Transport: mqtt (TCP), mqtt-websocket (MQTT over WebSocket; `ws` also accepted) or http
+    /// (REST + WebSockets) [default: mqtt].
     #[arg(long, global = true, value_enum, env = "MODE_TRANSPORT")]
     pub transport: Option<TransportArg>,
     /// Plain TCP and ws:// instead of TLS (the local simulator); MODE_PLAIN=1 (or true, yes).
@@ -346,7 +349,7 @@ impl Settings {
             self.given.host.as_deref().unwrap_or(DEFAULT_MQTT_HOST),
             match self.transport {
                 TransportArg::Mqtt => "MQTT",
-                TransportArg::Ws => "MQTT over WebSocket",
+                TransportArg::MqttWebsocket => "MQTT over WebSocket",
                 TransportArg::Http => "HTTP",
             },
             self.hint
@@ -451,13 +454,13 @@ mod tests {
                 port: Some(1883),
                 app_key: Some("app".into()),
                 outbox_dir: Some("/tmp/outbox".into()),
-                transport: Some(TransportArg::Ws),
+                transport: Some(TransportArg::MqttWebsocket),
                 plain: true,
                 client_cert: Some("c.pem".into()),
                 client_key: Some("k.pem".into()),
                 ..ConnArgs::default()
             },
-            transport: TransportArg::Ws,
+            transport: TransportArg::MqttWebsocket,
             client_cert: Some(("c.pem".into(), "k.pem".into())),
             hint: String::new(),
             wait: Duration::from_secs(1),
@@ -469,10 +472,14 @@ mod tests {
             text,
             "api_key = \"v1.key\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"\n\
              device_id = 1001\nhost = \"127.0.0.1\"\nplain = true\nport = 1883\n\
-             transport = \"ws\"\n"
+             transport = \"mqtt-websocket\"\n"
         );
         let read_back = ConnArgs::deserialize(toml::Value::Table(entries)).unwrap();
         assert_eq!(read_back.device_id, Some(1001));
+        assert_eq!(read_back.transport, Some(TransportArg::MqttWebsocket));
+        // A profile written before the naming table still reads.
+        let old: ConnArgs = toml::from_str("transport = \"ws\"").unwrap();
+        assert_eq!(old.transport, Some(TransportArg::MqttWebsocket));
         assert!(read_back.plain);
         let plain_off = Settings {
             given: ConnArgs::default(),

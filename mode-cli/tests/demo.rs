@@ -40,7 +40,7 @@ async fn demo_completes_its_scenario_over_http() {
 
 #[tokio::test]
 async fn demo_completes_its_scenario_over_mqtt_on_websocket() {
-    demo_completes("ws").await;
+    demo_completes("mqtt-websocket").await;
 }
 
 #[tokio::test]

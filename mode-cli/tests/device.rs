@@ -33,6 +33,7 @@ async fn event_send_is_acknowledged_and_recorded_by_the_cloud() {
 #[tokio::test]
 async fn event_send_works_over_http_and_mqtt_on_websocket() {
     let env = Env::start().await;
+    // `ws`: the older spelling of `mqtt-websocket` (the demo test uses the new one), still accepted.
     for transport in ["http", "ws"] {
         let run = env
             .mode(&["--transport", transport, "event", "send", "hello", "{}"])

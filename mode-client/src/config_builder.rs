@@ -84,16 +84,30 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// Plain TCP / `ws://` instead of TLS, for the local simulator.
-    pub fn plain_tcp(mut self) -> Self {
+    /// No TLS: plain TCP, `ws://` and `http://`, for the local simulator (`plain` in every front
+    /// end: C `mode_config_set_plain`, Python `plain=True`, `mode --plain`).
+    pub fn plain(mut self) -> Self {
         self.config.tls.enabled = false;
         self
     }
 
-    /// Trusts the CA certificates in `pem_file` in addition to the webpki roots.
-    pub fn extra_ca_file(mut self, pem_file: impl Into<PathBuf>) -> Self {
+    /// The name [`plain`](Self::plain) had before the naming table (README, Configuration);
+    /// kept for code written against it.
+    pub fn plain_tcp(self) -> Self {
+        self.plain()
+    }
+
+    /// Trusts the CA certificates in `pem_file` in addition to the webpki roots (`ca_file` in
+    /// every front end).
+    pub fn ca_file(mut self, pem_file: impl Into<PathBuf>) -> Self {
         self.config.tls.extra_ca_files.push(pem_file.into());
         self
+    }
+
+    /// The name [`ca_file`](Self::ca_file) had before the naming table; kept for code written
+    /// against it.
+    pub fn extra_ca_file(self, pem_file: impl Into<PathBuf>) -> Self {
+        self.ca_file(pem_file)
     }
 
     /// Authenticates with a client certificate (mutual TLS).

@@ -281,7 +281,7 @@ fn main() {
     let mut streams = Vec::with_capacity(devices);
     for (id, key) in &rows {
         let config = ClientConfig::builder(*id, key.as_str())
-            .plain_tcp()
+            .plain()
             .mqtt_host(sim.mqtt.ip().to_string())
             .mqtt_port(sim.mqtt.port())
             .notification_capacity(NOTIFICATIONS)

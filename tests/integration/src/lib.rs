@@ -61,7 +61,7 @@ pub fn fast_backoff() -> BackoffPolicy {
 pub fn plain(sim: &Sim, device: u64, api_key: impl Into<ApiKey>) -> ClientConfigBuilder {
     let addr = sim.mqtt_addr();
     ClientConfig::builder(device, api_key)
-        .plain_tcp()
+        .plain()
         .mqtt_host(addr.ip().to_string())
         .mqtt_port(addr.port())
 }

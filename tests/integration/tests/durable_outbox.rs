@@ -66,7 +66,7 @@ fn dead_port() -> u16 {
 
 fn device(port: u16, dir: &Path) -> ClientConfigBuilder {
     ClientConfig::builder(DEVICE, key(DEVICE))
-        .plain_tcp()
+        .plain()
         .mqtt_host("127.0.0.1")
         .mqtt_port(port)
         .api_url("http://127.0.0.1:9")

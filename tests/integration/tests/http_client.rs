@@ -123,7 +123,7 @@ async fn a_bad_api_key_over_http_is_an_auth_error_that_backs_off() {
     let (_client, mut notifications) = Client::connect(
         mode_client::ClientConfig::builder(D1, "v1.wrong")
             .transport(Transport::Http)
-            .plain_tcp()
+            .plain()
             .api_url(api)
             .backoff(fast_backoff())
             .build()

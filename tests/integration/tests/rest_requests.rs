@@ -28,7 +28,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> bool {
 
 fn client_of(addr: std::net::SocketAddr, max: usize) -> Client {
     let config = ClientConfig::builder(D1, key(D1))
-        .plain_tcp()
+        .plain()
         .mqtt_host("127.0.0.1")
         .mqtt_port(9) // nothing listens: these tests use REST only
         .api_url(format!("http://{addr}"))

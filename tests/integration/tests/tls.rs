@@ -112,7 +112,7 @@ impl TlsSim {
         ClientConfig::builder(D1, key(D1))
             .transport(Transport::Http)
             .api_url(format!("https://{host}:{port}"))
-            .extra_ca_file(&self.ca_file)
+            .ca_file(&self.ca_file)
             .keepalive(std::time::Duration::from_secs(2))
             .backoff(fast_backoff())
     }
@@ -139,8 +139,7 @@ async fn first_tls_error(builder: mode_client::ClientConfigBuilder) -> String {
 #[tokio::test]
 async fn mqtt_over_tls_works_with_the_test_ca_as_an_extra_ca_file() {
     let t = tls_sim().await;
-    let (client, _notifications) =
-        start(tls_config(&t, "localhost").extra_ca_file(&t.ca_file)).await;
+    let (client, _notifications) = start(tls_config(&t, "localhost").ca_file(&t.ca_file)).await;
     send_acked(&client, "secure", Map::new()).await;
     assert_eq!(t.sim.cloud().events_from(D1)[0].event_type, "secure");
 }
@@ -148,7 +147,7 @@ async fn mqtt_over_tls_works_with_the_test_ca_as_an_extra_ca_file() {
 #[tokio::test]
 async fn a_server_certificate_from_an_untrusted_ca_is_a_clear_tls_error() {
     let t = tls_sim().await;
-    let detail = first_tls_error(tls_config(&t, "localhost").extra_ca_file(&t.other_ca_file)).await;
+    let detail = first_tls_error(tls_config(&t, "localhost").ca_file(&t.other_ca_file)).await;
     assert!(detail.contains("not signed by a trusted CA"), "{detail}");
     assert!(detail.contains("extra_ca_file"), "{detail}");
     assert_eq!(
@@ -175,7 +174,7 @@ async fn mqtt_over_wss_works_with_the_test_ca() {
         tls_config(&t, "localhost")
             .transport(Transport::MqttWebSocket)
             .mqtt_ws_url(format!("wss://localhost:{port}/mqtt"))
-            .extra_ca_file(&t.ca_file),
+            .ca_file(&t.ca_file),
     )
     .await;
     send_acked(&client, "over-wss", Map::new()).await;
@@ -188,7 +187,7 @@ async fn mutual_tls_connects_mqtt_and_https_with_a_client_certificate_and_key() 
     let (cert, key_file) = t.client_cert(ClientCert::Valid);
     let (mqtt, _n1) = start(
         tls_config(&t, "localhost")
-            .extra_ca_file(&t.ca_file)
+            .ca_file(&t.ca_file)
             .client_cert(&cert, &key_file),
     )
     .await;
@@ -217,10 +216,7 @@ async fn mtls_errors(t: &TlsSim, cert: Option<ClientCert>) -> [String; 2] {
         None => b,
     };
     [
-        first_tls_error(with_cert(
-            tls_config(t, "localhost").extra_ca_file(&t.ca_file),
-        ))
-        .await,
+        first_tls_error(with_cert(tls_config(t, "localhost").ca_file(&t.ca_file))).await,
         first_tls_error(with_cert(t.https_config("localhost"))).await,
     ]
 }
@@ -265,7 +261,7 @@ async fn an_expired_client_certificate_is_a_clear_tls_error_on_mqtt_and_https() 
 #[tokio::test]
 async fn a_host_name_the_certificate_does_not_name_is_a_clear_tls_error_on_mqtt_and_https() {
     let t = tls_sim().await;
-    let mqtt = tls_config(&t, "127.0.0.1").extra_ca_file(&t.ca_file);
+    let mqtt = tls_config(&t, "127.0.0.1").ca_file(&t.ca_file);
     // Each names what it connected to: MQTT its host, the HTTP transport its WebSocket's URL.
     let cases = [
         (mqtt, "not valid for the host name 127.0.0.1"),
@@ -304,7 +300,7 @@ async fn an_unreadable_ca_file_is_refused_at_connect_with_its_path() {
     let t = tls_sim().await;
     let err = Client::connect(
         tls_config(&t, "localhost")
-            .extra_ca_file("/nonexistent/ca.pem")
+            .ca_file("/nonexistent/ca.pem")
             .build()
             .unwrap(),
     )

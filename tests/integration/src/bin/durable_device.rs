@@ -30,7 +30,7 @@ async fn main() {
     };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let config = ClientConfig::builder(DEVICE, mode_sim::config::demo_device_key(DEVICE))
-        .plain_tcp()
+        .plain()
         .mqtt_host("127.0.0.1")
         .mqtt_port(port.parse().expect("port"))
         .outbox_dir(dir)

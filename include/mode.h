@@ -468,7 +468,17 @@ mode_status_t mode_config_set_mqtt_ws_url(mode_config_t *config, const char *url
 mode_status_t mode_config_set_api_url(mode_config_t *config, const char *url);
 
 /**
- * Turns TLS off for MQTT (plain TCP: for a local simulator only). TLS is on by default.
+ * Turns TLS off: plain TCP, `ws://` and `http://`, for a local simulator only. TLS is on by
+ * default. (`plain` in every front end: Rust `.plain()`, Python `plain=True`, `mode --plain`.)
+ *
+ * # Safety
+ * `config` from ::mode_config_new.
+ */
+mode_status_t mode_config_set_plain(mode_config_t *config);
+
+/**
+ * The name ::mode_config_set_plain had before the naming table (README, Configuration); kept
+ * for programs written against it.
  *
  * # Safety
  * `config` from ::mode_config_new.

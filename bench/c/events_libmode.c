@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
     unsigned long count = run.count;
     mode_config_t *config = NULL;
     check("config", mode_config_new(strtoull(run.device, NULL, 10), run.key, &config));
-    check("plain tcp", mode_config_set_plain_tcp(config));
+    check("plain tcp", mode_config_set_plain(config));
     check("host", mode_config_set_mqtt_host(config, run.host));
     check("port", mode_config_set_mqtt_port(config, run.port));
     check("in-flight window", mode_config_set_max_inflight(config, 100)); /* libmode's default, set for the record */

@@ -149,7 +149,7 @@ static mode_client_t *new_device(const mode_runtime_t *runtime, struct device *d
     check("host", mode_config_set_mqtt_host(config, host));
     check("port", mode_config_set_mqtt_port(config, port));
     if (ca) check("ca file", mode_config_set_ca_file(config, ca));
-    else check("plain tcp", mode_config_set_plain_tcp(config));
+    else check("plain tcp", mode_config_set_plain(config));
     check("keepalive", mode_config_set_keepalive_ms(config, 60000));    /* fleet_mosquitto's 60 s */
     check("in-flight window", mode_config_set_max_inflight(config, 100)); /* as fleet_mosquitto's */
     check("client", mode_client_new_in(runtime, config, &client));

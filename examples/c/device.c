@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
     mode_config_set_mqtt_host(config, argv[1]);
     status = mode_config_set_mqtt_port(config, atoi(argv[2]));
     if (status != MODE_OK) return fail("port", status);
-    if (getenv("MODE_PLAIN")) mode_config_set_plain_tcp(config); /* the local simulator only */
+    if (getenv("MODE_PLAIN")) mode_config_set_plain(config); /* the local simulator only */
 
     mode_client_t *client = NULL;
     status = mode_client_new(config, &client); /* consumes config when it succeeds */

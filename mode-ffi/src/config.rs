@@ -246,13 +246,24 @@ pub unsafe extern "C" fn mode_config_set_api_url(
     unsafe { set_str(config, url, |b, url| b.api_url(url)) }
 }
 
-/// Turns TLS off for MQTT (plain TCP: for a local simulator only). TLS is on by default.
+/// Turns TLS off: plain TCP, `ws://` and `http://`, for a local simulator only. TLS is on by
+/// default. (`plain` in every front end: Rust `.plain()`, Python `plain=True`, `mode --plain`.)
+///
+/// # Safety
+/// `config` from ::mode_config_new.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mode_config_set_plain(config: *mut ModeConfig) -> ModeStatus {
+    unsafe { set(config, |b| b.plain()) }
+}
+
+/// The name ::mode_config_set_plain had before the naming table (README, Configuration); kept
+/// for programs written against it.
 ///
 /// # Safety
 /// `config` from ::mode_config_new.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mode_config_set_plain_tcp(config: *mut ModeConfig) -> ModeStatus {
-    unsafe { set(config, |b| b.plain_tcp()) }
+    unsafe { mode_config_set_plain(config) }
 }
 
 /// Trusts the CA certificates in PEM file `path` as well as the built-in roots.
@@ -264,7 +275,7 @@ pub unsafe extern "C" fn mode_config_set_ca_file(
     config: *mut ModeConfig,
     path: *const c_char,
 ) -> ModeStatus {
-    unsafe { set_str(config, path, |b, path| b.extra_ca_file(path)) }
+    unsafe { set_str(config, path, |b, path| b.ca_file(path)) }
 }
 
 /// Uses the client certificate chain and private key in PEM files `cert_path` and `key_path`.

@@ -53,7 +53,7 @@ mode_config_t *sim_config(uint64_t device, const char *key, int port) {
     CHECK_STATUS(mode_config_new(device, key, &config), MODE_OK);
     CHECK_STATUS(mode_config_set_mqtt_host(config, "127.0.0.1"), MODE_OK);
     CHECK_STATUS(mode_config_set_mqtt_port(config, port), MODE_OK);
-    CHECK_STATUS(mode_config_set_plain_tcp(config), MODE_OK);
+    CHECK_STATUS(mode_config_set_plain(config), MODE_OK);
     CHECK_STATUS(mode_config_set_keepalive_ms(config, 5000), MODE_OK);
     CHECK_STATUS(mode_config_set_backoff_ms(config, 50, 200), MODE_OK);
     CHECK_STATUS(mode_config_set_api_url(config, http_url), MODE_OK);

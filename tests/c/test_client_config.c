@@ -80,6 +80,9 @@ static void test_config_validates_what_it_is_given(void) {
     CHECK_STATUS(mode_config_set_mqtt_host(c, NULL), MODE_ERR_NULL);
     CHECK_STATUS(mode_config_set_mqtt_host(c, "\xff"), MODE_ERR_INVALID_UTF8);
     CHECK_STATUS(mode_config_set_transport(NULL, 0), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_plain(NULL), MODE_ERR_NULL);
+    CHECK_STATUS(mode_config_set_plain_tcp(NULL), MODE_ERR_NULL); /* the older name, kept */
+    CHECK_STATUS(mode_config_set_plain_tcp(c), MODE_OK);
     CHECK_STATUS(mode_config_validate(c), MODE_OK);
     mode_config_free(c);
     mode_config_free(NULL);

@@ -134,7 +134,7 @@ impl Client {
                 ..BackoffPolicy::default()
             });
         if !tls {
-            b = b.plain_tcp();
+            b = b.plain();
         }
         // `host`/`port` name the server of the chosen transport (mode-client derives its URL;
         // without `api_url` a non-HTTP server leaves `info()` a clear ConfigError); explicit
@@ -151,7 +151,7 @@ impl Client {
             b = b.mqtt_ws_url(url);
         }
         if let Some(ca) = ca_file {
-            b = b.extra_ca_file(ca);
+            b = b.ca_file(ca);
         }
         let sync = match choose(
             py,

@@ -23,21 +23,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device-id", type=int, default=1001)
     parser.add_argument("--key", default="v1.demo-device-1001", help="the device's API key")
-    parser.add_argument("--transport", choices=["mqtt", "mqtt-ws", "http"], default="mqtt")
+    parser.add_argument("--transport", choices=["mqtt", "mqtt-websocket", "http"], default="mqtt")
     parser.add_argument("--host", default="127.0.0.1", help="MQTT host")
     parser.add_argument("--port", type=int, default=1883, help="MQTT port")
     parser.add_argument("--api-url", default="http://127.0.0.1:8080", help="REST base URL")
-    parser.add_argument("--ws-url", default=None, help="MQTT-over-WebSocket URL")
+    parser.add_argument("--mqtt-ws-url", default=None, help="MQTT-over-WebSocket URL")
     parser.add_argument("--tls", action="store_true", help="use TLS (the real cloud)")
     parser.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    options: mode.DeviceOptions = {"transport": args.transport, "tls": args.tls, "api_url": args.api_url}
+    options: mode.DeviceOptions = {"transport": args.transport, "plain": not args.tls, "api_url": args.api_url}
     if args.transport == "mqtt":
         options.update({"host": args.host, "port": args.port})
-    elif args.transport == "mqtt-ws" and args.ws_url:
-        options["ws_url"] = args.ws_url
+    elif args.transport == "mqtt-websocket" and args.mqtt_ws_url:
+        options["mqtt_ws_url"] = args.mqtt_ws_url
     device = mode.Device(args.device_id, args.key, **options)
 
     @device.on_command

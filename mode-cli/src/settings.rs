@@ -75,8 +75,16 @@ pub struct ConnArgs {
     #[arg(long, global = true, env = "MODE_PORT")]
     pub port: Option<u16>,
     /// MQTT over WebSocket URL, for --transport mqtt-websocket [default: wss://HOST/mqtt].
-    #[arg(long, global = true, env = "MODE_WS_URL", value_name = "URL")]
-    pub ws_url: Option<String>,
+    /// (`--ws-url` and MODE_WS_URL: older spellings, still accepted.)
+    #[arg(
+        long,
+        alias = "ws-url",
+        global = true,
+        env = "MODE_MQTT_WS_URL",
+        value_name = "URL"
+    )]
+    #[serde(alias = "ws_url")]
+    pub mqtt_ws_url: Option<String>,
     /// REST base URL [default: https://api.tinkermode.com, unless --host names another server].
     #[arg(long, global = true, env = "MODE_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
@@ -259,7 +267,9 @@ impl Settings {
             app_key: args.app_key.clone().or(p.app_key),
             host: args.host.clone().or(p.host),
             port: args.port.or(p.port),
-            ws_url: args.ws_url.clone().or(p.ws_url),
+            mqtt_ws_url: (args.mqtt_ws_url.clone())
+                .or_else(|| std::env::var("MODE_WS_URL").ok())
+                .or(p.mqtt_ws_url),
             api_url: args.api_url.clone().or(p.api_url),
             transport: Some(transport),
             plain: args.plain || p.plain,
@@ -385,7 +395,7 @@ impl Settings {
             (None, Some(port)) => builder = builder.mqtt_port(port),
             (None, None) => {}
         }
-        if let Some(url) = &self.given.ws_url {
+        if let Some(url) = &self.given.mqtt_ws_url {
             builder = builder.mqtt_ws_url(url.clone());
         }
         if let Some(url) = &self.given.api_url {

@@ -54,7 +54,7 @@ fn banner(sim: &Sim) {
     }
     if let Some((id, key)) = device {
         let mut env = format!(
-            "export MODE_PLAIN=1 MODE_HOST={} MODE_PORT={} MODE_WS_URL=ws://{}/mqtt \
+            "export MODE_PLAIN=1 MODE_HOST={} MODE_PORT={} MODE_MQTT_WS_URL=ws://{}/mqtt \
              MODE_DEVICE_ID={id} MODE_API_KEY='{key}'",
             mqtt.ip(),
             mqtt.port(),

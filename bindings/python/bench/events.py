@@ -30,7 +30,7 @@ from simproc import KEYS, Sim, sim_binary  # noqa: E402
 
 
 def bench_mode(sim: Sim, n: int, qos: int, kind: str) -> float:
-    with mode.Device(1001, KEYS[1001], host="127.0.0.1", port=sim.mqtt_port, tls=False,
+    with mode.Device(1001, KEYS[1001], host="127.0.0.1", port=sim.mqtt_port, plain=True,
                      api_url=sim.http_url, queue_size=max(n, 10_000)) as device:
         base = device.stats().messages_acked
         started = time.perf_counter()

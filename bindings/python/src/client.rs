@@ -57,7 +57,7 @@ impl Client {
     #[new]
     #[pyo3(signature = (
         device_id, api_key, *, transport = "mqtt", host = None, port = None, api_url = None,
-        ws_url = None, tls = true, ca_file = None, client_cert = None, client_key = None,
+        mqtt_ws_url = None, ws_url = None, plain = false, tls = true, ca_file = None, client_cert = None, client_key = None,
         danger_accept_invalid_certs = false, keepalive = 60.0, connect_timeout = 10.0,
         request_timeout = 30.0, queue_size = 10_000, full_queue_policy = "block",
         max_message_size = 1_048_576, max_inflight = 100, backoff_unit = 1.0, backoff_cap = 60.0,
@@ -73,7 +73,9 @@ impl Client {
         host: Option<String>,
         port: Option<u16>,
         api_url: Option<String>,
+        mqtt_ws_url: Option<String>,
         ws_url: Option<String>,
+        plain: bool,
         tls: bool,
         ca_file: Option<std::path::PathBuf>,
         client_cert: Option<std::path::PathBuf>,
@@ -104,7 +106,12 @@ impl Client {
             transport,
             &[
                 ("mqtt", (Transport::Mqtt, "mqtt")),
-                ("mqtt-ws", (Transport::MqttWebSocket, "mqtt-ws")),
+                (
+                    "mqtt-websocket",
+                    (Transport::MqttWebSocket, "mqtt-websocket"),
+                ),
+                // The name before the naming table, kept for code written against it.
+                ("mqtt-ws", (Transport::MqttWebSocket, "mqtt-websocket")),
                 ("http", (Transport::Http, "http")),
             ],
         )?;
@@ -133,7 +140,8 @@ impl Client {
                 cap: secs("backoff_cap", backoff_cap)?,
                 ..BackoffPolicy::default()
             });
-        if !tls {
+        // `tls=False`: the name `plain=True` had before the naming table, kept.
+        if plain || !tls {
             b = b.plain();
         }
         // `host`/`port` name the server of the chosen transport (mode-client derives its URL;
@@ -147,7 +155,8 @@ impl Client {
         if let Some(url) = api_url {
             b = b.api_url(url);
         }
-        if let Some(url) = ws_url {
+        // `ws_url`: the name `mqtt_ws_url` had before the naming table, kept.
+        if let Some(url) = mqtt_ws_url.or(ws_url) {
             b = b.mqtt_ws_url(url);
         }
         if let Some(ca) = ca_file {
@@ -227,7 +236,7 @@ impl Client {
         Ok(self.client(py)?.device_id())
     }
 
-    /// The transport: "mqtt", "mqtt-ws" or "http".
+    /// The transport: "mqtt", "mqtt-websocket" or "http" (given as "mqtt-ws", also "mqtt-websocket").
     #[getter]
     fn transport(&self) -> &'static str {
         self.transport

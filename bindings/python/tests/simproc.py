@@ -131,12 +131,12 @@ class Sim:
                 if r["event"]["eventType"] == event_type]
 
     def device_options(self, transport: str) -> dict[str, Any]:
-        options: dict[str, Any] = {"transport": transport, "tls": False, "api_url": self.http_url,
+        options: dict[str, Any] = {"transport": transport, "plain": True, "api_url": self.http_url,
                                    "backoff_unit": 0.05, "backoff_cap": 0.5}
         if transport == "mqtt":
             options.update(host="127.0.0.1", port=self.mqtt_port)
-        elif transport == "mqtt-ws":
-            options.update(ws_url=self.ws_url)
+        elif transport in ("mqtt-websocket", "mqtt-ws"):
+            options.update(mqtt_ws_url=self.ws_url)
         return options
 
     def kill(self) -> None:

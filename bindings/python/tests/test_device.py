@@ -171,9 +171,21 @@ def test_bulk_data_over_http_says_it_needs_mqtt(make_device: MakeDevice) -> None
 
 def test_mqtt_over_websocket_sends_events(sim: Sim, make_device: MakeDevice) -> None:
     kind = unique("ws")
-    with make_device("mqtt-ws") as device:
+    with make_device("mqtt-websocket") as device:
         device.send_event(kind, {"x": 1})
         wait_until(lambda: sim.events(kind), what="the event over WebSocket")
+
+
+def test_the_older_spellings_of_the_naming_table_still_work(sim: Sim, make_device: MakeDevice) -> None:
+    # "mqtt-ws" is "mqtt-websocket", ws_url= is mqtt_ws_url= (without it the URL would be
+    # wss://, which the simulator does not serve).
+    with make_device("mqtt-ws", mqtt_ws_url=None, ws_url=sim.ws_url) as device:
+        assert device.transport == "mqtt-websocket"
+        device.connect(timeout=10)
+    # tls=False is plain=True: the simulator's MQTT port speaks no TLS, so this connects only
+    # if the older spelling is taken.
+    with make_device("mqtt", plain=False, tls=False) as device:
+        device.connect(timeout=10)
 
 
 def test_a_wrong_key_raises_auth_error(sim: Sim, transport: str) -> None:
@@ -185,7 +197,7 @@ def test_a_wrong_key_raises_auth_error(sim: Sim, transport: str) -> None:
 
 
 def test_an_unreachable_cloud_raises_timeout_error() -> None:
-    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, backoff_unit=0.05)
+    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, plain=True, backoff_unit=0.05)
     with pytest.raises(mode.TimeoutError, match="did not connect"):
         device.connect(timeout=0.5)
     assert isinstance(mode.TimeoutError("x"), TimeoutError)
@@ -308,7 +320,7 @@ def test_a_handler_may_close_its_own_device(sim: Sim, make_device: MakeDevice) -
 def test_a_send_waiting_for_queue_room_ends_with_closed_error_when_the_device_closes() -> None:
     # Never connects (port 1): the first event fills the queue, the second waits for room,
     # with no end but the close, which must wake it at once.
-    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, backoff_unit=0.05,
+    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, plain=True, backoff_unit=0.05,
                          queue_size=1, full_queue_policy="block")
     device.connect(timeout=None)
     device.send_event("fills-the-queue", {})
@@ -336,7 +348,7 @@ def test_a_blocking_call_ends_with_closed_error_when_the_native_client_shuts_dow
     # and a dropped client without close): a shutdown wakes a wait the core would not end (a
     # bulk request to a cloud that never answers, 60 s). Had the shutdown come before the call
     # reached its wait, the call fails at once too: either way, ClosedError within seconds.
-    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, backoff_unit=0.05)
+    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, plain=True, backoff_unit=0.05)
     device.connect(timeout=None)
     outcome: list[BaseException] = []
 
@@ -389,7 +401,7 @@ def test_ten_threads_send_at_once(sim: Sim, make_device: MakeDevice, transport: 
 
 def test_a_full_queue_raises_queue_full_error_under_the_error_policy(sim: Sim) -> None:
     # Never connected (nothing listens on port 1): the queue fills and stays full.
-    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, queue_size=2,
+    device = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, plain=True, queue_size=2,
                          full_queue_policy="error", backoff_unit=0.05)
     device.connect(timeout=None)
     try:

@@ -70,7 +70,7 @@ def test_ctrl_c_interrupts_a_blocking_wait() -> None:
     # Nothing listens on port 1: with a queue of one under "block", the second send waits.
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import mode
-        d = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, tls=False, queue_size=1, backoff_unit=0.05)
+        d = mode.Device(1001, "v1.key", host="127.0.0.1", port=1, plain=True, queue_size=1, backoff_unit=0.05)
         d.connect(timeout=None)
         d.send_event("fills-the-queue", {})
         print("blocking", flush=True)

@@ -51,7 +51,7 @@ def device(sim: Sim, certs: pathlib.Path, transport: str, host: str = "localhost
            client: Optional[str] = "client", **options: Any) -> mode.Device:
     """Device 1001 over TLS to ``host`` (the server certificate names localhost), trusting the
     test CA, presenting ``client``.pem/.key of the test PKI (None: no certificate)."""
-    port = {"mqtt": sim.tls_ports["MQTT/TLS"], "mqtt-ws": sim.tls_ports["MQTT/wss"],
+    port = {"mqtt": sim.tls_ports["MQTT/TLS"], "mqtt-websocket": sim.tls_ports["MQTT/wss"],
             "http": sim.tls_ports["HTTPS"]}[transport]
     if client is not None:
         options.update(client_cert=str(certs / f"{client}.pem"), client_key=str(certs / f"{client}.key"))
@@ -76,7 +76,7 @@ def test_the_http_transport_works_over_https_and_wss_with_a_private_ca(tls_sim: 
 
 
 def test_mqtt_over_wss_works_with_a_private_ca(tls_sim: Sim, certs: pathlib.Path) -> None:
-    sends_and_receives(tls_sim, device(tls_sim, certs, "mqtt-ws", client=None), "py-wss")
+    sends_and_receives(tls_sim, device(tls_sim, certs, "mqtt-websocket", client=None), "py-wss")
 
 
 def test_mutual_tls_on_mqtt_and_https_with_a_client_certificate_and_key(mtls_sim: Sim, certs: pathlib.Path) -> None:
@@ -123,7 +123,7 @@ def test_a_client_certificate_of_another_ca_says_so(mtls_sim: Sim, certs: pathli
     assert "refused our client certificate: it is not issued by a CA the server trusts" in reason, reason
 
 
-@pytest.mark.parametrize("transport", ["mqtt", "mqtt-ws", "http"])
+@pytest.mark.parametrize("transport", ["mqtt", "mqtt-websocket", "http"])
 def test_a_wrong_host_name_says_so(tls_sim: Sim, certs: pathlib.Path, transport: str) -> None:
     reason = first_failure(device(tls_sim, certs, transport, host="127.0.0.1", client=None))
     assert "certificate is not valid for the host name" in reason, reason
@@ -132,13 +132,13 @@ def test_a_wrong_host_name_says_so(tls_sim: Sim, certs: pathlib.Path, transport:
 
 def test_info_without_a_rest_url_names_the_setting_to_give(sim: Sim) -> None:
     # host names the MQTT broker only: info() must not guess (nor ask the real cloud).
-    with mode.Device(1001, KEYS[1001], host="127.0.0.1", port=sim.mqtt_port, tls=False, **FAST) as dev:
+    with mode.Device(1001, KEYS[1001], host="127.0.0.1", port=sim.mqtt_port, plain=True, **FAST) as dev:
         with pytest.raises(mode.ConfigError, match="no REST API URL.*set api_url") as raised:
             dev.info()
         assert "MQTT 127.0.0.1" in str(raised.value)
     # With the HTTP transport host and port are the REST API.
     http_port = int(sim.http_url.rsplit(":", 1)[1])
-    with mode.Device(1001, KEYS[1001], transport="http", host="127.0.0.1", port=http_port, tls=False,
+    with mode.Device(1001, KEYS[1001], transport="http", host="127.0.0.1", port=http_port, plain=True,
                      **FAST) as dev:
         assert dev.info()["id"] == 1001
 

@@ -69,7 +69,10 @@ impl Env {
             ("MODE_PLAIN", "1".to_owned()),
             ("MODE_HOST", mqtt.ip().to_string()),
             ("MODE_PORT", mqtt.port().to_string()),
-            ("MODE_WS_URL", format!("ws://{}/mqtt", sim.mqtt_ws_addr())),
+            (
+                "MODE_MQTT_WS_URL",
+                format!("ws://{}/mqtt", sim.mqtt_ws_addr()),
+            ),
             (
                 "MODE_API_URL",
                 format!("http://{}", sim.http_addr().unwrap()),

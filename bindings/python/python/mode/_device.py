@@ -127,7 +127,7 @@ class _DeviceBase:
         self.device_id = device_id
         self.runtime = runtime if runtime is not None else default_runtime()
         self._native = Client(device_id, api_key, runtime=self.runtime._native, **options)
-        #: How the device talks to the cloud: "mqtt", "mqtt-ws" or "http".
+        #: How the device talks to the cloud: "mqtt", "mqtt-websocket" or "http".
         self.transport: Transport = self._native.transport
         self._started = False
         self._closed = False
@@ -314,7 +314,7 @@ class Device(_DeviceBase):
     """A MODE device whose handlers run on a library thread; every call may block (with the
     GIL released) and may be made from any thread, handlers included.
 
-    >>> with mode.Device(1001, "v1.key", host="127.0.0.1", port=1883, tls=False) as device:
+    >>> with mode.Device(1001, "v1.key", host="127.0.0.1", port=1883, plain=True) as device:
     ...     device.send_event("boot", {"version": 1})
 
     Its waits (``connect``, ``commands``) sleep on a condition variable that each notification

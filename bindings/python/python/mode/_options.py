@@ -16,7 +16,8 @@ __all__ = ["DeviceOptions", "FullQueuePolicy", "OutboxSync", "QoS", "Transport"]
 # several values, because mypy.stubtest wants a Union at runtime for what mypy sees as one.
 
 #: How the device talks to the cloud: MQTT, MQTT over WebSocket, or the HTTP (REST) API.
-Transport = Union[Literal["mqtt"], Literal["mqtt-ws"], Literal["http"]]
+#: ("mqtt-ws": the older spelling of "mqtt-websocket", still accepted.)
+Transport = Union[Literal["mqtt"], Literal["mqtt-websocket"], Literal["http"], Literal["mqtt-ws"]]
 #: What a send does when the outgoing queue is full: wait for room, drop the oldest queued
 #: message, or raise ``QueueFullError``.
 FullQueuePolicy = Union[Literal["block"], Literal["drop-oldest"], Literal["error"]]
@@ -41,8 +42,12 @@ class DeviceOptions(TypedDict, total=False):
     #: [derived from host] the REST API's base URL (``info()``, the HTTP transport).
     api_url: Optional[str]
     #: [derived from host] the MQTT-over-WebSocket URL.
+    mqtt_ws_url: Optional[str]
+    #: [None] the older spelling of ``mqtt_ws_url``.
     ws_url: Optional[str]
-    #: [True] TLS; False for plain TCP (a local simulator).
+    #: [False] no TLS: plain TCP, ws:// and http://, for a local simulator.
+    plain: bool
+    #: [True] the older spelling: ``tls=False`` is ``plain=True``.
     tls: bool
     #: [None] a PEM file of extra certificate authorities to trust.
     ca_file: Optional[_Path]

@@ -129,10 +129,10 @@ def options_for_host(host: Optional[str]) -> DeviceOptions:
     url = urllib.parse.urlsplit(host)
     if url.scheme in ("mqtt", "mqtts"):
         return {"transport": "mqtt", "host": url.hostname, "port": url.port,
-                "tls": url.scheme == "mqtts"}
+                "plain": url.scheme == "mqtt"}
     if url.scheme in ("http", "https"):
         return {"transport": "http", "api_url": f"{url.scheme}://{url.netloc}",
-                "tls": url.scheme == "https"}
+                "plain": url.scheme == "http"}
     raise ValueError(f"--host {host!r}: use mqtt://host:port, mqtts://host:port, http://... or https://...")
 
 

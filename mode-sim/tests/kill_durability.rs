@@ -20,18 +20,13 @@ use rumqttc::mqttbytes::v4::{Codec, Connect, Packet, Publish};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use mode_test_support::{KillOutcome, env_or, seed};
+
 const DEVICE: u64 = 1001;
 /// QoS 1 publishes in flight at once, as a client with an inflight window sends them.
 const WINDOW: usize = 64;
 /// A bound on the whole run, so a hang fails instead of stalling the test command.
 const DEADLINE: Duration = Duration::from_secs(600);
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// SplitMix64: reproducible kill points for a seed.
 fn next_random(state: &mut u64) -> u64 {
@@ -46,17 +41,7 @@ fn event(n: usize) -> Vec<u8> {
     format!(r#"{{"eventType":"kill-test","eventData":{{"n":{n}}}}}"#).into_bytes()
 }
 
-/// What one run found.
-#[derive(Debug)]
-struct Outcome {
-    kills: u64,
-    acked: usize,
-    missing: Vec<usize>,
-    duplicates: usize,
-    elapsed: Duration,
-}
-
-async fn run(kills: u64, events: usize, seed: u64) -> Outcome {
+async fn run(kills: u64, events: usize, seed: u64) -> KillOutcome {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut random = seed;
@@ -151,11 +136,12 @@ async fn run(kills: u64, events: usize, seed: u64) -> Outcome {
         copies[n] += 1;
     }
     drop(cloud);
-    Outcome {
+    KillOutcome {
         kills: killed,
-        acked: acked_count,
+        confirmed: acked_count,
         missing: (0..events)
             .filter(|&n| acked[n] && copies[n] == 0)
+            .map(|n| n as u64)
             .collect(),
         duplicates: copies.iter().map(|&c| c.saturating_sub(1)).sum(),
         elapsed: started.elapsed(),
@@ -166,39 +152,19 @@ async fn run(kills: u64, events: usize, seed: u64) -> Outcome {
 async fn every_event_acknowledged_before_a_kill_9_is_in_the_store_after_restart() {
     let kills = env_or("MODE_SIM_KILLS", 30);
     let events = env_or("MODE_SIM_KILL_EVENTS", 3000) as usize;
-    let seed = env_or(
-        "MODE_SIM_KILL_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    );
+    let seed = seed("MODE_SIM_KILL_SEED");
     let out = run(kills, events, seed).await;
-    println!(
-        "kill test (MODE_SIM_KILL_SEED={seed}): {} kills, {} events acknowledged, {} missing, {} duplicates, {:.1} s",
-        out.kills,
-        out.acked,
-        out.missing.len(),
-        out.duplicates,
-        out.elapsed.as_secs_f64()
-    );
-    println!(
-        "| kills (SIGKILL + restart) | events acknowledged | acknowledged but missing | duplicates kept | seconds |"
-    );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} | {} | {:.1} |",
-        out.kills,
-        out.acked,
-        out.missing.len(),
-        out.duplicates,
-        out.elapsed.as_secs_f64()
-    );
     assert!(out.kills >= kills, "{out:?}");
-    assert!(
-        out.missing.is_empty(),
-        "{} acknowledged events are not in the store (seed {seed}), e.g. {:?}",
-        out.missing.len(),
-        &out.missing[..out.missing.len().min(10)]
+    out.check(
+        "kill test",
+        "MODE_SIM_KILL_SEED",
+        seed,
+        [
+            "kills (SIGKILL + restart)",
+            "events acknowledged",
+            "acknowledged but missing",
+            "duplicates kept",
+            "seconds",
+        ],
     );
 }

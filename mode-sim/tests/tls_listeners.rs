@@ -10,42 +10,24 @@ use std::sync::Arc;
 use common::*;
 use mode_sim::config::TlsConfig;
 use mode_sim::{Sim, SimConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use mode_test_support::{Issued, Pki};
 use rumqttc::{ConnectReturnCode, MqttOptions, QoS, TlsConfiguration, Transport};
 
 const ADMIN: &str = "admin-secret";
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
 
 /// A simulator whose TLS listeners use a `localhost` certificate of a fresh CA and, with
 /// `client_certs`, require client certificates of that CA.
 struct TlsSim {
     sim: Sim,
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: tempfile::TempDir,
+    pki: Pki,
 }
 
 impl TlsSim {
     async fn start(client_certs: bool) -> TlsSim {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = ca("sim test CA");
-        let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&server_key, &ca)
-            .unwrap();
-        let path = |name: &str| dir.path().join(name);
-        std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(path("server.pem"), server.pem()).unwrap();
-        std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
-        let mut tls = TlsConfig::new(path("server.pem"), path("server.key"));
+        let pki = Pki::new("sim test CA");
+        let mut tls = TlsConfig::new(pki.path("server.pem"), pki.path("server.key"));
         if client_certs {
-            tls = tls.with_client_ca(path("ca.pem"));
+            tls = tls.with_client_ca(pki.path("ca.pem"));
         }
         let mut config = SimConfig {
             tls: Some(tls),
@@ -53,26 +35,16 @@ impl TlsSim {
         };
         config.admin_key = Some(ADMIN.into());
         let sim = Sim::start(config).await.unwrap();
-        TlsSim { sim, ca, dir }
+        TlsSim { sim, pki }
     }
 
     /// A client certificate with subject CN `cn`, issued by the simulator's CA.
     fn client_cert(&self, cn: &str) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (c, k) = (
-            self.dir.path().join(format!("{cn}.pem")),
-            self.dir.path().join(format!("{cn}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
+        self.pki.client_cert(cn, cn, Issued::Valid)
     }
 
     fn rustls(&self, client: Option<&(PathBuf, PathBuf)>) -> rustls::ClientConfig {
-        let builder = tls_trusting(self.ca.der().clone());
+        let builder = tls_trusting(self.pki.ca.der().clone());
         match client {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => builder
@@ -158,14 +130,10 @@ async fn https_serves_the_rest_api_and_mqtt_runs_over_wss() {
     )
     .await;
     puback(&mut eventloop).await;
-    let types: Vec<_> = t
-        .sim
-        .cloud()
-        .events_from(D1)
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
-    assert_eq!(types, ["over-https", "over-wss"]);
+    assert_eq!(
+        t.sim.cloud().event_types_from(D1),
+        ["over-https", "over-wss"]
+    );
 }
 
 #[tokio::test]

@@ -4,28 +4,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use common::*;
+use mode_test_support::Captured;
 use rumqttc::QoS;
 
 const BIG: usize = 900_000;
 /// The longest log line or error body allowed: our own words plus 128 bytes of quoted input.
 const LINE_MAX: usize = 2048;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn logs() -> &'static Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
@@ -44,7 +31,7 @@ fn logs() -> &'static Captured {
 
 /// Every captured line is short, and some line says `needle`. Returns that line.
 fn assert_logged_briefly(needle: &str) -> String {
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let text = logs().text();
     for line in text.lines() {
         assert!(
             line.len() <= LINE_MAX,

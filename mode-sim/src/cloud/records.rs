@@ -132,6 +132,14 @@ impl Cloud {
             .collect()
     }
 
+    /// The types of the events `device_id` sent, in order: what most tests compare.
+    pub fn event_types_from(&self, device_id: DeviceId) -> Vec<String> {
+        self.events_from(device_id)
+            .into_iter()
+            .map(|event| event.event_type)
+            .collect()
+    }
+
     /// How many events `device_id` sent (system events excluded), without copying them: the
     /// cheap check for [`Cloud::wait_for`] loops over long event streams.
     pub fn count_events_from(&self, device_id: DeviceId) -> usize {

@@ -23,25 +23,10 @@ use mode_core::proto::{Map, Qos, Value};
 use mode_integration::{demo, fast_backoff, key};
 use mode_sim::{Sim, SimConfig};
 
+use mode_test_support::{KillOutcome, env_or, seed};
+
 const DEVICE: u64 = 1001;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn seed() -> u64 {
-    env_or(
-        "MODE_OUTBOX_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    )
-}
 
 /// SplitMix64: reproducible random choices for a seed.
 fn next_random(state: &mut u64) -> u64 {
@@ -273,7 +258,7 @@ async fn a_full_durable_outbox_follows_the_full_queue_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_or_damaged_store_is_read_as_far_as_it_goes_and_the_loss_is_reported() {
     const STORED: u64 = 200;
-    let seed = seed();
+    let seed = seed("MODE_OUTBOX_SEED");
     let mut random = seed;
     let pristine_dir = tempfile::tempdir().unwrap();
     queue_offline(pristine_dir.path(), 0..STORED).await;
@@ -368,15 +353,6 @@ impl DeviceProcess {
     }
 }
 
-#[derive(Debug)]
-struct KillOutcome {
-    kills: u64,
-    accepted: usize,
-    missing: Vec<u64>,
-    duplicates: usize,
-    elapsed: Duration,
-}
-
 /// Runs the device `kills` times, each killed after a random number (1..=max_between) of
 /// successful sends, then drains what is left; returns what the simulator holds.
 async fn kill_run(kills: u64, max_between: u64, seed: u64) -> KillOutcome {
@@ -424,7 +400,7 @@ async fn kill_run(kills: u64, max_between: u64, seed: u64) -> KillOutcome {
     missing.sort_unstable();
     KillOutcome {
         kills,
-        accepted: accepted.len(),
+        confirmed: accepted.len(),
         missing,
         duplicates: copies.values().map(|&c| c - 1).sum(),
         elapsed: started.elapsed(),
@@ -434,32 +410,17 @@ async fn kill_run(kills: u64, max_between: u64, seed: u64) -> KillOutcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_whose_send_returned_reaches_the_simulator_across_sigkills_of_the_device() {
     let kills = env_or("MODE_OUTBOX_KILLS", 20);
-    let seed = seed();
-    let out = kill_run(kills, 400, seed).await;
-    println!(
-        "durable outbox kill test (MODE_OUTBOX_SEED={seed}): {} kills, {} sends returned Ok, {} missing, {} duplicates, {:.1} s",
-        out.kills,
-        out.accepted,
-        out.missing.len(),
-        out.duplicates,
-        out.elapsed.as_secs_f64()
-    );
-    println!(
-        "| device SIGKILLs + restarts | sends returned Ok | missing at the simulator | duplicates | seconds |"
-    );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} | {} | {:.1} |",
-        out.kills,
-        out.accepted,
-        out.missing.len(),
-        out.duplicates,
-        out.elapsed.as_secs_f64()
-    );
-    assert!(
-        out.missing.is_empty(),
-        "{} accepted events never reached the simulator (seed {seed}), e.g. {:?}",
-        out.missing.len(),
-        &out.missing[..out.missing.len().min(10)]
+    let seed = seed("MODE_OUTBOX_SEED");
+    kill_run(kills, 400, seed).await.check(
+        "durable outbox kill test",
+        "MODE_OUTBOX_SEED",
+        seed,
+        [
+            "device SIGKILLs + restarts",
+            "sends returned Ok",
+            "missing at the simulator",
+            "duplicates",
+            "seconds",
+        ],
     );
 }

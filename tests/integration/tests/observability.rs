@@ -1,26 +1,10 @@
 //! What the client logs: every line of its connection task carries the device id, and the API
 //! key appears nowhere, at any level, whether the key is accepted or refused.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use mode_client::Client;
 use mode_core::proto::Map;
 use mode_integration::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use mode_test_support::Captured;
 
 // One thread: the subscriber set for this thread sees the client's tasks too.
 #[tokio::test(flavor = "current_thread")]
@@ -47,7 +31,7 @@ async fn logs_name_the_device_and_never_the_api_key() {
     disconnected(&mut notifications).await;
     refused.close(WAIT).await.unwrap();
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     assert!(text.contains("device_id=1001"), "{text}");
     assert!(text.contains("device_id=1002"), "{text}");
     assert!(text.contains("connected"), "{text}");

@@ -10,7 +10,7 @@ use mode_core::proto::Map;
 use mode_integration::*;
 use mode_sim::config::TlsConfig;
 use mode_sim::{Sim, SimConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use mode_test_support::{Issued, Pki, ca};
 
 /// A simulator whose TLS listeners serve a certificate for `localhost` issued by a fresh CA,
 /// and (with [`mtls_sim`]) require client certificates issued by that CA.
@@ -18,17 +18,7 @@ struct TlsSim {
     sim: Sim,
     ca_file: PathBuf,
     other_ca_file: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: tempfile::TempDir,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    pki: Pki,
 }
 
 async fn tls_sim() -> TlsSim {
@@ -41,21 +31,11 @@ async fn mtls_sim() -> TlsSim {
 
 async fn start_tls_sim(client_certs: bool) -> TlsSim {
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca("libmode test CA");
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let path = |name: &str| dir.path().join(name);
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path("other-ca.pem"), self::ca("someone else").pem()).unwrap();
-    std::fs::write(path("server.pem"), server.pem()).unwrap();
-    std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
-    let mut tls = TlsConfig::new(path("server.pem"), path("server.key"));
+    let pki = Pki::new("libmode test CA");
+    let other_ca_file = pki.write("other-ca.pem", &ca("someone else").pem());
+    let mut tls = TlsConfig::new(pki.path("server.pem"), pki.path("server.key"));
     if client_certs {
-        tls = tls.with_client_ca(path("ca.pem"));
+        tls = tls.with_client_ca(pki.path("ca.pem"));
     }
     let sim = Sim::start(SimConfig {
         tls: Some(tls),
@@ -65,10 +45,9 @@ async fn start_tls_sim(client_certs: bool) -> TlsSim {
     .unwrap();
     TlsSim {
         sim,
-        ca_file: path("ca.pem"),
-        other_ca_file: path("other-ca.pem"),
-        ca,
-        dir,
+        ca_file: pki.path("ca.pem"),
+        other_ca_file,
+        pki,
     }
 }
 
@@ -85,25 +64,14 @@ enum ClientCert {
 impl TlsSim {
     /// Writes a client certificate and key (PEM) for device 1001; returns their paths.
     fn client_cert(&self, which: ClientCert) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, D1.to_string());
-        let (name, cert) = match which {
-            ClientCert::Valid => ("valid", params.signed_by(&key, &self.ca).unwrap()),
-            ClientCert::OtherCa => ("other-ca", params.signed_by(&key, &ca("stranger")).unwrap()),
-            ClientCert::Expired => {
-                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-                ("expired", params.signed_by(&key, &self.ca).unwrap())
-            }
+        let stranger = ca("stranger");
+        let (name, issued) = match which {
+            ClientCert::Valid => ("valid", Issued::Valid),
+            ClientCert::OtherCa => ("other-ca", Issued::By(&stranger)),
+            ClientCert::Expired => ("expired", Issued::Expired),
         };
-        let cert_path = self.dir.path().join(format!("client-{name}.pem"));
-        let key_path = self.dir.path().join(format!("client-{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        self.pki
+            .client_cert(&format!("client-{name}"), &D1.to_string(), issued)
     }
 
     /// The HTTP transport against the HTTPS listener, as `host`, trusting the test CA.
@@ -149,7 +117,7 @@ async fn a_server_certificate_from_an_untrusted_ca_is_a_clear_tls_error() {
     let t = tls_sim().await;
     let detail = first_tls_error(tls_config(&t, "localhost").ca_file(&t.other_ca_file)).await;
     assert!(detail.contains("not signed by a trusted CA"), "{detail}");
-    assert!(detail.contains("extra_ca_file"), "{detail}");
+    assert!(detail.contains("ca_file"), "{detail}");
     assert_eq!(
         t.sim.cloud().connect_attempts(D1).total(),
         0,
@@ -195,13 +163,7 @@ async fn mutual_tls_connects_mqtt_and_https_with_a_client_certificate_and_key() 
     for (client, name) in [(&mqtt, "mqtt-mtls"), (&http, "https-mtls")] {
         send_acked(client, name, Map::new()).await;
     }
-    let mut types: Vec<_> = t
-        .sim
-        .cloud()
-        .events_from(D1)
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
+    let mut types = t.sim.cloud().event_types_from(D1);
     types.sort();
     assert_eq!(types, ["https-mtls", "mqtt-mtls"]);
     assert_eq!(http.device_info().await.unwrap().id, D1);

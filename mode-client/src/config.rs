@@ -33,8 +33,8 @@ pub use builder::ClientConfigBuilder;
 
 #[path = "outbox_config.rs"]
 mod outbox;
-pub(crate) use outbox::OutboxSettings;
 pub use outbox::{DEFAULT_OUTBOX_MAX_BYTES, SyncPolicy};
+pub(crate) use outbox::{Opened, OutboxSettings};
 
 /// A device API key. It never shows itself: `Debug` and `Display` print `<redacted>`, so a key
 /// cannot leak into a log line through a config or an error.

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use mode_core::engine::{Engine, MessageId, Publish};
+use mode_core::engine::{Engine, MessageId};
 
-use super::config::{ConfigError, OutboxSettings};
+use super::config::{ConfigError, Opened, OutboxSettings};
 
 /// Never exists without the feature.
 #[derive(Debug)]
@@ -15,13 +15,6 @@ pub(crate) enum Tracker {}
 /// Never handed out without the feature (only a [`Tracker`] makes one).
 #[derive(Debug)]
 pub(crate) struct Ticket;
-
-pub(crate) struct Opened {
-    pub tracker: Tracker,
-    pub messages: Vec<Publish>,
-    pub last_id: MessageId,
-    pub report: Option<String>,
-}
 
 pub(crate) fn start(_dir: &Path, _settings: &OutboxSettings) -> Result<Opened, ConfigError> {
     Err(ConfigError::OutboxUnavailable)

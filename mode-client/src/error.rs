@@ -196,7 +196,7 @@ pub(crate) fn describe_tls(err: &rustls::Error, host: &str) -> String {
     use rustls::CertificateError;
     match err {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
-            "the server's certificate for {host} is not signed by a trusted CA ({err}); add the CA with extra_ca_file"
+            "the server's certificate for {host} is not signed by a trusted CA ({err}); add the CA with ca_file (C mode_config_set_ca_file, mode --ca-file)"
         ),
         rustls::Error::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },

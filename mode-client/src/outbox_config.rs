@@ -1,5 +1,6 @@
 //! The durable outbox's settings ([`ClientConfigBuilder::outbox_dir`] and its policies), kept
-//! apart from the connection settings they do not touch.
+//! apart from the connection settings they do not touch, and what opening the outbox gives
+//! back ([`Opened`], one definition for the build with the outbox and the one without).
 //!
 //! What each [`SyncPolicy`] survives, exactly:
 //! - A message whose send returned `Ok` is in an fsynced queue-file append, under either policy: it
@@ -57,6 +58,17 @@ impl Default for OutboxSettings {
             sync: SyncPolicy::default(),
         }
     }
+}
+
+/// A durable outbox opened at start: its writer (running) and what to put back in the engine.
+pub(crate) struct Opened {
+    pub tracker: crate::durable::Tracker,
+    /// Unfinished messages, in id order, for `Engine::restore`.
+    pub messages: Vec<mode_core::engine::Publish>,
+    /// New ids continue after this one.
+    pub last_id: mode_core::engine::MessageId,
+    /// What could not be recovered, in words, when something could not.
+    pub report: Option<String>,
 }
 
 impl OutboxSettings {

@@ -16,12 +16,12 @@ use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use mode_core::engine::{Engine, MessageId, OutboxChange, Publish};
+use mode_core::engine::{Engine, MessageId, OutboxChange};
 use mode_core::proto::Qos;
 
 pub(crate) use self::frame::stored_size;
 use self::store::{Change, Recovered, Store, lock, outbox_error};
-use super::config::{ConfigError, OutboxSettings, SyncPolicy};
+use super::config::{ConfigError, Opened, OutboxSettings, SyncPolicy};
 
 /// What the writer has done, for the senders waiting on it.
 #[derive(Debug, Default)]
@@ -350,17 +350,6 @@ fn write_loop(mut store: Store, queue: &Queue, policy: SyncPolicy) {
         woken.into_values().flatten().for_each(Waker::wake);
     }
     tracing::debug!(dir = %store.dir.display(), "durable outbox closed");
-}
-
-/// A store opened at start: the tracker (writer running) and what to restore.
-pub(crate) struct Opened {
-    pub tracker: Tracker,
-    /// Unfinished messages, in id order, for `Engine::restore`.
-    pub messages: Vec<Publish>,
-    /// New ids continue after this one.
-    pub last_id: MessageId,
-    /// What could not be recovered, in words, when something could not.
-    pub report: Option<String>,
 }
 
 /// Opens the store in `dir`, reads what it holds and starts its writer.

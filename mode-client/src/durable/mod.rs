@@ -62,8 +62,24 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Queue {
+    fn new(dir: &Path) -> Queue {
+        Queue {
+            pending: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            durable: Mutex::new(Durable::default()),
+            written: Condvar::new(),
+            failed: AtomicBool::new(false),
+            dir: dir.to_owned(),
+        }
+    }
+
     fn error(&self) -> ConfigError {
-        let why = relock(&self.durable)
+        self.error_in(&relock(&self.durable))
+    }
+
+    /// [`error`](Self::error) for a caller that holds the lock already (it is not reentrant).
+    fn error_in(&self, durable: &Durable) -> ConfigError {
+        let why = durable
             .failed
             .clone()
             .unwrap_or_else(|| "the outbox writer has stopped".to_owned());
@@ -89,7 +105,7 @@ impl Ticket {
         if durable.on_disk >= self.upto {
             Some(Ok(()))
         } else if durable.failed.is_some() {
-            Some(Err(self.queue.error()))
+            Some(Err(self.queue.error_in(durable)))
         } else {
             None
         }
@@ -148,14 +164,7 @@ impl Tracker {
     /// `QueueFile` stays on one thread) and hands back what it holds.
     fn start(dir: &Path, settings: &OutboxSettings) -> Result<(Tracker, Recovered), ConfigError> {
         let lock = lock(dir)?;
-        let queue = Arc::new(Queue {
-            pending: Mutex::new(Pending::default()),
-            work: Condvar::new(),
-            durable: Mutex::new(Durable::default()),
-            written: Condvar::new(),
-            failed: AtomicBool::new(false),
-            dir: dir.to_owned(),
-        });
+        let queue = Arc::new(Queue::new(dir));
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let thread_queue = queue.clone();
         let thread_dir = dir.to_owned();
@@ -362,4 +371,40 @@ pub(crate) fn start(dir: &Path, settings: &OutboxSettings) -> Result<Opened, Con
         last_id: recovered.last_id,
         report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A writer whose commit failed answers every sender waiting on it with that error, on a
+    /// thread and on a task alike (both once took the state lock twice and hung instead).
+    #[test]
+    fn a_failed_writer_answers_every_waiting_sender_with_its_error() {
+        let queue = Arc::new(Queue::new(Path::new("/outbox")));
+        relock(&queue.durable).failed = Some("the disk is gone".into());
+        queue.failed.store(true, Ordering::Release);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ticket = |upto| Ticket {
+                upto,
+                queue: queue.clone(),
+            };
+            let blocking = ticket(1).wait_blocking();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let waited = runtime.block_on(ticket(2).wait());
+            let _ = tx.send([blocking, waited]);
+        });
+        let results = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a waiting sender hung on a failed writer");
+        for result in results {
+            let error = result.unwrap_err().to_string();
+            assert!(error.contains("the disk is gone"), "{error}");
+        }
+    }
 }

@@ -28,5 +28,6 @@ pub mod backoff;
 pub mod ddp;
 pub mod engine;
 pub mod proto;
+pub mod random;
 pub mod session;
 pub mod time;

@@ -20,22 +20,13 @@ use rumqttc::mqttbytes::v4::{Codec, Connect, Packet, Publish};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use mode_test_support::{KillOutcome, env_or, seed};
+use mode_test_support::{KillOutcome, env_or, next_random, seed};
 
 const DEVICE: u64 = 1001;
 /// QoS 1 publishes in flight at once, as a client with an inflight window sends them.
 const WINDOW: usize = 64;
 /// A bound on the whole run, so a hang fails instead of stalling the test command.
 const DEADLINE: Duration = Duration::from_secs(600);
-
-/// SplitMix64: reproducible kill points for a seed.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn event(n: usize) -> Vec<u8> {
     format!(r#"{{"eventType":"kill-test","eventData":{{"n":{n}}}}}"#).into_bytes()

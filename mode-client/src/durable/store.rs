@@ -306,17 +306,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use mode_core::proto::Qos;
+    use mode_core::random::SplitMix64;
 
     use super::*;
-
-    /// SplitMix64: reproducible random choices for a seed.
-    fn next(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 
     fn message(id: MessageId, len: usize) -> Publish {
         Publish {
@@ -335,25 +327,25 @@ mod tests {
     fn random_histories_keep_every_unconfirmed_message() {
         for seed in 0..16u64 {
             let dir = tempfile::tempdir().unwrap();
-            let mut random = seed;
+            let mut random = SplitMix64(seed);
             let (mut store, _) = Store::open(dir.path(), lock(dir.path()).unwrap()).unwrap();
             let mut live: BTreeMap<MessageId, Publish> = BTreeMap::new();
             let mut next_id = 1;
             for step in 0..400 {
                 let mut changes = Vec::new();
-                for _ in 0..next(&mut random) % 4 {
-                    let m = message(next_id, (next(&mut random) % 300) as usize);
+                for _ in 0..random.next_u64() % 4 {
+                    let m = message(next_id, (random.next_u64() % 300) as usize);
                     next_id += 1;
                     live.insert(m.id, m.clone());
                     changes.push(Change::Put(m));
                 }
-                for _ in 0..next(&mut random) % 4 {
+                for _ in 0..random.next_u64() % 4 {
                     let ids: Vec<MessageId> = live.keys().copied().collect();
                     if ids.is_empty() {
                         break;
                     }
-                    let pick = if next(&mut random).is_multiple_of(5) {
-                        ids[(next(&mut random) as usize) % ids.len()]
+                    let pick = if random.next_u64().is_multiple_of(5) {
+                        ids[(random.next_u64() as usize) % ids.len()]
                     } else {
                         ids[0]
                     };
@@ -363,7 +355,7 @@ mod tests {
                 store
                     .write(changes)
                     .unwrap_or_else(|e| panic!("seed {seed}, step {step}: {e}"));
-                if next(&mut random).is_multiple_of(50) {
+                if random.next_u64().is_multiple_of(50) {
                     drop(store);
                     let (reopened, recovered) =
                         Store::open(dir.path(), lock(dir.path()).unwrap()).unwrap();

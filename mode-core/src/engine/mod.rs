@@ -54,6 +54,7 @@ use crate::backoff::{Backoff, Failure};
 use crate::ddp::{Applied, Mirror};
 use crate::prelude::*;
 use crate::proto::{DeviceId, Event as EventMessage, Qos, Topic, TopicKind};
+use crate::random::SplitMix64;
 use crate::session::{Incoming, Outgoing, Session};
 use crate::time::{Instant, millis_ceil};
 
@@ -101,25 +102,9 @@ pub struct Engine {
     events: VecDeque<Event>,
     journal: VecDeque<OutboxChange>,
     stats: Stats,
-    random: SplitMix,
-}
-
-/// A small deterministic generator for backoff jitter, seeded by the caller's randomness
-/// ([`EngineConfig::seed`]): the engine reads no RNG, and a test replays a history exactly.
-#[derive(Debug, Clone)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    /// A number in `[0, 1)`.
-    fn next_unit(&mut self) -> f64 {
-        // SplitMix64 (Steele, Lea, Flood 2014): one add and three xor-shift-multiplies.
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
+    /// Backoff jitter, seeded by the caller's randomness ([`EngineConfig::seed`]): the engine
+    /// reads no RNG, and a test replays a history exactly.
+    random: SplitMix64,
 }
 
 impl Engine {
@@ -143,7 +128,7 @@ impl Engine {
             events: VecDeque::new(),
             journal: VecDeque::new(),
             stats: Stats::default(),
-            random: SplitMix(config_seed),
+            random: SplitMix64(config_seed),
         };
         engine.start_attempt();
         engine

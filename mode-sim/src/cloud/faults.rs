@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mode_core::proto::{DeviceId, SyncMessage};
+use mode_core::random::SplitMix64;
 
 use super::lock;
 use super::subscriptions::Subscription;
@@ -136,7 +137,7 @@ impl KvSubscription {
         if let Some((held, _)) = self.queue.held.take() {
             self.deliver(msg);
             self.deliver(held);
-        } else if self.queue.rng.percent(faults.reorder_percent) {
+        } else if percent(&mut self.queue.rng, faults.reorder_percent) {
             self.queue.held = Some((msg, tokio::time::Instant::now() + REORDER_WAIT));
         } else {
             self.deliver(msg);
@@ -146,7 +147,7 @@ impl KvSubscription {
     /// Makes `msg` ready, twice when the duplicate fault says so.
     fn deliver(&mut self, msg: SyncMessage) {
         let faults = self.faults();
-        if self.queue.rng.percent(faults.duplicate_percent) {
+        if percent(&mut self.queue.rng, faults.duplicate_percent) {
             self.queue.ready.push_back(msg.clone());
         }
         self.queue.ready.push_back(msg);
@@ -158,19 +159,7 @@ impl KvSubscription {
     }
 }
 
-/// A small deterministic generator for fault choices (no dependency, same sequence everywhere).
-pub(super) struct SplitMix64(pub(super) u64);
-
-impl SplitMix64 {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn percent(&mut self, p: u8) -> bool {
-        p > 0 && self.next() % 100 < u64::from(p)
-    }
+/// True `p` times in a hundred (the fault choices: same sequence for a seed everywhere).
+fn percent(rng: &mut SplitMix64, p: u8) -> bool {
+    p > 0 && rng.next_u64() % 100 < u64::from(p)
 }

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use mode_core::proto::DeviceId;
 
-use super::faults::SplitMix64;
 use super::time::now_nanos;
 use super::{Cloud, CloudError, Device, HomeId, Principal, ProjectId, rfc3339_nanos};
+use mode_core::random::SplitMix64;
 
 /// A new device made by [`Cloud::provision`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Cloud {
         let device_id = state.devices.keys().next_back().map_or(1, |id| id + 1);
         let api_key = format!(
             "v1.sim-device-{device_id}-{:016x}",
-            SplitMix64(device_id ^ now_nanos()).next()
+            SplitMix64(device_id ^ now_nanos()).next_u64()
         );
         let config = crate::config::DeviceConfig {
             id: device_id,

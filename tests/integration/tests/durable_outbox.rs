@@ -23,19 +23,10 @@ use mode_core::proto::{Map, Qos, Value};
 use mode_integration::{demo, fast_backoff, key};
 use mode_sim::{Sim, SimConfig};
 
-use mode_test_support::{KillOutcome, env_or, seed};
+use mode_test_support::{KillOutcome, env_or, next_random, seed};
 
 const DEVICE: u64 = 1001;
 const WAIT: Duration = Duration::from_secs(60);
-
-/// SplitMix64: reproducible random choices for a seed.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn data(seq: u64) -> Map<String, Value> {
     let mut data = Map::new();

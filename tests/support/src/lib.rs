@@ -138,6 +138,15 @@ pub fn seed(name: &str) -> u64 {
     )
 }
 
+/// The next number of the reproducible sequence `state` seeds (mode-core's SplitMix64, the
+/// engine's and the simulator's generator too); `state` advances.
+pub fn next_random(state: &mut u64) -> u64 {
+    let mut random = mode_core::random::SplitMix64(*state);
+    let next = random.next_u64();
+    *state = random.0;
+    next
+}
+
 /// What a kill test found.
 #[derive(Debug)]
 pub struct KillOutcome {

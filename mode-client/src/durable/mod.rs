@@ -2,7 +2,7 @@
 //! queue-file FIFO before the send returns, removed when the engine reports it finished (and
 //! every message before it is), and put back into the engine at the next start. The engine's
 //! journal says what changed; this module keeps the store in step with it, on a writer thread
-//! that writes what has queued up as one fsynced append and one fsynced removal (group commit).
+//! that writes what has queued up as one commit (group commit; see `store::commit`).
 //! [`store`] is the file, [`frame`] the layout of one record.
 
 mod frame;

@@ -117,8 +117,8 @@ impl Store {
     pub(crate) fn open(dir: &Path, lock: File) -> Result<(Store, Recovered), ConfigError> {
         let path = dir.join(QUEUE_FILE);
         let (queue, records, recovered) = match read(&path) {
-            Ok((queue, records, damaged)) => {
-                let recovered = recovered_from(&records, damaged, None);
+            Ok((queue, records)) => {
+                let recovered = recovered_from(&records, 0, None);
                 (queue, records, recovered)
             }
             Err(why) => {
@@ -140,10 +140,7 @@ impl Store {
                 (queue, records, recovered)
             }
         };
-        let order = records
-            .iter()
-            .map(|record| (record.id(), matches!(record, Record::LastId(_))))
-            .collect();
+        let order = records.iter().map(order_entry).collect();
         let store = Store {
             queue,
             order,
@@ -154,8 +151,8 @@ impl Store {
         Ok((store, recovered))
     }
 
-    /// Writes `changes`: the new messages in one fsynced append, then the finished prefix of
-    /// the file removed in one fsynced header update. Returns when both are on disk.
+    /// Writes `changes` in one [`commit`]: the new messages appended, the finished prefix of
+    /// the file removed. Returns when both are on disk.
     pub(crate) fn write(&mut self, changes: Vec<Change>) -> Result<(), String> {
         let mut puts = Vec::new();
         let mut deletes = HashSet::new();
@@ -208,11 +205,7 @@ impl Store {
             self.order.len() + added.len(),
             "file and order differ"
         );
-        self.order.extend(
-            added
-                .iter()
-                .map(|record| (record.id(), matches!(record, Record::LastId(_)))),
-        );
+        self.order.extend(added.iter().map(order_entry));
         Ok(())
     }
 
@@ -223,8 +216,9 @@ impl Store {
 }
 
 /// Opens the queue file at `path` and decodes every record; an error when queue-file cannot
-/// open it or an element cannot be read (its CRC is wrong, the file is cut short).
-fn read(path: &Path) -> Result<(QueueFile, Vec<Record>, u64), String> {
+/// open it, an element cannot be read (its CRC is wrong, the file is cut short) or is not one
+/// of our frames (all of them are then salvaged from the bytes).
+fn read(path: &Path) -> Result<(QueueFile, Vec<Record>), String> {
     guarded(|| {
         let queue = open_queue(path)?;
         let mut records = Vec::with_capacity(queue.size());
@@ -248,8 +242,13 @@ fn read(path: &Path) -> Result<(QueueFile, Vec<Record>, u64), String> {
             // Intact to queue-file but not a frame of ours: not a file this client wrote.
             return Err(format!("{damaged} record(s) are not outbox frames"));
         }
-        Ok((queue, records, 0))
+        Ok((queue, records))
     })
+}
+
+/// A record's place in [`Store::order`]: its id, and finished already if it is an id marker.
+fn order_entry(record: &Record) -> (MessageId, bool) {
+    (record.id(), matches!(record, Record::LastId(_)))
 }
 
 /// Opens (creating it if needed) the queue file, set up for the outbox: an append writes and

@@ -101,11 +101,22 @@ pub(crate) enum Change {
     Delete(MessageId),
 }
 
+/// What a record of the file is, as the writer tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// A message the cloud has not confirmed.
+    Waiting,
+    /// A message confirmed, still in the file behind an unconfirmed one.
+    Finished,
+    /// An id marker (finished from the start).
+    Marker,
+}
+
 /// An open store. Lives on the writer thread (a `QueueFile` is not `Send`).
 pub(crate) struct Store {
     queue: QueueFile,
-    /// The ids of the file's records, head first, and whether each is finished.
-    order: VecDeque<(MessageId, bool)>,
+    /// The ids of the file's records, head first, and what each is now.
+    order: VecDeque<(MessageId, Held)>,
     last_id: MessageId,
     pub(crate) dir: PathBuf,
     _lock: File,
@@ -169,7 +180,7 @@ impl Store {
                 break;
             }
             if deletes.remove(&entry.0) {
-                entry.1 = true;
+                entry.1 = Held::Finished;
             }
         }
         if let Some(last) = puts.last() {
@@ -181,7 +192,9 @@ impl Store {
             .filter(|message| !deletes.contains(&message.id))
             .map(Record::Message)
             .collect();
-        let finished = self.order.iter().take_while(|(_, done)| *done).count();
+        let finished = (self.order.iter())
+            .take_while(|(_, held)| *held != Held::Waiting)
+            .count();
         // Ids continue after a restart, so the newest record kept must name the last id handed
         // out; when it would not (everything finished, or the newest messages confirmed before
         // they were written), a marker of it is appended, in the same append as the rest.
@@ -211,7 +224,7 @@ impl Store {
 
     /// True when the file holds nothing but one id marker (nothing to remove or add).
     fn only_marker(&self) -> bool {
-        self.order.len() == 1 && self.order[0].0 == self.last_id && self.order[0].1
+        self.order.len() == 1 && self.order[0] == (self.last_id, Held::Marker)
     }
 }
 
@@ -246,9 +259,12 @@ fn read(path: &Path) -> Result<(QueueFile, Vec<Record>), String> {
     })
 }
 
-/// A record's place in [`Store::order`]: its id, and finished already if it is an id marker.
-fn order_entry(record: &Record) -> (MessageId, bool) {
-    (record.id(), matches!(record, Record::LastId(_)))
+/// A record's place in [`Store::order`] when it is written or read back.
+fn order_entry(record: &Record) -> (MessageId, Held) {
+    match record {
+        Record::Message(message) => (message.id, Held::Waiting),
+        Record::LastId(id) => (*id, Held::Marker),
+    }
 }
 
 /// Opens (creating it if needed) the queue file, set up for the outbox: an append writes and
@@ -365,6 +381,15 @@ mod tests {
                         assert_eq!(got.get(id), Some(m), "seed {seed}, step {step}: {id}");
                     }
                     assert!(got.keys().all(|id| *id < next_id), "seed {seed}");
+                    // A confirmed message may come back only behind an unconfirmed one (a FIFO
+                    // removes from the head); with everything confirmed, nothing comes back.
+                    let oldest_live = live.keys().next().copied();
+                    for id in got.keys().filter(|id| !live.contains_key(id)) {
+                        assert!(
+                            oldest_live.is_some_and(|oldest| oldest < *id),
+                            "seed {seed}, step {step}: confirmed {id} came back, oldest unconfirmed {oldest_live:?}"
+                        );
+                    }
                     assert_eq!(recovered.last_id, next_id - 1, "seed {seed}, step {step}");
                     assert_eq!(recovered.damaged, 0);
                     // What came back but was confirmed is sent again; the model forgets it.
